@@ -1,0 +1,1 @@
+"""Shared, model-agnostic building blocks: attention, rotary tables, norms, samplers, checkpoint I/O."""

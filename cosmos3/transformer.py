@@ -1,0 +1,354 @@
+"""The Cosmos3 mixture-of-transformers: an understanding (UND) path over the prompt tokens and a
+generation (GEN) path over patchified video latents, meeting only inside attention.
+
+Attribute names are the checkpoint's keys (``layers.{i}.self_attn.add_q_proj.weight`` ...), so a
+diffusers ``transformer/`` folder loads without renaming. ``lm_head`` and the UND final ``norm``
+never influence generation and are not built.
+
+The UND path never attends to vision tokens, so its per-layer keys/values depend on the prompt only:
+:meth:`Cosmos3Transformer.encode_text` runs it once per prompt, and every denoising step runs just the
+GEN path (:meth:`Cosmos3Transformer.forward`) against those cached keys/values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core.attention import attention
+from ..core.norms import RMSNorm
+from ..core.rope import apply_rope, interleaved_axis_of_slot, inverse_frequencies, mrope_cos_sin
+from .config import Cosmos3Config
+
+
+class Cosmos3MLP(nn.Module):
+    """SwiGLU (``down(silu(gate x) * up x)``) or dense squared ReLU (``down(relu(up x)^2)``)."""
+
+    def __init__(self, hidden: int, intermediate: int, act: str):
+        super().__init__()
+        self.act = act
+        if act == "silu":
+            self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.up_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.down_proj = nn.Linear(intermediate, hidden, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.act == "relu2":
+            h = F.relu(self.up_proj(x), inplace=True).square_()
+        else:
+            h = F.silu(self.gate_proj(x), inplace=True).mul_(self.up_proj(x))
+        return self.down_proj(h)
+
+
+class Cosmos3Attention(nn.Module):
+    """Both paths' projections and per-head q/k norms (``to_*`` = UND, ``add_*`` = GEN)."""
+
+    def __init__(self, cfg: Cosmos3Config):
+        super().__init__()
+        d, hd, bias = cfg.hidden_size, cfg.head_dim, cfg.attention_bias
+        q_dim, kv_dim = cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd
+        nemotron = cfg.hidden_act == "relu2"
+        self.to_q = nn.Linear(d, q_dim, bias=bias)
+        self.to_k = nn.Linear(d, kv_dim, bias=bias)
+        self.to_v = nn.Linear(d, kv_dim, bias=bias)
+        self.to_out = nn.Linear(q_dim, d, bias=bias)
+        if cfg.qk_norm_for_text:
+            self.norm_q = RMSNorm(hd, cfg.rms_norm_eps, nemotron)
+            self.norm_k = RMSNorm(hd, cfg.rms_norm_eps, nemotron)
+        if cfg.k_norm_und_for_gen:
+            self.k_norm_und_for_gen = RMSNorm(hd, cfg.rms_norm_eps, nemotron)
+        self.add_q_proj = nn.Linear(d, q_dim, bias=bias)
+        self.add_k_proj = nn.Linear(d, kv_dim, bias=bias)
+        self.add_v_proj = nn.Linear(d, kv_dim, bias=bias)
+        self.to_add_out = nn.Linear(q_dim, d, bias=bias)
+        self.norm_added_q = RMSNorm(hd, cfg.rms_norm_eps, nemotron)
+        self.norm_added_k = RMSNorm(hd, cfg.rms_norm_eps, nemotron)
+
+
+class Cosmos3Layer(nn.Module):
+    def __init__(self, cfg: Cosmos3Config):
+        super().__init__()
+        d, eps, nemotron = cfg.hidden_size, cfg.rms_norm_eps, cfg.hidden_act == "relu2"
+        self.self_attn = Cosmos3Attention(cfg)
+        self.input_layernorm = RMSNorm(d, eps, nemotron)
+        self.post_attention_layernorm = RMSNorm(d, eps, nemotron)
+        self.mlp = Cosmos3MLP(d, cfg.intermediate_size, cfg.hidden_act)
+        self.input_layernorm_moe_gen = RMSNorm(d, eps, nemotron)
+        self.post_attention_layernorm_moe_gen = RMSNorm(d, eps, nemotron)
+        self.mlp_moe_gen = Cosmos3MLP(d, cfg.intermediate_size, cfg.hidden_act)
+
+
+class TimestepEmbedder(nn.Module):
+    """256-channel sinusoid (cos first) of the scaled timestep, then ``linear_2(silu(linear_1 .))``."""
+
+    def __init__(self, hidden: int, channels: int = 256):
+        super().__init__()
+        self.channels = channels
+        self.linear_1 = nn.Linear(channels, hidden)
+        self.linear_2 = nn.Linear(hidden, hidden)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        half = self.channels // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+        args = t.float()[:, None] * freqs[None, :]
+        emb = torch.cat((torch.cos(args), torch.sin(args)), dim=-1)
+        w = self.linear_1.weight
+        return self.linear_2(F.silu(self.linear_1(emb.to(w.dtype))))
+
+
+@dataclass
+class TextKV:
+    """One prompt's UND keys (normalised, rotated) and values per layer, each ``[1, kv_heads, L, head_dim]``."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    length: int
+
+    def to(self, device) -> "TextKV":
+        return TextKV([k.to(device) for k in self.keys], [v.to(device) for v in self.values], self.length)
+
+
+@dataclass
+class GenContext:
+    """Everything a denoising step needs that does not change between steps.
+
+    Built once per (prompts, latent shape, fps, conditioning frames) by :meth:`Cosmos3Transformer.prepare`.
+    """
+
+    text_keys: list[torch.Tensor]  # per layer [B, kv_heads, L_max, head_dim]
+    text_values: list[torch.Tensor]
+    key_mask: torch.Tensor | None  # [B, 1, 1, L_max + N] (True = attend), None when all prompts are equally long
+    cos: torch.Tensor  # [B, N, 1, head_dim]
+    sin: torch.Tensor
+    latent_shape: tuple[int, int, int]  # (T, H, W) of the latent
+    grid: tuple[int, int, int]  # (T, Hp, Wp) patch grid
+    noisy_frames: list[int]  # latent frames that are denoised (the others are clean conditioning)
+
+    @property
+    def batch(self) -> int:
+        return self.cos.shape[0]
+
+
+class Cosmos3Transformer(nn.Module):
+    def __init__(self, config: Cosmos3Config | dict):
+        super().__init__()
+        cfg = config if isinstance(config, Cosmos3Config) else Cosmos3Config.from_dict(config)
+        self.config = cfg
+        d = cfg.hidden_size
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, d)
+        self.layers = nn.ModuleList(Cosmos3Layer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.norm_moe_gen = RMSNorm(d, cfg.rms_norm_eps, cfg.hidden_act == "relu2")
+        self.proj_in = nn.Linear(cfg.patch_latent_dim, d)
+        self.proj_out = nn.Linear(d, cfg.patch_latent_dim)
+        self.time_embedder = TimestepEmbedder(d)
+        self._axis_of_slot = interleaved_axis_of_slot(cfg.head_dim // 2, cfg.mrope_sections)
+
+    # Keys the checkpoint carries that generation never reads.
+    unused_checkpoint_keys = ("lm_head.", "norm.weight")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.proj_in.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.proj_in.weight.device
+
+    def _rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        inv_freq = inverse_frequencies(self.config.head_dim, self.config.rope_theta)
+        cos, sin = mrope_cos_sin(positions, inv_freq, self._axis_of_slot, self.dtype)
+        return cos.unsqueeze(-2), sin.unsqueeze(-2)  # head axis for broadcasting
+
+    # ------------------------------------------------------------------ UND path (once per prompt)
+    @torch.no_grad()
+    def encode_text(self, input_ids: torch.Tensor | list[int]) -> TextKV:
+        """Run the understanding path over one prompt's token ids; return its per-layer keys/values.
+
+        Text positions are ``0..L-1`` on all three mRoPE axes. The last layer's attention output and
+        MLP feed nothing the GEN path reads, so they are skipped.
+        """
+        cfg = self.config
+        ids = torch.as_tensor(input_ids, dtype=torch.long, device=self.device).reshape(1, -1)
+        n = ids.shape[1]
+        hq, hkv, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        pos = torch.arange(n, dtype=torch.float32, device=self.device).expand(3, 1, n)
+        cos, sin = self._rope(pos)
+        x = self.embed_tokens(ids)
+        keys, values = [], []
+        for i, layer in enumerate(self.layers):
+            attn = layer.self_attn
+            h = layer.input_layernorm(x)
+            k = attn.to_k(h).view(1, n, hkv, hd)
+            v = attn.to_v(h).view(1, n, hkv, hd)
+            if cfg.qk_norm_for_text:
+                k = attn.norm_k(k)
+            k_gen = attn.k_norm_und_for_gen(k) if cfg.k_norm_und_for_gen else k
+            k_gen = apply_rope(k_gen, cos, sin)
+            keys.append(k_gen.transpose(1, 2).contiguous())
+            values.append(v.transpose(1, 2).contiguous())
+            if i == len(self.layers) - 1:
+                break
+            q = attn.to_q(h).view(1, n, hq, hd)
+            if cfg.qk_norm_for_text:
+                q = attn.norm_q(q)
+            q = apply_rope(q, cos, sin)
+            k = k_gen if not cfg.k_norm_und_for_gen else apply_rope(k, cos, sin)
+            o = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=True)
+            x = x + attn.to_out(o.transpose(1, 2).reshape(1, n, hq * hd))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return TextKV(keys, values, n)
+
+    # ------------------------------------------------------------------ static per-run preparation
+    def vision_positions(
+        self, text_length: int, grid: tuple[int, int, int], fps: float | None, temporal_compression: int = 4
+    ) -> torch.Tensor:
+        """mRoPE ids ``[3, T*Hp*Wp]`` (float32) of the vision tokens that follow a prompt of ``text_length``.
+
+        Time ids start ``temporal_modality_margin`` after the text; with fps modulation (and more than one
+        latent frame) a latent frame advances time by ``base_fps / fps``. Height/width ids restart at 0.
+        """
+        cfg = self.config
+        t, hp, wp = grid
+        offset = text_length + cfg.unified_3d_mrope_temporal_modality_margin
+        if cfg.enable_fps_modulation and fps is not None and t > 1:
+            tps = fps / temporal_compression
+            base_tps = float(cfg.base_fps) / temporal_compression
+            t_ids = torch.arange(t, dtype=torch.float32) / tps * base_tps + offset
+        else:
+            t_ids = (torch.arange(t, dtype=torch.long) + offset).float()
+        h_ids = torch.arange(hp, dtype=torch.float32)
+        w_ids = torch.arange(wp, dtype=torch.float32)
+        if not cfg.unified_3d_mrope_reset_spatial_ids:
+            h_ids, w_ids = h_ids + offset, w_ids + offset
+        return torch.stack(
+            (
+                t_ids.view(t, 1, 1).expand(t, hp, wp).reshape(-1),
+                h_ids.view(1, hp, 1).expand(t, hp, wp).reshape(-1),
+                w_ids.view(1, 1, wp).expand(t, hp, wp).reshape(-1),
+            )
+        )
+
+    def prepare(
+        self,
+        texts: list[TextKV],
+        latent_shape: tuple[int, int, int],
+        fps: float | None,
+        condition_frames: list[int] | tuple[int, ...] = (),
+        temporal_compression: int = 4,
+    ) -> GenContext:
+        """Assemble the step-invariant inputs for a batch whose row ``b`` is conditioned on ``texts[b]``."""
+        p = self.config.latent_patch_size
+        t, h, w = latent_shape
+        grid = (t, -(-h // p), -(-w // p))
+        n_vis = grid[0] * grid[1] * grid[2]
+        device = self.device
+        l_max = max(tx.length for tx in texts)
+        n_layers = len(self.layers)
+        text_keys, text_values = [], []
+        for i in range(n_layers):
+            ks, vs = [], []
+            for tx in texts:
+                k, v = tx.keys[i].to(device), tx.values[i].to(device)
+                if tx.length < l_max:
+                    pad = (0, 0, 0, l_max - tx.length)
+                    k, v = F.pad(k, pad), F.pad(v, pad)
+                ks.append(k)
+                vs.append(v)
+            text_keys.append(torch.cat(ks) if len(ks) > 1 else ks[0])
+            text_values.append(torch.cat(vs) if len(vs) > 1 else vs[0])
+        key_mask = None
+        if any(tx.length != l_max for tx in texts):
+            key_mask = torch.ones(len(texts), 1, 1, l_max + n_vis, dtype=torch.bool, device=device)
+            for b, tx in enumerate(texts):
+                key_mask[b, ..., tx.length : l_max] = False
+        pos = torch.stack(
+            [self.vision_positions(tx.length, grid, fps, temporal_compression) for tx in texts], dim=1
+        ).to(device)
+        cos, sin = self._rope(pos)
+        cond = set(int(f) for f in condition_frames)
+        noisy = [f for f in range(t) if f not in cond]
+        return GenContext(text_keys, text_values, key_mask, cos, sin, (t, h, w), grid, noisy)
+
+    # ------------------------------------------------------------------ GEN path (every step)
+    def patchify(self, latents: torch.Tensor) -> torch.Tensor:
+        """``[B, C, T, H, W]`` -> ``[B, T*Hp*Wp, p*p*C]`` (rows/cols zero-padded to the patch size)."""
+        p = self.config.latent_patch_size
+        b, c, t, h, w = latents.shape
+        ph, pw = (-h) % p, (-w) % p
+        if ph or pw:
+            latents = F.pad(latents, (0, pw, 0, ph))
+        hp, wp = (h + ph) // p, (w + pw) // p
+        x = latents.reshape(b, c, t, hp, p, wp, p).permute(0, 2, 3, 5, 4, 6, 1)
+        return x.reshape(b, t * hp * wp, p * p * c)
+
+    def unpatchify(self, tokens: torch.Tensor, frames: int, grid_hw: tuple[int, int], hw: tuple[int, int]) -> torch.Tensor:
+        """Inverse of :meth:`patchify` for ``frames`` frames of tokens, cropped to ``hw``."""
+        p, c = self.config.latent_patch_size, self.config.latent_channel
+        b = tokens.shape[0]
+        hp, wp = grid_hw
+        x = tokens.reshape(b, frames, hp, wp, p, p, c).permute(0, 6, 1, 2, 4, 3, 5)
+        x = x.reshape(b, c, frames, hp * p, wp * p)
+        return x[..., : hw[0], : hw[1]]
+
+    def time_embedding(self, timestep: torch.Tensor | float | int, batch: int) -> torch.Tensor:
+        """Embedding ``[B, 1, D]`` (model dtype) of the scheduler timestep(s) (integer scale, 0..1000)."""
+        t = torch.as_tensor(timestep, dtype=torch.float32, device=self.device).reshape(-1)
+        t = t * self.config.timestep_scale
+        emb = self.time_embedder(t).to(self.dtype)
+        return emb.expand(batch, -1).unsqueeze(1) if emb.shape[0] == 1 else emb.unsqueeze(1)
+
+    def forward(self, latents: torch.Tensor, timestep, ctx: GenContext) -> torch.Tensor:
+        """Velocity ``[B, C, T, H, W]`` for ``latents`` at ``timestep``; zero at conditioning frames.
+
+        ``timestep`` is the scheduler's timestep (``sigma * 1000`` truncated, as the reference feeds it),
+        a number or one per batch row.
+        """
+        cfg = self.config
+        b = latents.shape[0]
+        if b != ctx.batch:
+            raise ValueError(f"latent batch {b} does not match the prepared context batch {ctx.batch}")
+        hq, hkv, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        t, hp, wp = ctx.grid
+        per_frame = hp * wp
+        x = self.proj_in(self.patchify(latents.to(self.dtype)))
+        n = x.shape[1]
+        temb = self.time_embedding(timestep, b)
+        noisy = ctx.noisy_frames
+        contiguous = noisy == list(range(noisy[0], noisy[-1] + 1)) if noisy else True
+        if noisy and contiguous:
+            x[:, noisy[0] * per_frame : (noisy[-1] + 1) * per_frame] += temb
+        elif noisy:
+            idx = torch.tensor([f * per_frame + j for f in noisy for j in range(per_frame)], device=x.device)
+            x[:, idx] += temb
+
+        for i, layer in enumerate(self.layers):
+            attn = layer.self_attn
+            h = layer.input_layernorm_moe_gen(x)
+            q = apply_rope(attn.norm_added_q(attn.add_q_proj(h).view(b, n, hq, hd)), ctx.cos, ctx.sin)
+            k = apply_rope(attn.norm_added_k(attn.add_k_proj(h).view(b, n, hkv, hd)), ctx.cos, ctx.sin)
+            v = attn.add_v_proj(h).view(b, n, hkv, hd)
+            keys = torch.cat((ctx.text_keys[i], k.transpose(1, 2)), dim=2)
+            values = torch.cat((ctx.text_values[i], v.transpose(1, 2)), dim=2)
+            o = attention(q.transpose(1, 2), keys, values, mask=ctx.key_mask)
+            x = x + attn.to_add_out(o.transpose(1, 2).reshape(b, n, hq * hd))
+            x = x + layer.mlp_moe_gen(layer.post_attention_layernorm_moe_gen(x))
+
+        t_lat, h_lat, w_lat = ctx.latent_shape
+        out = latents.new_zeros(b, cfg.latent_channel, t_lat, h_lat, w_lat, dtype=self.dtype)
+        if not noisy:
+            return out
+        if contiguous:
+            sel = x[:, noisy[0] * per_frame : (noisy[-1] + 1) * per_frame]
+        else:
+            sel = x[:, idx]
+        v_tokens = self.proj_out(self.norm_moe_gen(sel))
+        v_lat = self.unpatchify(v_tokens, len(noisy), (hp, wp), (h_lat, w_lat))
+        if contiguous:
+            out[:, :, noisy[0] : noisy[-1] + 1] = v_lat
+        else:
+            out[:, :, noisy] = v_lat
+        return out
