@@ -72,3 +72,46 @@ def reference_velocity(ref, input_ids: list[int], latents: torch.Tensor, timeste
         return_dict=False,
     )
     return out[0][0]
+
+
+TINY_VAE = dict(
+    base_dim=8, decoder_base_dim=8, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+    temperal_downsample=[False, True, True], is_residual=True, in_channels=12, out_channels=12, patch_size=2,
+    scale_factor_spatial=16, scale_factor_temporal=4,
+)
+
+
+def reference_vae(seed: int = 0):
+    from diffusers import AutoencoderKLWan
+
+    g = torch.Generator().manual_seed(seed + 100)
+    mean = (torch.randn(48, generator=g) * 0.2).tolist()
+    std = (torch.rand(48, generator=g) * 0.8 + 0.4).tolist()
+    torch.manual_seed(seed)
+    vae = AutoencoderKLWan(**TINY_VAE, latents_mean=mean, latents_std=std).eval()
+    randomize_(vae, seed + 1, scale=0.05)
+    return vae
+
+
+def reference_pipeline(folder, seed: int = 0, scheduler_overrides: dict | None = None, **model_index):
+    """A tiny random Cosmos3OmniPipeline saved with ``save_pretrained`` into ``folder`` (the real layout)."""
+    from diffusers import Cosmos3OmniPipeline, UniPCMultistepScheduler
+    from transformers import AutoTokenizer
+
+    from comfyui_cosmos3_ltx2.cosmos3.tiny import SCHEDULER_CONFIG, write_tokenizer
+
+    tok_dir = write_tokenizer(folder / "_tok")
+    tok = AutoTokenizer.from_pretrained(str(tok_dir))
+    sched = {k: v for k, v in SCHEDULER_CONFIG.items() if not k.startswith("_")}
+    sched.update(scheduler_overrides or {})
+    pipe = Cosmos3OmniPipeline(
+        transformer=reference_transformer(seed, vocab_size=272),
+        text_tokenizer=tok,
+        vae=reference_vae(seed),
+        scheduler=UniPCMultistepScheduler(**sched),
+        enable_safety_checker=False,
+        **model_index,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    pipe.save_pretrained(str(folder))
+    return pipe

@@ -1,0 +1,111 @@
+"""Command line: ``python -m comfyui_cosmos3_ltx2 generate ...``.
+
+Without ``--checkpoint`` it runs on the embedded default: a tiny, randomly initialised Cosmos3 checkpoint
+in the real on-disk format, written once into a cache folder. Its frames are noise; point
+``--checkpoint`` at a real diffusers-format Cosmos3 folder (e.g. a local copy of nvidia/Cosmos3-Nano)
+for real videos. Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+# Small enough to run in seconds on a laptop CPU with the tiny default model.
+TINY_DEFAULTS = dict(width=128, height=128, frames=17, steps=8)
+REAL_DEFAULTS = dict(width=1280, height=720, frames=189, steps=35)
+
+
+def save_frames(frames, path: Path, fps: float) -> Path:
+    """Write ``[T, H, W, 3]`` frames in [0, 1]: one image as PNG/JPEG/WebP, a clip as animated WebP or GIF."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = (frames.clamp(0, 1).mul(255).round().to("cpu").numpy()).astype(np.uint8)
+    images = [Image.fromarray(p) for p in pixels]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix.lower()
+    if len(images) == 1 and suffix in (".png", ".jpg", ".jpeg", ".webp"):
+        images[0].save(path)
+    elif suffix in (".webp", ".gif"):
+        kw = dict(lossless=True) if suffix == ".webp" else {}
+        images[0].save(path, save_all=True, append_images=images[1:], duration=int(round(1000 / fps)), loop=0, **kw)
+    else:
+        raise SystemExit(f"--output {path}: use .webp or .gif for a clip (.png/.jpg for one frame)")
+    return path
+
+
+def cmd_generate(args) -> int:
+    import torch
+
+    from .cosmos3.pipeline import generate
+    from .cosmos3.tiny import default_checkpoint
+
+    embedded = args.checkpoint is None
+    defaults = TINY_DEFAULTS if embedded else REAL_DEFAULTS
+    width = args.width or defaults["width"]
+    height = args.height or defaults["height"]
+    frames = args.frames or defaults["frames"]
+    steps = args.steps or defaults["steps"]
+    if embedded:
+        checkpoint = default_checkpoint()
+        print(f"[cosmos3] no --checkpoint: using the embedded tiny random model in {checkpoint}")
+        print("[cosmos3] its weights are random, so the frames are noise; pass --checkpoint DIR for real output")
+    else:
+        checkpoint = Path(args.checkpoint)
+    image = None
+    if args.image:
+        from PIL import Image
+
+        image = Image.open(args.image).convert("RGB")
+
+    def progress(info):
+        print(f"\r[cosmos3] step {info['i'] + 1}/{steps}", end="", flush=True)
+
+    t0 = time.perf_counter()
+    video = generate(
+        checkpoint, args.prompt, args.negative_prompt, image, width=width, height=height, num_frames=frames,
+        fps=args.fps, steps=steps, guidance=args.guidance, seed=args.seed, shift=args.shift,
+        device=args.device, dtype=args.dtype, callback=progress,
+    )
+    print()
+    out = Path(args.output or ("cosmos3.png" if video.shape[0] == 1 else "cosmos3.webp"))
+    save_frames(video, out, args.fps)
+    print(f"[cosmos3] {video.shape[0]} frame(s) {video.shape[2]}x{video.shape[1]} -> {out} "
+          f"({time.perf_counter() - t0:.1f}s, torch {torch.__version__})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m comfyui_cosmos3_ltx2", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("generate", help="Cosmos3 text-to-video / image-to-video / text-to-image")
+    g.add_argument("--checkpoint", help="diffusers-format Cosmos3 folder (default: the embedded tiny model)")
+    g.add_argument("--prompt", default="A robot arm stacks wooden blocks on a table, soft daylight.")
+    g.add_argument("--negative-prompt", default="")
+    g.add_argument("--image", help="conditioning image for image-to-video")
+    g.add_argument("--width", type=int)
+    g.add_argument("--height", type=int)
+    g.add_argument("--frames", type=int, help="4k+1 frames; 1 makes an image")
+    g.add_argument("--fps", type=float, default=24.0)
+    g.add_argument("--steps", type=int)
+    g.add_argument("--guidance", type=float, default=6.0)
+    g.add_argument("--shift", type=float, help="flow shift (default: the checkpoint's scheduler config)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
+    g.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], help="default: bf16 on GPU, fp32 on CPU")
+    g.add_argument("--output", help="output file: .webp/.gif for clips, .png for images")
+    g.set_defaults(func=cmd_generate)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,484 @@
+"""Cosmos3 denoising step: our transformer + sampler vs diffusers, same weights, same inputs, same run.
+
+A benchmark, not a test: run it on demand. It builds one random medium-size Cosmos3 transformer,
+saves it in the diffusers format and loads it twice:
+
+* diffusers: ``Cosmos3OmniTransformer.from_pretrained`` driven exactly like ``Cosmos3OmniPipeline.__call__``
+  drives it per denoising step: a cond and an uncond forward (each re-runs the text/UND path), the
+  velocity masking and float32 cast, ``u + g * (c - u)``, then ``UniPCMultistepScheduler.step``. The
+  static packing the pipeline hoists out of its loop is built once, with the pipeline's own helpers.
+* ours: ``cosmos3.loader.load_transformer``; both prompts are encoded once (``encode_text``) before
+  timing, a ``FlowDenoiser`` is built once, and ``core.sampling.sample_unipc`` runs the steps, in both
+  CFG modes (``batched_cfg=True``: one B=2 call; ``False``: two B=1 calls).
+
+Both sides run the same number of UniPC steps from the same noise; the printed time is per step (total
+/ steps, median over repeats after a warm-up). The final latents of each of our modes are compared with
+diffusers' (max |ours - ref| / max |ref|): a timing of different math would be worthless.
+
+Memory: on CUDA the allocator's peak during the run minus the memory allocated before it (and the
+absolute peak, weights included). On CPU the process RSS high-water mark (VmHWM, reset through
+/proc/self/clear_refs) minus the RSS before the run, after ``gc.collect()`` and ``malloc_trim`` so that
+freed heap pages of earlier runs do not hide new allocations. ``--isolate`` runs each side in its own
+subprocess (only its model resident) and also reports each process's absolute peak.
+
+    python bench/bench_cosmos3.py                      # medium config, fp32, CPU
+    python bench/bench_cosmos3.py --device cuda --dtype bf16 --layers 16 --frames 93 --height 480 --width 832
+    python bench/bench_cosmos3.py --profile ours       # + torch.profiler top ops of our batched step
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+
+import torch
+
+SIDES = ("ours-batched", "ours-serial", "diffusers")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+# ---------------------------------------------------------------------------------------------- setup
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
+    p.add_argument("--layers", type=int, default=8)
+    p.add_argument("--hidden", type=int, default=512)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--kv-heads", type=int, default=2)
+    p.add_argument("--head-dim", type=int, default=64)
+    p.add_argument("--intermediate", type=int, default=1536)
+    p.add_argument("--rope-axes", type=int, nargs=3, default=[12, 10, 10], help="mRoPE sections (sum = head_dim/2)")
+    p.add_argument("--vocab", type=int, default=2048, help="small so the embedding does not dominate the weights")
+    p.add_argument("--frames", type=int, default=33, help="pixel frames (4k+1)")
+    p.add_argument("--height", type=int, default=256)
+    p.add_argument("--width", type=int, default=256)
+    p.add_argument("--fps", type=float, default=24.0)
+    p.add_argument("--prompt-tokens", type=int, default=200, help="cond prompt length incl. chat/templates")
+    p.add_argument("--negative-tokens", type=int, default=60,
+                   help="uncond length (the pipeline's default empty negative prompt + system prompt + "
+                        "negated templates is ~60 Qwen tokens); unequal lengths exercise the padded batched CFG")
+    p.add_argument("--steps", type=int, default=4, help="UniPC steps per timed run")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per side (after one warm-up run)")
+    p.add_argument("--guidance", type=float, default=6.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    p.add_argument("--sides", nargs="+", default=list(SIDES), choices=SIDES)
+    p.add_argument("--isolate", action="store_true", help="run each side in its own subprocess")
+    p.add_argument("--profile", choices=("none", "ours", "all"), default="none",
+                   help="print torch.profiler top ops of one run (ours = ours-batched and ours-serial)")
+    p.add_argument("--profile-rows", type=int, default=18)
+    p.add_argument("--json", type=Path, help="also write the results as JSON here")
+    # internal: one side in a subprocess
+    p.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
+    p.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def model_config(a) -> dict:
+    return dict(
+        hidden_size=a.hidden, num_hidden_layers=a.layers, num_attention_heads=a.heads,
+        num_key_value_heads=a.kv_heads, head_dim=a.head_dim, intermediate_size=a.intermediate,
+        rope_axes_dim=list(a.rope_axes), vocab_size=a.vocab,
+    )
+
+
+def latent_thw(a) -> tuple[int, int, int]:
+    if (a.frames - 1) % 4 or a.height % 16 or a.width % 16:
+        raise SystemExit("--frames must be 4k+1 and --height/--width multiples of 16")
+    return (a.frames - 1) // 4 + 1, a.height // 16, a.width // 16
+
+
+def scheduler_config() -> dict:
+    from comfyui_cosmos3_ltx2.cosmos3.tiny import SCHEDULER_CONFIG
+
+    return {k: v for k, v in SCHEDULER_CONFIG.items() if not k.startswith("_")}
+
+
+def write_checkpoint(a, folder: Path) -> None:
+    """A random diffusers-format transformer folder (fp32), norms and biases moved off their init values."""
+    from diffusers import Cosmos3OmniTransformer
+
+    torch.manual_seed(a.seed)
+    model = Cosmos3OmniTransformer(**model_config(a)).eval()
+    g = torch.Generator().manual_seed(a.seed + 1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 1:  # norm weights (ones) and biases (zeros)
+                p.add_(torch.randn(p.shape, generator=g) * 0.1)
+    model.save_pretrained(str(folder))
+
+
+def make_inputs(a) -> dict:
+    """Random prompt ids (the UND path's cost depends on the length, not on the text) and the start noise."""
+    g = torch.Generator().manual_seed(a.seed + 2)
+    t, h, w = latent_thw(a)
+    return dict(
+        cond_ids=torch.randint(0, a.vocab, (a.prompt_tokens,), generator=g),
+        uncond_ids=torch.randint(0, a.vocab, (a.negative_tokens,), generator=g),
+        noise=torch.randn(1, 48, t, h, w, generator=torch.Generator().manual_seed(a.seed + 3)),
+    )
+
+
+def weight_bytes(module: torch.nn.Module) -> int:
+    return sum(p.nbytes for p in module.parameters()) + sum(b.nbytes for b in module.buffers())
+
+
+# ---------------------------------------------------------------------------------------------- sides
+class Diffusers:
+    """The per-step work of ``Cosmos3OmniPipeline.__call__`` (vision only, no sound/action)."""
+
+    name = "diffusers"
+
+    def __init__(self, a, ckpt: Path, inputs: dict):
+        from diffusers import Cosmos3OmniPipeline, Cosmos3OmniTransformer, UniPCMultistepScheduler
+
+        self.device, self.dtype = torch.device(a.device), DTYPES[a.dtype]
+        # from_pretrained refuses to load this model without `accelerate` (_keep_in_fp32_modules); do what it does
+        # by hand: config -> model, strict state dict, everything in the dtype but the float32-kept modules.
+        from safetensors.torch import load_file
+
+        self.model = Cosmos3OmniTransformer.from_config(Cosmos3OmniTransformer.load_config(str(ckpt))).eval()
+        self.model.load_state_dict(load_file(str(ckpt / "diffusion_pytorch_model.safetensors")), strict=True)
+        from diffusers.utils import logging as dlogging
+
+        level = dlogging.get_verbosity()
+        dlogging.set_verbosity_error()  # the "should be kept in float32" warning: handled just below
+        self.model.to(self.device, self.dtype)
+        dlogging.set_verbosity(level)
+        for name in getattr(self.model, "_keep_in_fp32_modules", None) or ():
+            getattr(self.model, name).float()
+        self.scheduler = UniPCMultistepScheduler(**scheduler_config())
+        self.steps, self.guidance = a.steps, a.guidance
+        self.mask_velocity = Cosmos3OmniPipeline._mask_velocity_predictions
+        # The static packs, built with the pipeline's own methods (they read only .transformer.config and
+        # .vae_scale_factor_temporal from the pipeline).
+        shim = types.SimpleNamespace(transformer=self.model, vae_scale_factor_temporal=4)
+        probe = inputs["noise"]
+        self.packs = []
+        for ids in (inputs["cond_ids"], inputs["uncond_ids"]):
+            text = Cosmos3OmniPipeline._prepare_text_segment(shim, ids.tolist(), self.device)
+            vis = Cosmos3OmniPipeline._prepare_vision_segment(
+                shim, input_vision_tokens=probe, has_image_condition=False,
+                mrope_offset=text["vision_start_temporal_offset"], vision_fps=a.fps, curr=text["und_len"],
+                device=self.device, condition_frame_indexes=[],
+            )
+            self.packs.append(dict(
+                input_ids=text["input_ids"], text_indexes=text["text_indexes"],
+                position_ids=torch.cat([text["text_mrope_ids"], vis["vision_mrope_ids"]], dim=1),
+                und_len=text["und_len"], sequence_length=text["und_len"] + vis["num_vision_tokens"],
+                vision_token_shapes=vis["vision_token_shapes"], vision_sequence_indexes=vis["vision_sequence_indexes"],
+                vision_mse_loss_indexes=vis["vision_mse_loss_indexes"],
+                vision_noisy_frame_indexes=vis["vision_noisy_frame_indexes"],
+            ))
+            self.num_noisy = vis["num_noisy_vision_tokens"]
+        self.condition_mask = torch.zeros((probe.shape[2], 1, 1), device=self.device, dtype=torch.float32)
+        self.weights = weight_bytes(self.model)
+
+    def reset(self) -> None:
+        # Before the pipeline's loop (untimed): set_timesteps also clears the multistep history.
+        self.scheduler.set_timesteps(self.steps, device=self.device)
+
+    @torch.no_grad()
+    def run(self, noise: torch.Tensor) -> torch.Tensor:
+        latents = noise.to(self.device, torch.float32)  # sampling dtype of the pipeline
+        timesteps = self.scheduler.timesteps
+        n = len(timesteps)
+        for i, t in enumerate(timesteps):
+            sigma = float(self.scheduler.sigmas[i])
+            timestep = t.item()
+            vision_tokens = latents.to(device=self.device, dtype=self.dtype)
+            vision_timesteps = torch.full((self.num_noisy,), timestep, device=self.device)
+            velocities = []
+            for label, pack in zip(("cond", "uncond"), self.packs):
+                with self.model.cache_context(label, step_index=i, sigma=sigma, num_inference_steps=n):
+                    preds, _, _ = self.model(**pack, vision_tokens=[vision_tokens], vision_timesteps=vision_timesteps,
+                                             return_dict=False)
+                v, _, _ = self.mask_velocity(preds, None, vision_condition_mask=[self.condition_mask])
+                velocities.append(v)
+            cond, uncond = (v.float() for v in velocities)
+            velocity = uncond + self.guidance * (cond - uncond)
+            latents = self.scheduler.step(velocity.unsqueeze(0), t, latents.unsqueeze(0), return_dict=False)[0].squeeze(0)
+        return latents
+
+
+class Ours:
+    """Our transformer with cached prompt keys/values, FlowDenoiser (CFG) and sample_unipc."""
+
+    def __init__(self, a, ckpt: Path, inputs: dict, batched: bool):
+        from comfyui_cosmos3_ltx2.cosmos3.loader import load_transformer
+        from comfyui_cosmos3_ltx2.cosmos3.pipeline import Cosmos3Conditioning, FlowDenoiser, make_schedule
+
+        self.name = "ours-batched" if batched else "ours-serial"
+        self.device = torch.device(a.device)
+        self.model = load_transformer(ckpt, device=self.device, dtype=a.dtype)
+        sched = scheduler_config()
+        self.schedule = make_schedule(a.steps, sched)
+        self.solver = dict(order=sched["solver_order"], solver_type=sched["solver_type"],
+                           lower_order_final=sched["lower_order_final"])
+        # Once per prompt, before sampling (the point of the design): UND keys/values.
+        cond = self.model.encode_text(inputs["cond_ids"].to(self.device))
+        uncond = self.model.encode_text(inputs["uncond_ids"].to(self.device))
+        self.denoiser = FlowDenoiser(
+            self.model, Cosmos3Conditioning(cond, uncond, a.fps), latent_batch=1, latent_thw=latent_thw(a),
+            condition_frames=[], schedule=self.schedule, guidance=a.guidance, batched_cfg=batched,
+        )
+        self.weights = weight_bytes(self.model)
+
+    def reset(self) -> None:
+        pass
+
+    @torch.no_grad()
+    def run(self, noise: torch.Tensor) -> torch.Tensor:
+        from comfyui_cosmos3_ltx2.core.sampling import sample_unipc
+
+        return sample_unipc(self.denoiser, noise.to(self.device, torch.float32), self.schedule.sigmas, **self.solver)
+
+
+def build_side(name: str, a, ckpt: Path, inputs: dict):
+    if name == "diffusers":
+        return Diffusers(a, ckpt, inputs)
+    return Ours(a, ckpt, inputs, batched=name == "ours-batched")
+
+
+# ---------------------------------------------------------------------------------------------- measuring
+_libc = None
+
+
+def _trim_heap() -> None:
+    global _libc
+    gc.collect()
+    try:
+        _libc = _libc or ctypes.CDLL("libc.so.6")
+        _libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+class MemProbe:
+    """Peak memory of one run: CUDA allocator stats, or the CPU RSS high-water mark."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.cpu_ok = False
+        if not self.cuda:
+            try:
+                with open("/proc/self/clear_refs", "w") as f:
+                    f.write("5")
+                self.cpu_ok = True
+            except OSError:
+                pass
+
+    def start(self) -> None:
+        _trim_heap()
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.before = torch.cuda.memory_allocated()
+        elif self.cpu_ok:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # VmHWM := current RSS
+            self.before = _status_kb("VmRSS") * 1024
+
+    def stop(self) -> tuple[int, int] | None:
+        """(peak - before, absolute peak) in bytes."""
+        if self.cuda:
+            torch.cuda.synchronize()
+            peak = torch.cuda.max_memory_allocated()
+        elif self.cpu_ok:
+            peak = _status_kb("VmHWM") * 1024
+        else:
+            return None
+        return peak - self.before, peak
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(sides: list, noise: torch.Tensor, a) -> dict:
+    """Warm-up once, then ``repeats`` timed runs per side, interleaved so drift hits every side alike."""
+    device = torch.device(a.device)
+    probe = MemProbe(device)
+    res = {s.name: dict(times=[], act=[], peak=[], weights=s.weights) for s in sides}
+    for s in sides:
+        s.reset()
+        res[s.name]["latents"] = s.run(noise).float().cpu()
+    for _ in range(a.repeats):
+        for s in sides:
+            s.reset()
+            probe.start()
+            t0 = time.perf_counter()
+            s.run(noise)
+            sync(device)
+            dt = time.perf_counter() - t0
+            mem = probe.stop()
+            r = res[s.name]
+            r["times"].append(dt / a.steps)
+            if mem is not None:
+                r["act"].append(mem[0])
+                r["peak"].append(mem[1])
+    _trim_heap()
+    return res
+
+
+def profile_side(side, noise: torch.Tensor, a) -> str:
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if a.device.startswith("cuda") else [])
+    side.reset()
+    with profile(activities=acts) as prof:
+        side.run(noise)
+        sync(torch.device(a.device))
+    key = "self_cuda_time_total" if a.device.startswith("cuda") else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=a.profile_rows, max_name_column_width=48)
+
+
+# ---------------------------------------------------------------------------------------------- isolate
+def child_main(a) -> None:
+    from safetensors.torch import load_file, save_file
+
+    inputs = load_file(str(a.workdir / "inputs.safetensors"))
+    side = build_side(a.child, a, a.workdir / "transformer", inputs)
+    gc.collect()
+    res = measure([side], inputs["noise"], a)[side.name]
+    save_file({"latents": res.pop("latents").contiguous()}, str(a.workdir / f"{a.child}.safetensors"))
+    if a.profile == "all" or (a.profile == "ours" and a.child.startswith("ours")):
+        res["profile"] = profile_side(side, inputs["noise"], a)
+    res["process_hwm"] = _status_kb("VmHWM") * 1024 if not a.device.startswith("cuda") else None
+    (a.workdir / f"{a.child}.json").write_text(json.dumps(res))
+
+
+def run_isolated(a, workdir: Path, argv: list[str]) -> dict:
+    from safetensors.torch import load_file
+
+    results = {}
+    for name in a.sides:
+        cmd = [sys.executable, os.path.abspath(__file__), *argv, "--child", name, "--workdir", str(workdir)]
+        subprocess.run(cmd, check=True)
+        r = json.loads((workdir / f"{name}.json").read_text())
+        r["latents"] = load_file(str(workdir / f"{name}.safetensors"))["latents"]
+        results[name] = r
+    return results
+
+
+# ---------------------------------------------------------------------------------------------- report
+def _med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def report(a, res: dict, info: dict) -> str:
+    mb = 1 / 2**20
+    ref = res.get("diffusers")
+    lines = [
+        f"Cosmos3 step benchmark | torch {torch.__version__} | device {a.device} | dtype {a.dtype} | "
+        f"threads {torch.get_num_threads()} | {'isolated processes' if a.isolate else 'one process'}",
+        f"model: {a.layers} layers, hidden {a.hidden}, heads {a.heads}/{a.kv_heads} x {a.head_dim}, "
+        f"mlp {a.intermediate}, vocab {a.vocab}",
+        f"video: {a.frames} frames {a.height}x{a.width} -> latent {info['latent']} -> {info['vision_tokens']} "
+        f"vision tokens; prompt {a.prompt_tokens} / negative {a.negative_tokens} tokens; CFG {a.guidance}",
+        f"run: {a.steps} UniPC steps per run, 1 warm-up + {a.repeats} timed runs per side (median; time = run / steps)",
+        "",
+    ]
+    mem_kind = "CUDA allocated" if a.device.startswith("cuda") else "RSS"
+    head = f"{'side':<13} {'ms/step':>9} {'min-max':>15} {'x diffusers':>11} | {'step peak MB':>12} {'x diff':>7} | " \
+           f"{'abs peak MB':>11} | {'weights MB':>10} | {'max rel diff':>12}"
+    lines += [head, "-" * len(head)]
+    for name in a.sides:
+        if name not in res:
+            continue
+        r = res[name]
+        t = _med(r["times"]) * 1e3
+        spread = f"{min(r['times']) * 1e3:.0f}-{max(r['times']) * 1e3:.0f}" if r["times"] else "-"
+        act = _med(r["act"]) * mb if r["act"] else float("nan")
+        peak = r.get("process_hwm") or (_med(r["peak"]) if r["peak"] else None)
+        peak_s = f"{peak * mb:11.1f}" if peak else f"{'-':>11}"
+        if ref is not None and name != "diffusers":
+            tr = t / (_med(ref["times"]) * 1e3)
+            mr = act / (_med(ref["act"]) * mb) if ref["act"] else float("nan")
+            diff = (r["latents"] - ref["latents"]).abs().max() / ref["latents"].abs().max()
+            ratios, diff_s = (f"{tr:11.3f}", f"{mr:7.3f}"), f"{diff.item():12.2e}"
+        else:
+            ratios, diff_s = (f"{'1':>11}" if name == "diffusers" else f"{'-':>11}", f"{'-':>7}"), f"{'-':>12}"
+        lines.append(f"{name:<13} {t:9.1f} {spread:>15} {ratios[0]} | {act:12.1f} {ratios[1]} | {peak_s} | "
+                     f"{r['weights'] * mb:10.1f} | {diff_s}")
+    lines += [
+        "",
+        f"step peak = {mem_kind} high-water mark during a whole {a.steps}-step run minus {mem_kind} before it "
+        f"(median of {a.repeats}); abs peak = " + (
+            "peak incl. weights" if a.device.startswith("cuda") else
+            ("the side's whole process (--isolate)" if a.isolate else "the bench process incl. all models")),
+        "max rel diff = max |ours - diffusers| / max |diffusers| of the final latents",
+    ]
+    if info.get("rss_spread"):
+        lines.append(info["rss_spread"])
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    raw = sys.argv[1:] if argv is None else argv
+    a = parse_args(raw)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if a.child:
+        return child_main(a)
+    if a.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("--device cuda but CUDA is not available")
+    t, h, w = latent_thw(a)
+    info = dict(latent=[1, 48, t, h, w], vision_tokens=t * -(-h // 2) * -(-w // 2))
+    with tempfile.TemporaryDirectory(prefix="bench_cosmos3_") as tmp:
+        tmp = Path(tmp)
+        write_checkpoint(a, tmp / "transformer")
+        inputs = make_inputs(a)
+        gc.collect()
+        profiles = {}
+        if a.isolate:
+            from safetensors.torch import save_file
+
+            save_file(inputs, str(tmp / "inputs.safetensors"))
+            child_argv = [x for x in raw if x != "--isolate"]
+            if a.json is not None:  # the parent writes it
+                i = child_argv.index("--json")
+                del child_argv[i : i + 2]
+            res = run_isolated(a, tmp, child_argv)
+            profiles = {k: r.pop("profile") for k, r in res.items() if "profile" in r}
+        else:
+            sides = [build_side(name, a, tmp / "transformer", inputs) for name in a.sides]
+            res = measure(sides, inputs["noise"], a)
+            for s in sides:
+                if a.profile == "all" or (a.profile == "ours" and s.name.startswith("ours")):
+                    profiles[s.name] = profile_side(s, inputs["noise"], a)
+    if not a.device.startswith("cuda"):
+        spread = [f"{k} {min(r['act']) / 2**20:.0f}-{max(r['act']) / 2**20:.0f}" for k, r in res.items() if r["act"]]
+        if spread:
+            info["rss_spread"] = "step peak min-max MB over repeats: " + ", ".join(spread)
+    text = report(a, res, info)
+    print(text)
+    for name, table in profiles.items():
+        print(f"\n== torch.profiler, one {a.steps}-step run of {name} (top ops by self time) ==\n{table}")
+    if a.json is not None:
+        out = {k: {kk: vv for kk, vv in r.items() if kk != "latents"} for k, r in res.items()}
+        a.json.write_text(json.dumps(dict(args={k: str(v) for k, v in vars(a).items()}, results=out), indent=1))
+
+
+if __name__ == "__main__":
+    main()

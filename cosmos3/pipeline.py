@@ -1,0 +1,342 @@
+"""Cosmos3 pipeline stages as plain functions over plain data, and the ``generate`` entry point.
+
+Stages, in the order a graph (or :func:`generate`) runs them:
+
+1. :func:`encode_prompts`   prompt ids -> per-layer UND keys/values of prompt and negative prompt
+2. :func:`empty_latents` / :func:`image_latents` + :func:`initial_noise`   the starting latent
+3. :func:`denoise`          UniPC (or flow Euler) over the GEN path with classifier-free guidance
+4. :func:`decode`           latents -> frames ``[B, T, H, W, 3]`` in [0, 1], one latent frame at a time
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..core.sampling import (
+    flow_euler_schedule,
+    sample_euler,
+    sample_unipc,
+    unipc_flow_schedule,
+)
+from .prompt import PromptOptions, prompt_ids
+from .transformer import Cosmos3Transformer, TextKV
+
+SPATIAL_FACTOR = 16
+TEMPORAL_FACTOR = 4
+
+
+# ---------------------------------------------------------------------------------------------- sizes
+def check_size(width: int, height: int, num_frames: int) -> int:
+    """Validate the output size; return the frame count the VAE can produce.
+
+    Width and height must be multiples of 16. A frame count that is not ``4k + 1`` is rounded down to
+    the nearest one (as SGLang does; diffusers would silently drop the trailing frames) with a warning.
+    """
+    for name, value in (("width", width), ("height", height)):
+        if not isinstance(value, int) or value <= 0 or value % SPATIAL_FACTOR:
+            raise ValueError(f"{name}={value!r} must be a positive multiple of {SPATIAL_FACTOR}")
+    if not isinstance(num_frames, int) or num_frames < 1:
+        raise ValueError(f"num_frames={num_frames!r} must be a positive integer (1 = an image)")
+    if num_frames > 1 and (num_frames - 1) % TEMPORAL_FACTOR:
+        rounded = (num_frames - 1) // TEMPORAL_FACTOR * TEMPORAL_FACTOR + 1
+        warnings.warn(
+            f"num_frames={num_frames} is not 4k+1, which the Wan2.2 VAE needs; using {rounded} frames",
+            stacklevel=2,
+        )
+        num_frames = rounded
+    return num_frames
+
+
+def latent_shape(num_frames: int, height: int, width: int) -> tuple[int, int, int]:
+    """Latent ``(T, H, W)`` of a clip: 4x causal time compression, 16x space."""
+    return (num_frames - 1) // TEMPORAL_FACTOR + 1, height // SPATIAL_FACTOR, width // SPATIAL_FACTOR
+
+
+def initial_noise(shape, seed: int) -> torch.Tensor:
+    """The starting noise for ``seed``: float32 from a CPU generator (the ComfyUI / diffusers convention)."""
+    return torch.randn(tuple(shape), generator=torch.Generator("cpu").manual_seed(int(seed)), dtype=torch.float32)
+
+
+# ---------------------------------------------------------------------------------------------- prompts
+@dataclass
+class Cosmos3Conditioning:
+    """The cached prompt encodings a sampler needs; ``uncond`` is None when guidance is off."""
+
+    cond: TextKV
+    uncond: TextKV | None
+    fps: float
+    meta: dict = field(default_factory=dict)
+
+
+@torch.no_grad()
+def encode_prompts(
+    transformer: Cosmos3Transformer,
+    tokenizer,
+    prompt: str,
+    negative_prompt: str | None = "",
+    *,
+    num_frames: int,
+    height: int,
+    width: int,
+    fps: float = 24.0,
+    options: PromptOptions = PromptOptions(),
+    with_negative: bool = True,
+) -> Cosmos3Conditioning:
+    """Tokenize both prompts with the reference templates and run the UND path once for each."""
+    cond_ids, uncond_ids = prompt_ids(
+        tokenizer, prompt, negative_prompt, num_frames=num_frames, height=height, width=width, fps=fps,
+        options=options,
+    )
+    cond = transformer.encode_text(cond_ids)
+    uncond = transformer.encode_text(uncond_ids) if with_negative else None
+    meta = dict(num_frames=num_frames, height=height, width=width, prompt_tokens=len(cond_ids),
+                negative_tokens=len(uncond_ids))
+    return Cosmos3Conditioning(cond, uncond, float(fps), meta)
+
+
+# ---------------------------------------------------------------------------------------------- latents
+def empty_latents(num_frames: int, height: int, width: int, batch: int = 1, channels: int = 48) -> torch.Tensor:
+    """Zero latents ``[B, C, T, H/16, W/16]`` for text-to-video (text-to-image when ``num_frames == 1``)."""
+    return torch.zeros(batch, channels, *latent_shape(num_frames, height, width))
+
+
+def preprocess_image(image, height: int, width: int) -> torch.Tensor:
+    """One RGB image -> ``[1, 3, H, W]`` in [-1, 1], scaled to cover ``H x W`` and centre-cropped.
+
+    Accepts a PIL image, a uint8 array ``[H, W, 3]``, or a float tensor/array ``[H, W, 3]`` or
+    ``[1, H, W, 3]`` in [0, 1] (ComfyUI's IMAGE). Resampling is bilinear with antialiasing on values in
+    0..255 and the crop offsets are rounded, as in the reference.
+    """
+    if hasattr(image, "convert"):  # PIL
+        image = np.asarray(image.convert("RGB"))
+    x = image if isinstance(image, torch.Tensor) else torch.from_numpy(np.array(image))
+    if x.ndim == 4:
+        if x.shape[0] != 1:
+            raise ValueError(f"image: expected one image, got a batch of {x.shape[0]}")
+        x = x[0]
+    if x.ndim != 3 or x.shape[-1] not in (3, 4):
+        raise ValueError(f"image: expected [H, W, 3] pixels, got shape {tuple(x.shape)}")
+    x = x[..., :3].permute(2, 0, 1).unsqueeze(0)
+    integer = not x.is_floating_point()
+    x = x.to(torch.float32)
+    if not integer:
+        x = x * 255.0
+    src_h, src_w = x.shape[-2:]
+    scale = max(width / src_w, height / src_h)
+    rh, rw = math.ceil(scale * src_h), math.ceil(scale * src_w)
+    x = F.interpolate(x, size=(rh, rw), mode="bilinear", align_corners=False, antialias=True)
+    top, left = round((rh - height) / 2), round((rw - width) / 2)
+    x = x[:, :, top : top + height, left : left + width]
+    return x.round().clamp(0, 255) / 127.5 - 1.0
+
+
+@torch.no_grad()
+def encode_image(vae, image: torch.Tensor) -> torch.Tensor:
+    """Normalised latent ``[1, C, 1, h, w]`` of one preprocessed image: the VAE sees that single frame only.
+
+    (The causal encoder treats frame 0 as its own chunk, so this equals frame 0 of encoding a video of
+    repeated images, at a fraction of the work.)
+    """
+    dtype = next(vae.parameters()).dtype
+    device = next(vae.parameters()).device
+    mean = vae.encode(image.to(device=device, dtype=dtype).unsqueeze(2))
+    return vae.normalize_latents(mean).float()
+
+
+def image_latents(vae, image, num_frames: int, height: int, width: int, batch: int = 1) -> tuple[torch.Tensor, list[int]]:
+    """Image-to-video start: latents whose frame 0 holds the encoded image; the list of clean frames."""
+    first = encode_image(vae, preprocess_image(image, height, width)).cpu()
+    latents = empty_latents(num_frames, height, width, batch, first.shape[1])
+    latents[:, :, :1] = first
+    return latents, [0]
+
+
+def start_latents(latents: torch.Tensor, noise: torch.Tensor, condition_frames: list[int]) -> torch.Tensor:
+    """Noise everywhere except the clean conditioning frames, which keep their latents."""
+    x = noise.to(latents.dtype).clone()
+    for f in condition_frames:
+        x[:, :, f] = latents[:, :, f]
+    return x
+
+
+# ---------------------------------------------------------------------------------------------- sampling
+@dataclass
+class Schedule:
+    """Sigmas (``steps + 1`` floats ending at 0) and the integer timesteps the model is fed."""
+
+    sigmas: list[float]
+    timesteps: list[float]
+    sampler: str  # "unipc" or "euler"
+
+
+def make_schedule(
+    steps: int,
+    scheduler_config: dict | None = None,
+    *,
+    shift: float | None = None,
+    native: bool = False,
+    sigmas: list[float] | None = None,
+) -> Schedule:
+    """The sampling schedule: explicit ``sigmas`` (distilled checkpoints, flow Euler) or the UniPC one
+    described by the checkpoint's ``scheduler_config.json`` (``shift`` overrides its ``flow_shift``)."""
+    if sigmas is not None:
+        s, t = flow_euler_schedule(list(sigmas))
+        return Schedule(list(s), list(t), "euler")
+    if steps < 1:
+        raise ValueError(f"steps={steps} must be at least 1")
+    s, t = unipc_flow_schedule(steps, dict(scheduler_config or {}), shift=shift, native=native)
+    return Schedule(list(s), list(t), "unipc")
+
+
+class FlowDenoiser:
+    """Wraps the transformer as a k-diffusion style denoiser ``(x, sigma) -> x0`` with CFG.
+
+    Both guidance branches run in one batched call (rows ``[uncond..., cond...]``) unless ``batched_cfg``
+    is False. The velocity is taken to float32 before guidance, and ``x0 = x - sigma * v``.
+    """
+
+    def __init__(self, transformer: Cosmos3Transformer, conditioning: Cosmos3Conditioning, latent_batch: int,
+                 latent_thw: tuple[int, int, int], condition_frames: list[int], schedule: Schedule,
+                 guidance: float, batched_cfg: bool = True):
+        self.transformer = transformer
+        self.guidance = float(guidance)
+        self.timestep_of = dict(zip(schedule.sigmas, schedule.timesteps))
+        self.cfg = self.guidance != 1.0
+        if self.cfg and conditioning.uncond is None:
+            raise ValueError("guidance != 1 needs the negative prompt's encoding (conditioning has none)")
+        fps = conditioning.fps
+        self.batched = batched_cfg and self.cfg
+        b = latent_batch
+        if self.batched:
+            self.ctx = transformer.prepare([conditioning.uncond] * b + [conditioning.cond] * b, latent_thw, fps,
+                                           condition_frames)
+        else:
+            self.ctx = transformer.prepare([conditioning.cond] * b, latent_thw, fps, condition_frames)
+            if self.cfg:
+                self.ctx_uncond = transformer.prepare([conditioning.uncond] * b, latent_thw, fps, condition_frames)
+
+    def velocity(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        t = self.timestep_of[sigma]
+        if not self.cfg:
+            return self.transformer(x, t, self.ctx).float()
+        if self.batched:
+            uncond, cond = self.transformer(torch.cat((x, x)), t, self.ctx).float().chunk(2)
+        else:
+            cond = self.transformer(x, t, self.ctx).float()
+            uncond = self.transformer(x, t, self.ctx_uncond).float()
+        return uncond + self.guidance * (cond - uncond)
+
+    def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        return x - sigma * self.velocity(x, sigma)
+
+
+@torch.no_grad()
+def denoise(
+    transformer: Cosmos3Transformer,
+    conditioning: Cosmos3Conditioning,
+    x: torch.Tensor,
+    schedule: Schedule,
+    *,
+    guidance: float = 6.0,
+    condition_frames: list[int] = (),
+    callback: Callable[[dict], None] | None = None,
+    batched_cfg: bool = True,
+    solver_order: int = 2,
+    solver_type: str = "bh2",
+    lower_order_final: bool = True,
+) -> torch.Tensor:
+    """Run the sampler from the noisy start ``x`` (float32, ``[B, C, T, H, W]``) to clean latents."""
+    x = x.to(device=transformer.device, dtype=torch.float32)
+    model = FlowDenoiser(transformer, conditioning, x.shape[0], tuple(x.shape[2:]), list(condition_frames), schedule,
+                         guidance, batched_cfg)
+    if schedule.sampler == "euler":
+        return sample_euler(model, x, schedule.sigmas, callback=callback)
+    return sample_unipc(model, x, schedule.sigmas, callback=callback, order=solver_order, solver_type=solver_type,
+                        lower_order_final=lower_order_final)
+
+
+# ---------------------------------------------------------------------------------------------- decode
+@torch.no_grad()
+def decode(vae, latents: torch.Tensor, callback: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """Normalised latents ``[B, C, T, h, w]`` -> frames ``[B, T', H, W, 3]`` float32 in [0, 1]."""
+    dtype = next(vae.parameters()).dtype
+    device = next(vae.parameters()).device
+    z = vae.denormalize_latents(latents.to(device=device, dtype=dtype))
+    video = vae.decode(z, callback=callback)  # [B, 3, T', H, W] in [-1, 1]
+    return video.float().mul_(0.5).add_(0.5).clamp_(0, 1).permute(0, 2, 3, 4, 1)
+
+
+# ---------------------------------------------------------------------------------------------- one call
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@torch.no_grad()
+def generate(
+    checkpoint,
+    prompt: str,
+    negative_prompt: str = "",
+    image=None,
+    *,
+    width: int = 1280,
+    height: int = 720,
+    num_frames: int = 189,
+    fps: float = 24.0,
+    steps: int = 35,
+    guidance: float = 6.0,
+    seed: int = 0,
+    shift: float | None = None,
+    sigmas: list[float] | None = None,
+    use_system_prompt: bool | None = None,
+    add_duration_template: bool = True,
+    add_resolution_template: bool = True,
+    device=None,
+    dtype: str | torch.dtype | None = None,
+    callback: Callable[[dict], None] | None = None,
+) -> torch.Tensor:
+    """Text-to-video, image-to-video (``image`` given) or text-to-image (``num_frames == 1``) in one call.
+
+    ``checkpoint`` is a diffusers-format Cosmos3 folder (or an already loaded ``Cosmos3Checkpoint``).
+    Defaults follow the reference pipeline (1280x720, 189 frames at 24 fps, 35 UniPC steps, guidance 6).
+    ``sigmas`` switches to flow Euler over that fixed list (distilled checkpoints; guidance 1 there).
+    The same ``seed`` gives the same starting noise as diffusers' ``Cosmos3OmniPipeline``.
+    Returns frames ``[T, H, W, 3]`` float32 in [0, 1].
+    """
+    from .loader import Cosmos3Checkpoint, load_checkpoint
+
+    num_frames = check_size(width, height, num_frames)
+    if not isinstance(checkpoint, Cosmos3Checkpoint):
+        device = torch.device(device) if device is not None else default_device()
+        if dtype is None:
+            dtype = "bf16" if device.type == "cuda" else "fp32"
+        checkpoint = load_checkpoint(checkpoint, device=device, dtype=dtype)
+    ckpt = checkpoint
+    options = PromptOptions(
+        use_system_prompt=ckpt.default_use_system_prompt if use_system_prompt is None else bool(use_system_prompt),
+        add_duration_template=add_duration_template,
+        add_resolution_template=add_resolution_template,
+    )
+    with_cfg = float(guidance) != 1.0
+    conditioning = encode_prompts(
+        ckpt.transformer, ckpt.tokenizer, prompt, negative_prompt, num_frames=num_frames, height=height,
+        width=width, fps=fps, options=options, with_negative=with_cfg,
+    )
+    if image is not None and num_frames > 1:
+        latents, condition_frames = image_latents(ckpt.vae, image, num_frames, height, width)
+    else:
+        if image is not None:
+            warnings.warn("text-to-image (num_frames=1) ignores the conditioning image", stacklevel=2)
+        latents, condition_frames = empty_latents(num_frames, height, width), []
+    x = start_latents(latents, initial_noise(latents.shape, seed), condition_frames)
+    schedule = make_schedule(steps, ckpt.scheduler_config, shift=shift, native=ckpt.use_native_flow_schedule,
+                             sigmas=sigmas)
+    x = denoise(ckpt.transformer, conditioning, x, schedule, guidance=guidance, condition_frames=condition_frames,
+                callback=callback)
+    return decode(ckpt.vae, x)[0]
