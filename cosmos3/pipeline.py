@@ -174,6 +174,7 @@ class Schedule:
     sigmas: list[float]
     timesteps: list[float]
     sampler: str  # "unipc" or "euler"
+    solver: dict = field(default_factory=dict)  # UniPC options: order, solver_type, lower_order_final, ...
 
 
 def make_schedule(
@@ -191,8 +192,17 @@ def make_schedule(
         return Schedule(list(s), list(t), "euler")
     if steps < 1:
         raise ValueError(f"steps={steps} must be at least 1")
-    s, t = unipc_flow_schedule(steps, dict(scheduler_config or {}), shift=shift, native=native)
-    return Schedule(list(s), list(t), "unipc")
+    cfg = dict(scheduler_config or {})
+    s, t = unipc_flow_schedule(steps, cfg, shift=shift, native=native)
+    solver = dict(
+        order=int(cfg.get("solver_order", 2)),
+        solver_type=cfg.get("solver_type", "bh2"),
+        lower_order_final=bool(cfg.get("lower_order_final", True)),
+        disable_corrector=tuple(cfg.get("disable_corrector") or ()),
+    )
+    if not cfg.get("predict_x0", True):
+        raise ValueError("scheduler config: predict_x0=false is not supported for flow checkpoints")
+    return Schedule(list(s), list(t), "unipc", solver)
 
 
 class FlowDenoiser:
@@ -248,18 +258,18 @@ def denoise(
     condition_frames: list[int] = (),
     callback: Callable[[dict], None] | None = None,
     batched_cfg: bool = True,
-    solver_order: int = 2,
-    solver_type: str = "bh2",
-    lower_order_final: bool = True,
 ) -> torch.Tensor:
-    """Run the sampler from the noisy start ``x`` (float32, ``[B, C, T, H, W]``) to clean latents."""
+    """Run the sampler from the noisy start ``x`` (float32, ``[B, C, T, H, W]``) to clean latents.
+
+    ``callback`` gets ``{"i", "x", "sigma", "sigma_next", "denoised"}`` after every step; an exception
+    raised there (e.g. ComfyUI's interrupt) stops sampling and propagates.
+    """
     x = x.to(device=transformer.device, dtype=torch.float32)
     model = FlowDenoiser(transformer, conditioning, x.shape[0], tuple(x.shape[2:]), list(condition_frames), schedule,
                          guidance, batched_cfg)
     if schedule.sampler == "euler":
         return sample_euler(model, x, schedule.sigmas, callback=callback)
-    return sample_unipc(model, x, schedule.sigmas, callback=callback, order=solver_order, solver_type=solver_type,
-                        lower_order_final=lower_order_final)
+    return sample_unipc(model, x, schedule.sigmas, callback=callback, **schedule.solver)
 
 
 # ---------------------------------------------------------------------------------------------- decode
