@@ -4,6 +4,11 @@ ComfyUI imports this folder as a package under whatever name the folder has, so 
 inside the pack is relative. This module only exposes the node mappings.
 """
 
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+if __package__:
+    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+else:
+    # Loaded as a lone file rather than as the pack's package (pytest does this to a test root's
+    # __init__.py): there is no package to import nodes from, and nothing to register.
+    NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
