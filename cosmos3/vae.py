@@ -87,7 +87,7 @@ class CausalConv3d(nn.Conv3d):
         return super().forward(x)
 
 
-class RMS_norm(nn.Module):
+class RMSNorm(nn.Module):
     """L2-normalise over channels, times sqrt(C) and a per-channel gain (fp32 statistics for 16-bit input)."""
 
     def __init__(self, dim: int, images: bool = False):
@@ -111,9 +111,9 @@ def per_frame(fn, x: torch.Tensor) -> torch.Tensor:
 class ResidualBlock(nn.Module):
     def __init__(self, in_dim: int, out_dim: int):
         super().__init__()
-        self.norm1 = RMS_norm(in_dim)
+        self.norm1 = RMSNorm(in_dim)
         self.conv1 = CausalConv3d(in_dim, out_dim, 3, padding=1)
-        self.norm2 = RMS_norm(out_dim)
+        self.norm2 = RMSNorm(out_dim)
         self.conv2 = CausalConv3d(out_dim, out_dim, 3, padding=1)
         self.conv_shortcut = CausalConv3d(in_dim, out_dim, 1) if in_dim != out_dim else nn.Identity()
 
@@ -129,7 +129,7 @@ class AttentionBlock(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
-        self.norm = RMS_norm(dim, images=True)
+        self.norm = RMSNorm(dim, images=True)
         self.to_qkv = nn.Conv2d(dim, dim * 3, 1)
         self.proj = nn.Conv2d(dim, dim, 1)
 
@@ -286,7 +286,7 @@ class Encoder3d(nn.Module):
                 scale /= 2.0
         self.down_blocks = nn.ModuleList(blocks)
         self.mid_block = MidBlock(dims[-1])
-        self.norm_out = RMS_norm(dims[-1])
+        self.norm_out = RMSNorm(dims[-1])
         self.conv_out = CausalConv3d(dims[-1], out_channels, 3, padding=1)
 
     def forward(self, x, cache, first):
@@ -312,7 +312,7 @@ class Decoder3d(nn.Module):
             else:  # Wan2.1: every up resample halved the channels of the stage before
                 blocks.append(UpBlock(a // 2 if i > 0 else a, b, num_res_blocks, mode))
         self.up_blocks = nn.ModuleList(blocks)
-        self.norm_out = RMS_norm(dims[-1])
+        self.norm_out = RMSNorm(dims[-1])
         self.conv_out = CausalConv3d(dims[-1], out_channels, 3, padding=1)
 
     def forward(self, x, cache, first):

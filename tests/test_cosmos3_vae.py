@@ -119,6 +119,14 @@ def test_decode_matches_diffusers(wan22, t, hw):
     assert err < 1e-5
 
 
+def test_batch_of_two_matches_diffusers(wan22):
+    ref, ours = wan22
+    x = torch.cat([video(5, 32, 64, seed=6), video(5, 32, 64, seed=7)])
+    assert rel_err(ours.encode(x), ref.encode(x).latent_dist.mode()) < 1e-5
+    z = torch.cat([latents(2, 2, 4, seed=6), latents(2, 2, 4, seed=7)])
+    assert rel_err(ours.decode(z), ref.decode(z).sample) < 1e-5
+
+
 def test_iter_decode_streams_chunks(wan22):
     _, ours = wan22
     z = latents(3, 2, 4, seed=5)
