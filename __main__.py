@@ -15,7 +15,7 @@ from pathlib import Path
 
 # Small enough to run in seconds on a laptop CPU with the tiny default model.
 TINY_DEFAULTS = dict(width=128, height=128, frames=17, steps=8)
-REAL_DEFAULTS = dict(width=1280, height=720, frames=189, steps=35)
+REAL_DEFAULTS = dict(width=1280, height=720, frames=189, steps=None)  # steps: the checkpoint decides (35)
 
 
 def save_frames(frames, path: Path, fps: float) -> Path:
@@ -62,7 +62,7 @@ def cmd_generate(args) -> int:
         image = Image.open(args.image).convert("RGB")
 
     def progress(info):
-        print(f"\r[cosmos3] step {info['i'] + 1}/{steps}", end="", flush=True)
+        print(f"\r[cosmos3] step {info['i'] + 1}", end="", flush=True)
 
     t0 = time.perf_counter()
     video = generate(
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--frames", type=int, help="4k+1 frames; 1 makes an image")
     g.add_argument("--fps", type=float, default=24.0)
     g.add_argument("--steps", type=int)
-    g.add_argument("--guidance", type=float, default=6.0)
+    g.add_argument("--guidance", type=float, help="classifier-free guidance (default 6; 1 for distilled checkpoints)")
     g.add_argument("--shift", type=float, help="flow shift (default: the checkpoint's scheduler config)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")

@@ -101,6 +101,12 @@ class Cosmos3Checkpoint:
     def use_native_flow_schedule(self) -> bool:
         return bool(self.pipeline_config.get("use_native_flow_schedule", False))
 
+    @property
+    def distilled_sigmas(self) -> list[float] | None:
+        """The fixed sigma list of a distilled checkpoint (from ``modular_model_index.json``), else None."""
+        sigmas = self.pipeline_config.get("distilled_sigmas")
+        return [float(s) for s in sigmas] if sigmas else None
+
 
 def read_model_index(root: str | Path) -> dict:
     root = Path(root)
@@ -135,6 +141,10 @@ def load_checkpoint(root: str | Path, *, device="cpu", dtype="bf16", vae_dtype=N
     """Every component of a diffusers-format Cosmos3 folder (transformer, VAE, tokenizer, scheduler)."""
     root = Path(root)
     pipeline_config = read_model_index(root)
+    modular = root / "modular_model_index.json"
+    if modular.is_file():  # distilled repos keep distilled_sigmas / is_distilled here
+        extra = json.loads(modular.read_text())
+        pipeline_config.update({k: extra[k] for k in ("distilled_sigmas", "is_distilled") if k in extra})
     transformer = load_transformer(root / "transformer", device=device, dtype=dtype)
     vae = load_vae(root / "vae", device=device, dtype=vae_dtype or dtype)
     if vae.z_dim != transformer.config.latent_channel:

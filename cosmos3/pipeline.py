@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from ..core.sampling import (
     flow_euler_schedule,
     sample_euler,
+    sample_euler_stochastic,
     sample_unipc,
     unipc_flow_schedule,
 )
@@ -59,9 +60,15 @@ def latent_shape(num_frames: int, height: int, width: int) -> tuple[int, int, in
     return (num_frames - 1) // TEMPORAL_FACTOR + 1, height // SPATIAL_FACTOR, width // SPATIAL_FACTOR
 
 
-def initial_noise(shape, seed: int) -> torch.Tensor:
+def noise_generator(seed: int) -> torch.Generator:
+    """The CPU generator all of a run's noise is drawn from: the start noise, then any sampler noise."""
+    return torch.Generator("cpu").manual_seed(int(seed))
+
+
+def initial_noise(shape, seed: int | torch.Generator) -> torch.Tensor:
     """The starting noise for ``seed``: float32 from a CPU generator (the ComfyUI / diffusers convention)."""
-    return torch.randn(tuple(shape), generator=torch.Generator("cpu").manual_seed(int(seed)), dtype=torch.float32)
+    gen = seed if isinstance(seed, torch.Generator) else noise_generator(seed)
+    return torch.randn(tuple(shape), generator=gen, dtype=torch.float32)
 
 
 # ---------------------------------------------------------------------------------------------- prompts
@@ -175,6 +182,7 @@ class Schedule:
     timesteps: list[float]
     sampler: str  # "unipc" or "euler"
     solver: dict = field(default_factory=dict)  # UniPC options: order, solver_type, lower_order_final, ...
+    stochastic: bool = False  # euler only: re-noise every step (distilled checkpoints' stochastic_sampling)
 
 
 def make_schedule(
@@ -186,13 +194,17 @@ def make_schedule(
     sigmas: list[float] | None = None,
 ) -> Schedule:
     """The sampling schedule: explicit ``sigmas`` (distilled checkpoints, flow Euler) or the UniPC one
-    described by the checkpoint's ``scheduler_config.json`` (``shift`` overrides its ``flow_shift``)."""
+    described by the checkpoint's ``scheduler_config.json`` (``shift`` overrides its ``flow_shift``).
+
+    With explicit sigmas the scheduler config still decides whether Euler re-noises each step
+    (``stochastic_sampling``) and its ``shift`` (1 for distilled lists, whose shift is baked in).
+    """
+    cfg = dict(scheduler_config or {})
     if sigmas is not None:
-        s, t = flow_euler_schedule(list(sigmas))
-        return Schedule(list(s), list(t), "euler")
+        s, t = flow_euler_schedule(list(sigmas), shift=float(shift if shift is not None else cfg.get("shift", 1.0)))
+        return Schedule(list(s), list(t), "euler", stochastic=bool(cfg.get("stochastic_sampling", False)))
     if steps < 1:
         raise ValueError(f"steps={steps} must be at least 1")
-    cfg = dict(scheduler_config or {})
     s, t = unipc_flow_schedule(steps, cfg, shift=shift, native=native)
     solver = dict(
         order=int(cfg.get("solver_order", 2)),
@@ -258,15 +270,33 @@ def denoise(
     condition_frames: list[int] = (),
     callback: Callable[[dict], None] | None = None,
     batched_cfg: bool = True,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Run the sampler from the noisy start ``x`` (float32, ``[B, C, T, H, W]``) to clean latents.
 
     ``callback`` gets ``{"i", "x", "sigma", "sigma_next", "denoised"}`` after every step; an exception
-    raised there (e.g. ComfyUI's interrupt) stops sampling and propagates.
+    raised there (e.g. ComfyUI's interrupt) stops sampling and propagates. A re-noising schedule draws its
+    noise from ``generator`` (continue the one that made the start noise, so one seed drives the run).
     """
     x = x.to(device=transformer.device, dtype=torch.float32)
     model = FlowDenoiser(transformer, conditioning, x.shape[0], tuple(x.shape[2:]), list(condition_frames), schedule,
                          guidance, batched_cfg)
+    if schedule.sampler == "euler" and schedule.stochastic:
+        if generator is None:
+            raise ValueError("a re-noising (stochastic) schedule needs a noise generator")
+        frames = list(condition_frames)
+        clean = x[:, :, frames].clone()
+
+        def pin_clean_frames(x):
+            # Re-noising would disturb the clean conditioning frames: put them back after every step.
+            x[:, :, frames] = clean
+            return x
+
+        return sample_euler_stochastic(
+            model, x, schedule.sigmas, callback=callback,
+            noise_sampler=lambda x: torch.randn(x.shape, generator=generator, dtype=torch.float32),
+            after_step=pin_clean_frames if frames else None,
+        )
     if schedule.sampler == "euler":
         return sample_euler(model, x, schedule.sigmas, callback=callback)
     return sample_unipc(model, x, schedule.sigmas, callback=callback, **schedule.solver)
@@ -299,8 +329,8 @@ def generate(
     height: int = 720,
     num_frames: int = 189,
     fps: float = 24.0,
-    steps: int = 35,
-    guidance: float = 6.0,
+    steps: int | None = None,
+    guidance: float | None = None,
     seed: int = 0,
     shift: float | None = None,
     sigmas: list[float] | None = None,
@@ -315,7 +345,8 @@ def generate(
 
     ``checkpoint`` is a diffusers-format Cosmos3 folder (or an already loaded ``Cosmos3Checkpoint``).
     Defaults follow the reference pipeline (1280x720, 189 frames at 24 fps, 35 UniPC steps, guidance 6).
-    ``sigmas`` switches to flow Euler over that fixed list (distilled checkpoints; guidance 1 there).
+    ``sigmas`` switches to flow Euler over that fixed list. A distilled checkpoint (``distilled_sigmas`` in
+    its ``modular_model_index.json``) uses its own list and guidance 1 (guidance is baked into its weights).
     The same ``seed`` gives the same starting noise as diffusers' ``Cosmos3OmniPipeline``.
     Returns frames ``[T, H, W, 3]`` float32 in [0, 1].
     """
@@ -328,6 +359,15 @@ def generate(
             dtype = "bf16" if device.type == "cuda" else "fp32"
         checkpoint = load_checkpoint(checkpoint, device=device, dtype=dtype)
     ckpt = checkpoint
+    if ckpt.distilled_sigmas is not None:
+        sigmas = list(sigmas or ckpt.distilled_sigmas)
+        if steps is not None and steps != len(sigmas):
+            raise ValueError(f"steps={steps}: this distilled checkpoint samples in exactly {len(sigmas)} steps")
+        if guidance is not None and float(guidance) != 1.0:
+            raise ValueError(f"guidance={guidance}: a distilled checkpoint has guidance built in; use 1")
+        guidance = 1.0
+    steps = len(sigmas) if sigmas is not None else (35 if steps is None else steps)
+    guidance = 6.0 if guidance is None else float(guidance)
     options = PromptOptions(
         use_system_prompt=ckpt.default_use_system_prompt if use_system_prompt is None else bool(use_system_prompt),
         add_duration_template=add_duration_template,
@@ -344,9 +384,10 @@ def generate(
         if image is not None:
             warnings.warn("text-to-image (num_frames=1) ignores the conditioning image", stacklevel=2)
         latents, condition_frames = empty_latents(num_frames, height, width), []
-    x = start_latents(latents, initial_noise(latents.shape, seed), condition_frames)
+    generator = noise_generator(seed)
+    x = start_latents(latents, initial_noise(latents.shape, generator), condition_frames)
     schedule = make_schedule(steps, ckpt.scheduler_config, shift=shift, native=ckpt.use_native_flow_schedule,
                              sigmas=sigmas)
     x = denoise(ckpt.transformer, conditioning, x, schedule, guidance=guidance, condition_frames=condition_frames,
-                callback=callback)
+                callback=callback, generator=generator)
     return decode(ckpt.vae, x)[0]

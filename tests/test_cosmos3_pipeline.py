@@ -132,3 +132,38 @@ def test_seed_changes_only_the_noise():
     a = P.initial_noise((1, 48, 3, 2, 4), 7)
     assert torch.equal(a, torch.randn((1, 48, 3, 2, 4), generator=torch.Generator().manual_seed(7)))
     assert not torch.equal(a, P.initial_noise((1, 48, 3, 2, 4), 8))
+
+
+def test_distilled_checkpoint_uses_its_sigmas_and_renoises(tmp_path):
+    """A distilled folder (distilled_sigmas + stochastic Euler) samples its fixed list with guidance 1; the
+    seed drives the re-noising too, and an image-to-video run keeps its clean frame."""
+    import json
+    import shutil
+
+    from comfyui_cosmos3_ltx2.cosmos3.tiny import write_tiny_checkpoint
+
+    folder = write_tiny_checkpoint(tmp_path / "distilled")
+    (folder / "modular_model_index.json").write_text(json.dumps({"distilled_sigmas": [1.0, 0.9, 0.6, 0.25],
+                                                                "is_distilled": True}))
+    sched = {"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 1.0, "stochastic_sampling": True}
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(sched))
+    ckpt = load_checkpoint(folder, device="cpu", dtype="fp32")
+    seen = []
+    kw = dict(num_frames=5, height=32, width=32)
+    a = generate(ckpt, PROMPT, callback=lambda d: seen.append(d["sigma"]), seed=3, **kw)
+    assert seen == pytest.approx([1.0, 0.9, 0.6, 0.25])
+    assert torch.equal(a, generate(ckpt, PROMPT, seed=3, **kw))
+    assert not torch.equal(a, generate(ckpt, PROMPT, seed=4, **kw))
+    with pytest.raises(ValueError, match="guidance"):
+        generate(ckpt, PROMPT, guidance=4.0, **kw)
+    with pytest.raises(ValueError, match="steps"):
+        generate(ckpt, PROMPT, steps=8, **kw)
+    # Image-to-video: the clean frame survives every re-noising step.
+    cond = P.encode_prompts(ckpt.transformer, ckpt.tokenizer, PROMPT, None, with_negative=False, **kw)
+    lat, frames = P.image_latents(ckpt.vae, make_image(), height=32, width=32, num_frames=5)
+    gen = P.noise_generator(0)
+    x = P.start_latents(lat, P.initial_noise(lat.shape, gen), frames)
+    schedule = P.make_schedule(0, ckpt.scheduler_config, sigmas=ckpt.distilled_sigmas)
+    out = P.denoise(ckpt.transformer, cond, x, schedule, guidance=1.0, condition_frames=frames, generator=gen)
+    assert torch.equal(out[:, :, 0], lat[:, :, 0])
+    shutil.rmtree(folder)

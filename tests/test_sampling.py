@@ -473,3 +473,35 @@ def test_samplers_do_not_sync_on_cuda():
         sample_euler(model, x, sig)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+# ------------------------------------------------------------------------------------------------
+# Re-noising (stochastic) flow Euler of distilled checkpoints
+
+
+@pytest.mark.parametrize("sigmas", [[1.0, 0.75, 0.5, 0.25], [0.999, 0.8333333, 0.2]])
+def test_stochastic_euler_matches_diffusers(sigmas):
+    """Same generator, same draws: our re-noising step equals FlowMatchEulerDiscreteScheduler(stochastic_sampling)."""
+    from comfyui_cosmos3_ltx2.core.sampling import sample_euler_stochastic
+
+    vel = FakeVelocity(seed=5)
+    ref = FlowMatchEulerDiscreteScheduler(stochastic_sampling=True)
+    ref.set_shift(1.0)
+    ref.set_timesteps(sigmas=sigmas)
+    sig, ts = flow_euler_schedule(sigmas)
+    x = noise(3)
+    gen_ref = torch.Generator().manual_seed(77)
+    ref_xs, xr = [], x.clone()
+    for t in ref.timesteps:
+        xr = ref.step(vel(xr, t.item()), t, xr, generator=gen_ref).prev_sample
+        ref_xs.append(xr)
+    gen = torch.Generator().manual_seed(77)
+    t_of = dict(zip(sig, ts))
+    ours = []
+    sample_euler_stochastic(
+        lambda x, s: x - s * vel(x, t_of[s]), x.clone(), sig, callback=lambda d: ours.append(d["x"]),
+        noise_sampler=lambda x: torch.randn(x.shape, generator=gen, dtype=torch.float32),
+    )
+    assert len(ours) == len(ref_xs)
+    for r, o in zip(ref_xs, ours):
+        assert rel(o, r) <= TOL
