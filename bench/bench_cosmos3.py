@@ -3,8 +3,9 @@
 A benchmark, not a test: run it on demand. It builds one random medium-size Cosmos3 transformer,
 saves it in the diffusers format and loads it twice:
 
-* diffusers: ``Cosmos3OmniTransformer.from_pretrained`` driven exactly like ``Cosmos3OmniPipeline.__call__``
-  drives it per denoising step: a cond and an uncond forward (each re-runs the text/UND path), the
+* diffusers: ``Cosmos3OmniTransformer`` (built from the saved config, strict state dict, float32-kept
+  modules as ``from_pretrained`` keeps them) driven exactly as ``Cosmos3OmniPipeline.__call__`` drives it
+  per denoising step: a cond and an uncond forward (each re-runs the text/UND path), the
   velocity masking and float32 cast, ``u + g * (c - u)``, then ``UniPCMultistepScheduler.step``. The
   static packing the pipeline hoists out of its loop is built once, with the pipeline's own helpers.
 * ours: ``cosmos3.loader.load_transformer``; both prompts are encoded once (``encode_text``) before
@@ -18,12 +19,14 @@ diffusers' (max |ours - ref| / max |ref|): a timing of different math would be w
 Memory: on CUDA the allocator's peak during the run minus the memory allocated before it (and the
 absolute peak, weights included). On CPU the process RSS high-water mark (VmHWM, reset through
 /proc/self/clear_refs) minus the RSS before the run, after ``gc.collect()`` and ``malloc_trim`` so that
-freed heap pages of earlier runs do not hide new allocations. ``--isolate`` runs each side in its own
-subprocess (only its model resident) and also reports each process's absolute peak.
+freed heap pages of earlier runs do not hide new allocations; also, on CPU, the exact peak of live tensor
+bytes from the profiler's allocation records (deterministic, unlike RSS). ``--isolate`` runs each side in
+its own subprocess, so a side's RSS holds only its own model.
 
     python bench/bench_cosmos3.py                      # medium config, fp32, CPU
     python bench/bench_cosmos3.py --device cuda --dtype bf16 --layers 16 --frames 93 --height 480 --width 832
-    python bench/bench_cosmos3.py --profile ours       # + torch.profiler top ops of our batched step
+    python bench/bench_cosmos3.py --profile ours       # + torch.profiler top ops of our two CFG modes
+    python bench/bench_cosmos3.py --dtype bf16         # + distance of each bf16 run from the fp32 reference
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # ---------------------------------------------------------------------------------------------- setup
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
     p.add_argument("--layers", type=int, default=8)
@@ -69,7 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="uncond length (the pipeline's default empty negative prompt + system prompt + "
                         "negated templates is ~60 Qwen tokens); unequal lengths exercise the padded batched CFG")
     p.add_argument("--steps", type=int, default=4, help="UniPC steps per timed run")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per side (after one warm-up run)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per side (after one warm-up run)")
     p.add_argument("--guidance", type=float, default=6.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
@@ -78,6 +81,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--profile", choices=("none", "ours", "all"), default="none",
                    help="print torch.profiler top ops of one run (ours = ours-batched and ours-serial)")
     p.add_argument("--profile-rows", type=int, default=18)
+    p.add_argument("--no-tensor-peak", dest="tensor_peak", action="store_false",
+                   help="CPU: skip the profiler-based tensor peak (measured during the warm-up run)")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     # internal: one side in a subprocess
     p.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
@@ -113,7 +118,7 @@ def write_checkpoint(a, folder: Path) -> None:
     model = Cosmos3OmniTransformer(**model_config(a)).eval()
     g = torch.Generator().manual_seed(a.seed + 1)
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.ndim == 1:  # norm weights (ones) and biases (zeros)
                 p.add_(torch.randn(p.shape, generator=g) * 0.1)
     model.save_pretrained(str(folder))
@@ -208,7 +213,8 @@ class Diffusers:
                 velocities.append(v)
             cond, uncond = (v.float() for v in velocities)
             velocity = uncond + self.guidance * (cond - uncond)
-            latents = self.scheduler.step(velocity.unsqueeze(0), t, latents.unsqueeze(0), return_dict=False)[0].squeeze(0)
+            latents = self.scheduler.step(velocity.unsqueeze(0), t, latents.unsqueeze(0), return_dict=False)[0]
+            latents = latents.squeeze(0)
         return latents
 
 
@@ -320,9 +326,13 @@ def measure(sides: list, noise: torch.Tensor, a) -> dict:
     device = torch.device(a.device)
     probe = MemProbe(device)
     res = {s.name: dict(times=[], act=[], peak=[], weights=s.weights) for s in sides}
-    for s in sides:
+    for s in sides:  # warm-up; also the run whose latents are compared, and (CPU) the tensor-level peak
         s.reset()
-        res[s.name]["latents"] = s.run(noise).float().cpu()
+        if device.type == "cpu" and a.tensor_peak:
+            out, res[s.name]["tensor_peak"] = tensor_peak(s, noise)
+        else:
+            out = s.run(noise)
+        res[s.name]["latents"] = out.float().cpu()
     for _ in range(a.repeats):
         for s in sides:
             s.reset()
@@ -341,16 +351,41 @@ def measure(sides: list, noise: torch.Tensor, a) -> dict:
     return res
 
 
+def tensor_peak(side, noise: torch.Tensor) -> tuple[torch.Tensor, int | None]:
+    """Run once under the profiler's memory tracking; the peak of live tensor bytes above the start.
+
+    Unlike RSS this counts exactly the tensors the run allocates (no allocator slack, thread stacks or
+    library scratch), so it is deterministic; it reads the profiler's per-allocation records.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        out = side.run(noise)
+    try:
+        events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+        events.sort(key=lambda e: e.start_ns())
+        live = peak = 0
+        for e in events:
+            live += e.nbytes()
+            peak = max(peak, live)
+    except (AttributeError, RuntimeError):  # private profiler API moved: skip the figure
+        peak = None
+    return out, peak
+
+
 def profile_side(side, noise: torch.Tensor, a) -> str:
     from torch.profiler import ProfilerActivity, profile
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if a.device.startswith("cuda") else [])
     side.reset()
-    with profile(activities=acts) as prof:
+    with profile(activities=acts, record_shapes=True) as prof:
         side.run(noise)
         sync(torch.device(a.device))
     key = "self_cuda_time_total" if a.device.startswith("cuda") else "self_cpu_time_total"
-    return prof.key_averages().table(sort_by=key, row_limit=a.profile_rows, max_name_column_width=48)
+    by_op = prof.key_averages().table(sort_by=key, row_limit=a.profile_rows, max_name_column_width=40)
+    by_shape = prof.key_averages(group_by_input_shape=True).table(
+        sort_by=key, row_limit=a.profile_rows, max_name_column_width=40, max_shapes_column_width=64)
+    return f"-- by op --\n{by_op}\n-- by op and input shapes --\n{by_shape}"
 
 
 # ---------------------------------------------------------------------------------------------- isolate
@@ -386,8 +421,14 @@ def _med(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
+def _ratio(x, y) -> str:
+    return f"{x / y:.3f}" if x is not None and y and x == x and y == y else "-"
+
+
 def report(a, res: dict, info: dict) -> str:
     mb = 1 / 2**20
+    cuda = a.device.startswith("cuda")
+    names = [n for n in a.sides if n in res]
     ref = res.get("diffusers")
     lines = [
         f"Cosmos3 step benchmark | torch {torch.__version__} | device {a.device} | dtype {a.dtype} | "
@@ -396,41 +437,62 @@ def report(a, res: dict, info: dict) -> str:
         f"mlp {a.intermediate}, vocab {a.vocab}",
         f"video: {a.frames} frames {a.height}x{a.width} -> latent {info['latent']} -> {info['vision_tokens']} "
         f"vision tokens; prompt {a.prompt_tokens} / negative {a.negative_tokens} tokens; CFG {a.guidance}",
-        f"run: {a.steps} UniPC steps per run, 1 warm-up + {a.repeats} timed runs per side (median; time = run / steps)",
-        "",
+        f"run: {a.steps} UniPC steps from the same noise, 1 warm-up + {a.repeats} timed runs per side"
+        f"{'' if a.isolate else ', interleaved'}; time/step = run time / steps",
     ]
-    mem_kind = "CUDA allocated" if a.device.startswith("cuda") else "RSS"
-    head = f"{'side':<13} {'ms/step':>9} {'min-max':>15} {'x diffusers':>11} | {'step peak MB':>12} {'x diff':>7} | " \
-           f"{'abs peak MB':>11} | {'weights MB':>10} | {'max rel diff':>12}"
-    lines += [head, "-" * len(head)]
-    for name in a.sides:
-        if name not in res:
-            continue
-        r = res[name]
-        t = _med(r["times"]) * 1e3
-        spread = f"{min(r['times']) * 1e3:.0f}-{max(r['times']) * 1e3:.0f}" if r["times"] else "-"
-        act = _med(r["act"]) * mb if r["act"] else float("nan")
-        peak = r.get("process_hwm") or (_med(r["peak"]) if r["peak"] else None)
-        peak_s = f"{peak * mb:11.1f}" if peak else f"{'-':>11}"
-        if ref is not None and name != "diffusers":
-            tr = t / (_med(ref["times"]) * 1e3)
-            mr = act / (_med(ref["act"]) * mb) if ref["act"] else float("nan")
-            diff = (r["latents"] - ref["latents"]).abs().max() / ref["latents"].abs().max()
-            ratios, diff_s = (f"{tr:11.3f}", f"{mr:7.3f}"), f"{diff.item():12.2e}"
-        else:
-            ratios, diff_s = (f"{'1':>11}" if name == "diffusers" else f"{'-':>11}", f"{'-':>7}"), f"{'-':>12}"
-        lines.append(f"{name:<13} {t:9.1f} {spread:>15} {ratios[0]} | {act:12.1f} {ratios[1]} | {peak_s} | "
-                     f"{r['weights'] * mb:10.1f} | {diff_s}")
+    if info.get("load"):
+        lines.append(f"machine: {os.cpu_count()} CPUs, 1-min load average {info['load'][0]:.1f} at start, "
+                     f"{info['load'][1]:.1f} at end (other work inflates and scatters CPU times: compare mins)")
+
+    # time
+    head = f"{'time/step ms':<13} {'median':>9} {'min':>9} {'max':>9} {'x diff med':>11} {'x diff min':>11}"
+    lines += ["", head, "-" * len(head)]
+    for n in names:
+        ts = [x * 1e3 for x in res[n]["times"]]
+        rt = [x * 1e3 for x in ref["times"]] if ref else []
+        lines.append(f"{n:<13} {_med(ts):9.1f} {min(ts):9.1f} {max(ts):9.1f} "
+                     f"{_ratio(_med(ts), _med(rt) if rt else None):>11} {_ratio(min(ts), min(rt) if rt else None):>11}")
+
+    # memory
+    kind = "CUDA alloc" if cuda else "RSS"
+    head = (f"{'memory MB':<13} {'step ' + kind:>14} {'x diff':>7} {'tensors':>8} {'x diff':>7} "
+            f"{kind + ' @peak':>13} {'weights':>8} {'x diff':>7}")
+    lines += ["", head, "-" * len(head)]
+    for n in names:
+        r = res[n]
+        act = _med(r["act"]) * mb if r["act"] else None
+        ref_act = _med(ref["act"]) * mb if ref and ref["act"] else None
+        tp = r.get("tensor_peak")
+        tp = tp * mb if tp is not None else None
+        ref_tp = ref.get("tensor_peak") * mb if ref and ref.get("tensor_peak") is not None else None
+        peak = _med(r["peak"]) * mb if r["peak"] else None
+        w, rw = r["weights"] * mb, ref["weights"] * mb if ref else None
+        fmt = lambda v, wd: f"{v:{wd}.1f}" if v is not None else f"{'-':>{wd}}"  # noqa: E731
+        lines.append(f"{n:<13} {fmt(act, 14)} {_ratio(act, ref_act):>7} {fmt(tp, 8)} {_ratio(tp, ref_tp):>7} "
+                     f"{fmt(peak, 13)} {w:8.1f} {_ratio(w, rw):>7}")
     lines += [
-        "",
-        f"step peak = {mem_kind} high-water mark during a whole {a.steps}-step run minus {mem_kind} before it "
-        f"(median of {a.repeats}); abs peak = " + (
-            "peak incl. weights" if a.device.startswith("cuda") else
-            ("the side's whole process (--isolate)" if a.isolate else "the bench process incl. all models")),
-        "max rel diff = max |ours - diffusers| / max |diffusers| of the final latents",
+        f"step {kind}: high-water mark during a whole run minus the value before it (median of {a.repeats}"
+        + ("; per repeat " + ", ".join(f"{n} {min(res[n]['act']) * mb:.0f}-{max(res[n]['act']) * mb:.0f}"
+                                       for n in names if res[n]["act"]) if not cuda else "") + ")",
+        "tensors: peak of live tensor bytes above the start (profiler memory records, warm-up run; CPU only)",
+        f"{kind} @peak: " + ("allocated at the peak, weights included" if cuda else
+                             "process RSS at the peak" + (" (this side's own process)" if a.isolate
+                                                          else " (one process holding every side's model)")),
     ]
-    if info.get("rss_spread"):
-        lines.append(info["rss_spread"])
+
+    # parity
+    if ref is not None:
+        lines.append("")
+        for n in names:
+            if n != "diffusers":
+                d = (res[n]["latents"] - ref["latents"]).abs().max() / ref["latents"].abs().max()
+                lines.append(f"parity {n}: max |ours - diffusers| / max |diffusers| of the final latents "
+                             f"= {d.item():.2e}")
+    ref32 = info.get("fp32_ref")
+    if ref32 is not None:
+        errs = ", ".join(f"{n} {((res[n]['latents'] - ref32).abs().max() / ref32.abs().max()).item():.2e}"
+                         for n in names)
+        lines.append(f"{a.dtype} vs the float32 diffusers run (same relative measure): {errs}")
     return "\n".join(lines)
 
 
@@ -445,6 +507,7 @@ def main(argv=None) -> None:
         raise SystemExit("--device cuda but CUDA is not available")
     t, h, w = latent_thw(a)
     info = dict(latent=[1, 48, t, h, w], vision_tokens=t * -(-h // 2) * -(-w // 2))
+    load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     with tempfile.TemporaryDirectory(prefix="bench_cosmos3_") as tmp:
         tmp = Path(tmp)
         write_checkpoint(a, tmp / "transformer")
@@ -455,11 +518,7 @@ def main(argv=None) -> None:
             from safetensors.torch import save_file
 
             save_file(inputs, str(tmp / "inputs.safetensors"))
-            child_argv = [x for x in raw if x != "--isolate"]
-            if a.json is not None:  # the parent writes it
-                i = child_argv.index("--json")
-                del child_argv[i : i + 2]
-            res = run_isolated(a, tmp, child_argv)
+            res = run_isolated(a, tmp, [x for x in raw if x != "--isolate"])  # children ignore --json
             profiles = {k: r.pop("profile") for k, r in res.items() if "profile" in r}
         else:
             sides = [build_side(name, a, tmp / "transformer", inputs) for name in a.sides]
@@ -467,10 +526,17 @@ def main(argv=None) -> None:
             for s in sides:
                 if a.profile == "all" or (a.profile == "ours" and s.name.startswith("ours")):
                     profiles[s.name] = profile_side(s, inputs["noise"], a)
-    if not a.device.startswith("cuda"):
-        spread = [f"{k} {min(r['act']) / 2**20:.0f}-{max(r['act']) / 2**20:.0f}" for k, r in res.items() if r["act"]]
-        if spread:
-            info["rss_spread"] = "step peak min-max MB over repeats: " + ", ".join(spread)
+            del sides
+        if a.dtype != "fp32":
+            # How far is each low-precision run from the float32 reference? (ours should be no further
+            # than diffusers' own run in the same dtype)
+            gc.collect()
+            ref32 = Diffusers(argparse.Namespace(**{**vars(a), "dtype": "fp32"}), tmp / "transformer", inputs)
+            ref32.reset()
+            info["fp32_ref"] = ref32.run(inputs["noise"]).float().cpu()
+            del ref32
+    if load0 is not None:
+        info["load"] = (load0, os.getloadavg()[0])
     text = report(a, res, info)
     print(text)
     for name, table in profiles.items():
