@@ -117,11 +117,14 @@ class GenContext:
     """Everything a denoising step needs that does not change between steps.
 
     Built once per (prompts, latent shape, fps, conditioning frames) by :meth:`Cosmos3Transformer.prepare`.
+    Batch rows conditioned on the same prompt form a group (``groups``: ``(first_row, end_row, prompt)``);
+    each group attends to its own prompt's keys/values, so prompts of different lengths need no padding
+    or mask, and the MLP runs one group at a time, which bounds its activation memory.
     """
 
-    text_keys: list[torch.Tensor]  # per layer [B, kv_heads, L_max, head_dim]
-    text_values: list[torch.Tensor]
-    key_mask: torch.Tensor | None  # [B, 1, 1, L_max + N] (True = attend), None when all prompts are equally long
+    text_keys: list[list[torch.Tensor]]  # [layer][prompt] -> [1, kv_heads, L_prompt, head_dim]
+    text_values: list[list[torch.Tensor]]
+    groups: list[tuple[int, int, int]]
     cos: torch.Tensor  # [B, N, 1, head_dim]
     sin: torch.Tensor
     latent_shape: tuple[int, int, int]  # (T, H, W) of the latent
@@ -244,34 +247,28 @@ class Cosmos3Transformer(nn.Module):
         p = self.config.latent_patch_size
         t, h, w = latent_shape
         grid = (t, -(-h // p), -(-w // p))
-        n_vis = grid[0] * grid[1] * grid[2]
         device = self.device
-        l_max = max(tx.length for tx in texts)
+        prompts: list[TextKV] = []  # distinct prompts, by identity
+        groups: list[tuple[int, int, int]] = []
+        for row, tx in enumerate(texts):
+            index = next((j for j, u in enumerate(prompts) if u is tx), None)
+            if index is None:
+                prompts.append(tx)
+                index = len(prompts) - 1
+            if groups and groups[-1][2] == index and groups[-1][1] == row:
+                groups[-1] = (groups[-1][0], row + 1, index)
+            else:
+                groups.append((row, row + 1, index))
         n_layers = len(self.layers)
-        text_keys, text_values = [], []
-        for i in range(n_layers):
-            ks, vs = [], []
-            for tx in texts:
-                k, v = tx.keys[i].to(device), tx.values[i].to(device)
-                if tx.length < l_max:
-                    pad = (0, 0, 0, l_max - tx.length)
-                    k, v = F.pad(k, pad), F.pad(v, pad)
-                ks.append(k)
-                vs.append(v)
-            text_keys.append(torch.cat(ks) if len(ks) > 1 else ks[0])
-            text_values.append(torch.cat(vs) if len(vs) > 1 else vs[0])
-        key_mask = None
-        if any(tx.length != l_max for tx in texts):
-            key_mask = torch.ones(len(texts), 1, 1, l_max + n_vis, dtype=torch.bool, device=device)
-            for b, tx in enumerate(texts):
-                key_mask[b, ..., tx.length : l_max] = False
+        text_keys = [[u.keys[i].to(device) for u in prompts] for i in range(n_layers)]
+        text_values = [[u.values[i].to(device) for u in prompts] for i in range(n_layers)]
         pos = torch.stack(
             [self.vision_positions(tx.length, grid, fps, temporal_compression) for tx in texts], dim=1
         ).to(device)
         cos, sin = self._rope(pos)
         cond = set(int(f) for f in condition_frames)
         noisy = [f for f in range(t) if f not in cond]
-        return GenContext(text_keys, text_values, key_mask, cos, sin, (t, h, w), grid, noisy)
+        return GenContext(text_keys, text_values, groups, cos, sin, (t, h, w), grid, noisy)
 
     # ------------------------------------------------------------------ GEN path (every step)
     def patchify(self, latents: torch.Tensor) -> torch.Tensor:
@@ -331,11 +328,20 @@ class Cosmos3Transformer(nn.Module):
             q = apply_rope(attn.norm_added_q(attn.add_q_proj(h).view(b, n, hq, hd)), ctx.cos, ctx.sin)
             k = apply_rope(attn.norm_added_k(attn.add_k_proj(h).view(b, n, hkv, hd)), ctx.cos, ctx.sin)
             v = attn.add_v_proj(h).view(b, n, hkv, hd)
-            keys = torch.cat((ctx.text_keys[i], k.transpose(1, 2)), dim=2)
-            values = torch.cat((ctx.text_values[i], v.transpose(1, 2)), dim=2)
-            o = attention(q.transpose(1, 2), keys, values, mask=ctx.key_mask)
-            x = x + attn.to_add_out(o.transpose(1, 2).reshape(b, n, hq * hd))
-            x = x + layer.mlp_moe_gen(layer.post_attention_layernorm_moe_gen(x))
+            del h
+            o = q.new_empty(b, n, hq * hd)
+            for r0, r1, j in ctx.groups:
+                rows = r1 - r0
+                tk, tv = ctx.text_keys[i][j], ctx.text_values[i][j]
+                keys = torch.cat((tk.expand(rows, -1, -1, -1), k[r0:r1].transpose(1, 2)), dim=2)
+                values = torch.cat((tv.expand(rows, -1, -1, -1), v[r0:r1].transpose(1, 2)), dim=2)
+                out = attention(q[r0:r1].transpose(1, 2), keys, values)
+                o[r0:r1] = out.transpose(1, 2).reshape(rows, n, hq * hd)
+            del q, k, v, keys, values, out
+            x = x + attn.to_add_out(o)
+            del o
+            for r0, r1, _ in ctx.groups:
+                x[r0:r1] += layer.mlp_moe_gen(layer.post_attention_layernorm_moe_gen(x[r0:r1]))
 
         t_lat, h_lat, w_lat = ctx.latent_shape
         out = latents.new_zeros(b, cfg.latent_channel, t_lat, h_lat, w_lat, dtype=self.dtype)
