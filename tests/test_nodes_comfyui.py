@@ -1,0 +1,120 @@
+"""The Cosmos3 nodes on the ComfyUI path: progress, interrupt, model management, folders, previews.
+
+ComfyUI cannot be installed in CI, so these run against ``comfy_standin`` (a labelled stand-in of the
+ComfyUI modules the pack touches), and the node-contract checks need no ComfyUI at all.
+"""
+
+import pytest
+import torch
+
+from comfy_standin import InterruptProcessingException, comfyui_standin
+from comfyui_cosmos3_ltx2.nodes import NODE_CLASS_MAPPINGS as M
+from comfyui_cosmos3_ltx2.nodes import comfy as glue
+
+DEMO = glue.EMBEDDED_CHECKPOINT
+
+
+def test_node_contract():
+    for node_id, cls in M.items():
+        assert node_id.startswith("Cosmos3") and cls.CATEGORY == "Cosmos3"
+        spec = cls.INPUT_TYPES()
+        assert set(spec) <= {"required", "optional", "hidden"}
+        for section in spec.values():
+            for name, (typ, opts) in section.items():
+                assert opts.get("tooltip"), f"{node_id}.{name} has no tooltip"
+                if isinstance(typ, list):
+                    assert "default" not in opts or opts["default"] in typ
+        assert isinstance(cls.RETURN_TYPES, tuple) and hasattr(cls, cls.FUNCTION)
+        assert len(getattr(cls, "OUTPUT_TOOLTIPS", ())) == len(cls.RETURN_TYPES)
+
+
+def run_graph(frames=9, steps=3, image=False, cfg=4.0):
+    model, = M["Cosmos3ModelLoader"]().load(DEMO, "fp32", "default")
+    vae, = M["Cosmos3VAELoader"]().load(DEMO, "fp32", "default")
+    if image:
+        latent, = M["Cosmos3ImageToVideoLatent"]().make(vae, torch.rand(1, 40, 70, 3), 64, 32, frames, 1)
+    else:
+        latent, = M["Cosmos3EmptyLatent"]().make(64, 32, frames, 1)
+    cond, = M["Cosmos3TextEncode"]().encode(model, latent, "a cat", "blurry", 24.0)
+    return model, vae, latent, cond
+
+
+def test_progress_previews_and_model_management(tmp_path):
+    with comfyui_standin(str(tmp_path)) as rec:
+        assert rec.folders["cosmos3"] == [str(tmp_path / "cosmos3")]
+        model, vae, latent, cond = run_graph()
+        assert model.patcher is not None and model.patcher.model.diffusion_model is model.transformer
+        assert cond.conditioning.cond.keys[0].device.type == "cpu"
+        rec.progress.clear()
+        out, = M["Cosmos3Sampler"]().sample(model, cond, latent, 1, 5, 4.0, 0.0)
+        assert rec.loaded[-1] is model.patcher  # handed to model management before sampling
+        assert rec.progress == [("new", 5)] + [("update", i, 5) for i in range(1, 6)]
+        assert rec.previews == [0, 1, 2, 3, 4]
+        rec.progress.clear()
+        images, fps = M["Cosmos3VAEDecode"]().decode(vae, out)
+        assert rec.loaded[-1] is vae.patcher
+        assert rec.progress == [("new", 3)] + [("update", i, 3) for i in range(1, 4)]
+        assert images.shape == (9, 32, 64, 3) and fps == 24.0
+
+
+def test_interrupt_stops_sampling_within_one_step(tmp_path):
+    with comfyui_standin(str(tmp_path)) as rec:
+        model, vae, latent, cond = run_graph()
+        calls = []
+        forward = model.transformer.forward
+        model.transformer.forward = lambda *a, **k: (calls.append(1), forward(*a, **k))[1]
+        rec.checks, rec.interrupt_after_checks = 0, 2  # the third check (step 2) sees Cancel
+        with pytest.raises(InterruptProcessingException):
+            M["Cosmos3Sampler"]().sample(model, cond, latent, 1, 10, 4.0, 0.0)
+        assert len(calls) == 2  # steps 0 and 1 ran (one batched CFG call each), nothing after the cancel
+        del model.transformer.forward
+
+
+def test_interrupt_stops_decoding_within_one_latent_frame(tmp_path):
+    with comfyui_standin(str(tmp_path)) as rec:
+        model, vae, latent, cond = run_graph(frames=13)
+        frames = []
+        original = vae.vae.iter_decode
+
+        def counting(z):
+            for chunk in original(z):
+                frames.append(chunk.shape[2])
+                yield chunk
+
+        vae.vae.iter_decode = counting
+        rec.checks, rec.interrupt_after_checks = 0, 1
+        with pytest.raises(InterruptProcessingException):
+            M["Cosmos3VAEDecode"]().decode(vae, latent)
+        assert len(frames) <= 3  # of 4 latent frames: stopped right after the second
+
+
+def test_sampler_rejects_conditioning_for_another_size():
+    model, vae, latent, cond = run_graph()
+    other, = M["Cosmos3EmptyLatent"]().make(64, 64, 9, 1)
+    with pytest.raises(ValueError, match="Cosmos3Sampler"):
+        M["Cosmos3Sampler"]().sample(model, cond, other, 1, 2, 4.0, 0.0)
+
+
+def test_nodes_equal_generate_and_i2v_keeps_frame_zero():
+    from comfyui_cosmos3_ltx2.cosmos3 import generate
+
+    model, vae, latent, cond = run_graph()
+    out, = M["Cosmos3Sampler"]().sample(model, cond, latent, 7, 3, 4.0, 0.0)
+    images, _ = M["Cosmos3VAEDecode"]().decode(vae, out)
+    ref = generate(glue.resolve_model_path("cosmos3", DEMO), "a cat", "blurry", num_frames=9, height=32, width=64,
+                   steps=3, guidance=4.0, seed=7, device="cpu", dtype="fp32")
+    assert torch.equal(images, ref)
+    model, vae, latent, cond = run_graph(image=True)
+    assert latent["cosmos3_condition_frames"] == [0] and latent["noise_mask"][0, 0, 0].max() == 0
+    out, = M["Cosmos3Sampler"]().sample(model, cond, latent, 7, 3, 4.0, 0.0)
+    assert torch.equal(out["samples"][:, :, 0], latent["samples"][:, :, 0])
+
+
+def test_fp8_weight_storage_runs():
+    model, = M["Cosmos3ModelLoader"]().load(DEMO, "fp8_e4m3fn", "cpu")
+    assert model.transformer.layers[0].mlp_moe_gen.up_proj.weight.dtype == torch.float8_e4m3fn
+    assert model.transformer.proj_in.weight.dtype == torch.bfloat16
+    _, vae, latent, _ = run_graph()
+    cond, = M["Cosmos3TextEncode"]().encode(model, latent, "a cat", "", 24.0)
+    out, = M["Cosmos3Sampler"]().sample(model, cond, latent, 1, 2, 4.0, 0.0)
+    assert torch.isfinite(out["samples"]).all()
