@@ -19,6 +19,7 @@ from ..cosmos3.loader import (
     read_model_index,
     read_scheduler_config,
 )
+from ..cosmos3.preview import Cosmos3LatentFormat
 from ..cosmos3.prompt import PromptOptions, load_tokenizer
 from . import comfy
 
@@ -123,7 +124,7 @@ class Cosmos3ModelLoader:
         if weight_dtype == "fp8_e4m3fn":
             store_linear_weights(transformer.layers)
         tok = load_tokenizer(tok_root / "text_tokenizer")
-        patcher = comfy.manage(transformer, dev)
+        patcher = comfy.manage(transformer, dev, Cosmos3LatentFormat())
         return (Cosmos3Model(transformer, tok, read_scheduler_config(root), pipeline_config, dev, patcher, str(path)),)
 
 
@@ -328,14 +329,17 @@ class Cosmos3Sampler:
         transformer = model.load()
         generator = P.noise_generator(seed)
         x = P.start_latents(x0, P.initial_noise(x0.shape, generator), condition_frames)
-        bar = comfy.progress_bar(n_steps)
+        # ComfyUI's preview callback advances its own progress bar (with the preview image); without
+        # ComfyUI a silent bar stands in. Either way: one update and one interrupt check per step.
         preview = comfy.latent_preview_callback(model.patcher, n_steps)
+        bar = comfy.progress_bar(n_steps) if preview is None else None
 
         def on_step(info):
             comfy.check_interrupt()
             if preview is not None:
                 preview(info["i"], info["denoised"], info["x"], n_steps)
-            bar.update(1)
+            else:
+                bar.update(1)
 
         out = P.denoise(transformer, conditioning.conditioning, x, schedule, guidance=cfg,
                         condition_frames=condition_frames, callback=on_step, generator=generator)

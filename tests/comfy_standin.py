@@ -67,9 +67,15 @@ class Recorder:
                 p.model.to(p.load_device)
 
         def prepare_callback(patcher, steps, x0_output_dict=None):
+            # Like ComfyUI's: the callback owns a progress bar and sends the preview with each update.
+            fmt = patcher.model.latent_format
+            assert fmt.latent_channels == 48 and hasattr(fmt, "latent_rgb_factors")
+            bar = ProgressBar(steps)
+
             def callback(step, x0, x, total_steps):
                 assert x0.shape == x.shape and total_steps == steps
                 rec.previews.append(step)
+                bar.update_absolute(step + 1, total_steps)
 
             return callback
 

@@ -118,3 +118,31 @@ def test_fp8_weight_storage_runs():
     cond, = M["Cosmos3TextEncode"]().encode(model, latent, "a cat", "", 24.0)
     out, = M["Cosmos3Sampler"]().sample(model, cond, latent, 1, 2, 4.0, 0.0)
     assert torch.isfinite(out["samples"]).all()
+
+
+def test_latent_rgb_fit_recovers_a_linear_encoder(tmp_path):
+    """The preview fit inverts an encoder that is a known linear map of the pooled pixels."""
+    from comfyui_cosmos3_ltx2.cosmos3.preview import Cosmos3LatentFormat, fit_latent_rgb, write_factors
+
+    g = torch.Generator().manual_seed(0)
+    mix = torch.randn(48, 3, generator=g)
+    offset = torch.randn(48, generator=g)
+
+    class LinearVAE(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def encode(self, video):  # [B,3,1,H,W] -> [B,48,1,H/16,W/16]
+            pooled = torch.nn.functional.avg_pool2d(video[:, :, 0], 16)
+            return (torch.einsum("bchw,kc->bkhw", pooled, mix) + offset[:, None, None]).unsqueeze(2)
+
+        def normalize_latents(self, z):
+            return z
+
+    factors, bias = fit_latent_rgb(LinearVAE(), count=8, size=64)
+    f = torch.tensor(factors)
+    assert torch.allclose(mix.T @ f, torch.eye(3), atol=1e-4)  # rgb -> latent -> rgb is the identity
+    fmt = Cosmos3LatentFormat(write_factors(factors, bias, tmp_path / "f.json"))
+    assert len(fmt.latent_rgb_factors) == 48 and len(fmt.latent_rgb_factors_bias) == 3
+    assert Cosmos3LatentFormat(tmp_path / "missing.json").latent_rgb_factors is None
