@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
+from sync_count import CountScalarReads
 from PIL import Image
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from comfyui_cosmos3_ltx2.cosmos3 import generate
 from comfyui_cosmos3_ltx2.cosmos3 import pipeline as P
@@ -97,15 +97,6 @@ def test_i2v_encodes_one_frame_and_t2i_encodes_nothing(ckpt_dir):
     assert spy.inputs == []
 
 
-class CountScalarReads(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func is torch.ops.aten._local_scalar_dense.default:
-            self.count += 1
-        return func(*args, **(kwargs or {}))
 
 
 @pytest.mark.parametrize("image", [False, True], ids=["t2v", "i2v"])

@@ -8,8 +8,8 @@ import json
 
 import pytest
 import torch
+from sync_count import CountScalarReads
 from safetensors.torch import load_file
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from comfyui_cosmos3_ltx2.cosmos3.vae import WanVAE
 
@@ -180,17 +180,6 @@ def test_decode_callback_and_interrupt(wan22):
     assert ours.decode(z, dtype=torch.float64).dtype == torch.float64
 
 
-class CountScalarReads(TorchDispatchMode):
-    """Counts device-to-host scalar reads (what `.item()` and `bool(tensor)` do)."""
-
-    def __init__(self):
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func is torch.ops.aten._local_scalar_dense.default:
-            self.count += 1
-        return func(*args, **(kwargs or {}))
 
 
 def test_no_scalar_reads_in_encode_or_decode(wan22):

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from sync_count import CountScalarReads
 
 from comfyui_cosmos3_ltx2.core.sampling import (
     beta_ppf,
@@ -407,19 +407,10 @@ def test_euler_keeps_dtype_and_conditioned_frames():
 # No host-device synchronisation inside the samplers
 
 
-class SyncCounter(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func is torch.ops.aten._local_scalar_dense.default:
-            self.count += 1
-        return func(*args, **(kwargs or {}))
 
 
 def test_sync_counter_sees_item():
-    with SyncCounter() as c:
+    with CountScalarReads() as c:
         torch.ones(3).sum().item()
     assert c.count == 1
 
@@ -438,7 +429,7 @@ def test_samplers_do_not_sync(sampler):
 
     x = noise(4)
     callback = lambda d: None  # noqa: E731
-    with SyncCounter() as c:
+    with CountScalarReads() as c:
         if sampler == "euler":
             sample_euler(model, x, sig, callback=callback)
         else:
