@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.checkpoint import CheckpointError, load_into, read_config, resolve_weight_files
+from ..core.checkpoint import CheckpointError, list_keys, load_into, read_config, resolve_weight_files
 from .config import Cosmos3Config
 from .prompt import load_tokenizer
 from .transformer import Cosmos3Transformer
@@ -46,11 +46,37 @@ def _device_dtype(device, dtype) -> tuple[torch.device, torch.dtype]:
     return torch.device(device), dtype
 
 
-def load_transformer(path: str | Path, *, device="cpu", dtype="bf16") -> Cosmos3Transformer:
-    """The GEN/UND transformer from a ``transformer/`` folder (single or sharded) or one safetensors file."""
+# The Wan2.2 VAE of Cosmos3 (the architecture is fixed; mean/std are the public Wan2.2 latent statistics).
+# Used only for a lone diffusers-layout VAE file that carries no config of its own.
+WAN22_VAE_CONFIG = {
+    "_class_name": "AutoencoderKLWan", "base_dim": 160, "decoder_base_dim": 256, "z_dim": 48,
+    "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_scales": [], "temperal_downsample": [False, True, True],
+    "dropout": 0.0, "is_residual": True, "in_channels": 12, "out_channels": 12, "patch_size": 2,
+    "scale_factor_spatial": 16, "scale_factor_temporal": 4,
+    "latents_mean": [
+        -0.2289, -0.0052, -0.1323, -0.2339, -0.2799, 0.0174, 0.1838, 0.1557, -0.1382, 0.0542, 0.2813, 0.0891,
+        0.1570, -0.0098, 0.0375, -0.1825, -0.2246, -0.1207, -0.0698, 0.5109, 0.2665, -0.2108, -0.2158, 0.2502,
+        -0.2055, -0.0322, 0.1109, 0.1567, -0.0729, 0.0899, -0.2799, -0.1230, -0.0313, -0.1649, 0.0117, 0.0723,
+        -0.2839, -0.2083, -0.0520, 0.3748, 0.0152, 0.1957, 0.1433, -0.2944, 0.3573, -0.0548, -0.1681, -0.0667,
+    ],
+    "latents_std": [
+        0.4765, 1.0364, 0.4514, 1.1677, 0.5313, 0.4990, 0.4818, 0.5013, 0.8158, 1.0344, 0.5894, 1.0901,
+        0.6885, 0.6165, 0.8454, 0.4978, 0.5759, 0.3523, 0.7135, 0.6804, 0.5833, 1.4146, 0.8986, 0.5659,
+        0.7069, 0.5338, 0.4889, 0.4917, 0.4069, 0.4999, 0.6866, 0.4093, 0.5709, 0.6065, 0.6415, 0.4944,
+        0.5726, 1.2042, 0.5458, 1.6887, 0.3971, 1.0600, 0.3943, 0.5537, 0.5444, 0.4089, 0.7468, 0.7744,
+    ],
+}
+
+
+def load_transformer(path: str | Path, *, device="cpu", dtype="bf16", config: dict | None = None) -> Cosmos3Transformer:
+    """The GEN/UND transformer from a ``transformer/`` folder (single or sharded) or one safetensors file.
+
+    ``config`` stands in for a single file that carries no config (e.g. the ``transformer/config.json`` of
+    the matching checkpoint folder).
+    """
     path = Path(path)
     device, dtype = _device_dtype(device, dtype)
-    cfg_dict = read_config(path)
+    cfg_dict = dict(config) if config is not None else read_config(path)
     _check_class(cfg_dict, TRANSFORMER_CLASSES, "transformer", path)
     if "quantization_config" in cfg_dict:
         raise CheckpointError(
@@ -73,13 +99,32 @@ def load_vae(path: str | Path, *, device="cpu", dtype="fp32") -> WanVAE:
     """The Wan2.2 VAE from a ``vae/`` folder or one safetensors file (config in metadata or beside it)."""
     path = Path(path)
     device, dtype = _device_dtype(device, dtype)
-    cfg = read_config(path)
+    cfg = _vae_config(path)
     _check_class(cfg, VAE_CLASSES, "VAE", path)
     files = resolve_weight_files(path)
     with torch.device("meta"):
         vae = WanVAE(cfg)
     load_into(vae, files, device=device, dtype=dtype)
     return vae.eval().requires_grad_(False)
+
+
+def _vae_config(path: Path) -> dict:
+    """The VAE's config; a lone diffusers-layout Wan2.2 VAE file without one gets the built-in config."""
+    try:
+        return read_config(path)
+    except CheckpointError:
+        if not (path.is_file() and path.suffix == ".safetensors"):
+            raise
+        keys = list_keys([path])
+        if "encoder.conv1.weight" in keys:
+            raise CheckpointError(
+                f"{path}: this is a Wan VAE in the original Wan key layout (as ComfyUI ships it), which this "
+                "version does not convert yet; use the vae/ folder of the diffusers-format Cosmos3 checkpoint"
+            ) from None
+        shape = keys.get("post_quant_conv.weight", (None, ()))[1]
+        if tuple(shape[:2]) == (48, 48):
+            return dict(WAN22_VAE_CONFIG)
+        raise
 
 
 @dataclass

@@ -6,11 +6,12 @@ converts back. Anything ComfyUI-specific goes through :mod:`.comfy`.
 
 from __future__ import annotations
 
-import math
+import json
 from dataclasses import dataclass, field
 
 import torch
 
+from ..core.checkpoint import CheckpointError, read_config
 from ..core.weight_storage import store_linear_weights
 from ..cosmos3 import pipeline as P
 from ..cosmos3.loader import (
@@ -64,6 +65,14 @@ class Cosmos3TextConditioning:
 
     conditioning: P.Cosmos3Conditioning
     meta: dict = field(default_factory=dict)
+
+
+def _has_own_config(file) -> bool:
+    try:
+        read_config(file)
+        return True
+    except CheckpointError:
+        return False
 
 
 def _checkpoint_choices() -> list[str]:
@@ -120,7 +129,12 @@ class Cosmos3ModelLoader:
             pipeline_config, transformer_path = {}, path
         tok_root = root if tokenizer == FROM_CHECKPOINT else comfy.resolve_model_path(comfy.MODEL_FOLDER, tokenizer)
         load_device = comfy.offload_device() if comfy.in_comfyui() else dev
-        transformer = load_transformer(transformer_path, device=load_device, dtype=dtype)
+        config = None
+        if transformer_path.is_file():  # a lone file may carry no config: take the tokenizer folder's
+            folder_config = tok_root / "transformer" / "config.json"
+            if not _has_own_config(transformer_path) and folder_config.is_file():
+                config = json.loads(folder_config.read_text())
+        transformer = load_transformer(transformer_path, device=load_device, dtype=dtype, config=config)
         if weight_dtype == "fp8_e4m3fn":
             store_linear_weights(transformer.layers)
         tok = load_tokenizer(tok_root / "text_tokenizer")
@@ -212,6 +226,19 @@ def _latent(samples: torch.Tensor, condition_frames: list[int]) -> dict:
 _SIZE = dict(min=16, max=MAX_RESOLUTION, step=16)
 
 
+def _validate_size(width=None, height=None, frames=None, min_frames=1):
+    """ComfyUI's up-front check of the size widgets (it skips its own range checks for inputs named here).
+
+    Values fed by a link are unknown at validation time and arrive as None.
+    """
+    for name, value in (("width", width), ("height", height)):
+        if value is not None and (value < _SIZE["min"] or value > _SIZE["max"] or value % P.SPATIAL_FACTOR):
+            return f"{name}={value} must be a multiple of {P.SPATIAL_FACTOR} between {_SIZE['min']} and {_SIZE['max']}"
+    if frames is not None and not min_frames <= frames <= 1025:
+        return f"frames={frames} must be between {min_frames} and 1025"
+    return True
+
+
 class Cosmos3EmptyLatent:
     DESCRIPTION = "An empty Cosmos3 latent for text-to-video, or text-to-image with frames = 1."
     CATEGORY = CATEGORY
@@ -230,6 +257,10 @@ class Cosmos3EmptyLatent:
                 "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Videos per run."}),
             }
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, width=None, height=None, frames=None):
+        return _validate_size(width, height, frames)
 
     def make(self, width, height, frames, batch_size=1):
         frames = P.check_size(width, height, frames)
@@ -257,6 +288,10 @@ class Cosmos3ImageToVideoLatent:
                 "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Videos per run."}),
             }
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, width=None, height=None, frames=None):
+        return _validate_size(width, height, frames, min_frames=5)
 
     def make(self, vae, image, width, height, frames, batch_size=1):
         frames = P.check_size(width, height, frames)

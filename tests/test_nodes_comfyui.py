@@ -146,3 +146,41 @@ def test_latent_rgb_fit_recovers_a_linear_encoder(tmp_path):
     fmt = Cosmos3LatentFormat(write_factors(factors, bias, tmp_path / "f.json"))
     assert len(fmt.latent_rgb_factors) == 48 and len(fmt.latent_rgb_factors_bias) == 3
     assert Cosmos3LatentFormat(tmp_path / "missing.json").latent_rgb_factors is None
+
+
+def test_size_is_checked_before_any_work():
+    empty, i2v = M["Cosmos3EmptyLatent"], M["Cosmos3ImageToVideoLatent"]
+    assert empty.VALIDATE_INPUTS(width=320, height=192, frames=17) is True
+    assert "width=100" in empty.VALIDATE_INPUTS(width=100, height=192, frames=17)
+    assert "height" in empty.VALIDATE_INPUTS(width=320, height=8, frames=17)
+    assert "frames" in i2v.VALIDATE_INPUTS(width=320, height=192, frames=1)
+    assert empty.VALIDATE_INPUTS(width=None, height=None, frames=None) is True  # linked inputs
+
+
+def test_single_files_without_config(tmp_path):
+    """A lone transformer file takes the tokenizer folder's config; a lone diffusers-layout Wan2.2 VAE file
+    gets the built-in config, and one in the original Wan layout gets a clear error."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from comfyui_cosmos3_ltx2.core.checkpoint import CheckpointError
+    from comfyui_cosmos3_ltx2.cosmos3.loader import WAN22_VAE_CONFIG, load_vae
+
+    demo = glue.resolve_model_path("cosmos3", DEMO)
+    with comfyui_standin(str(tmp_path)) as rec:
+        (tmp_path / "cosmos3").mkdir()
+        shutil.copytree(demo, tmp_path / "cosmos3" / "TinyCopy")
+        rec.folders["diffusion_models"] = [str(tmp_path / "dm")]
+        (tmp_path / "dm").mkdir()
+        shutil.copy(demo / "transformer" / "diffusion_pytorch_model.safetensors", tmp_path / "dm" / "t.safetensors")
+        model, = M["Cosmos3ModelLoader"]().load("t.safetensors", "fp32", "cpu", tokenizer="TinyCopy")
+        assert model.transformer.config.hidden_size == 32
+    bare = tmp_path / "wan.safetensors"
+    save_file({"post_quant_conv.weight": torch.zeros(48, 48, 1, 1, 1)}, str(bare))
+    with pytest.raises(CheckpointError, match="does not look like"):  # the built-in config was used
+        load_vae(bare, dtype="fp32")
+    assert WAN22_VAE_CONFIG["z_dim"] == 48 and len(WAN22_VAE_CONFIG["latents_std"]) == 48
+    save_file({"encoder.conv1.weight": torch.zeros(1)}, str(bare))
+    with pytest.raises(CheckpointError, match="original Wan key layout"):
+        load_vae(bare, dtype="fp32")

@@ -17,38 +17,43 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 DEMO = "cosmos3-tiny-random (embedded demo: noise)"
+FROM_CHECKPOINT = "(from the checkpoint folder)"
 PROMPT = ("A robot arm in a bright workshop picks up a red wooden block and places it on top of a blue one. "
           "The camera slowly pushes in; soft daylight from a window.")
 NEGATIVE = "blurry, distorted, low quality, flickering, watermark, text"
 
-# Each node: id, class, widgets (name -> value, in INPUT_TYPES order), links (input -> (node id, output slot)).
-# ``types`` gives the socket type of each linked input and of each output, for the editor format.
+# Each node: id, class, widgets (name -> value, in INPUT_TYPES order), links (input -> (source node, output slot,
+# type)), outputs [(name, type)]. Editor-only details: linked_widgets (widget inputs fed by a link, whose value
+# the editor keeps), optional_widgets (optional widget values, after the others), sockets (unlinked optional
+# inputs), control_after (the seed's "control after generate" value), upload (LoadImage's upload widget).
 
 
 def t2v():
     return [
-        dict(id=1, cls="Cosmos3ModelLoader", widgets=dict(checkpoint=DEMO, weight_dtype="bf16", device="default"),
-             outputs=["COSMOS3_MODEL"]),
+        dict(id=1, cls="Cosmos3ModelLoader", widgets=dict(checkpoint=DEMO, weight_dtype="bf16", device="default", tokenizer=FROM_CHECKPOINT),
+             outputs=[("model", "COSMOS3_MODEL")]),
         dict(id=2, cls="Cosmos3VAELoader", widgets=dict(vae=DEMO, dtype="bf16", device="default"),
-             outputs=["COSMOS3_VAE"]),
+             outputs=[("vae", "COSMOS3_VAE")]),
         dict(id=3, cls="Cosmos3EmptyLatent", widgets=dict(width=320, height=192, frames=17, batch_size=1),
-             outputs=["LATENT"]),
+             outputs=[("LATENT", "LATENT")]),
         dict(id=4, cls="Cosmos3TextEncode",
              links=dict(model=(1, 0, "COSMOS3_MODEL"), latent=(3, 0, "LATENT")),
              widgets=dict(prompt=PROMPT, negative_prompt=NEGATIVE, fps=24.0, use_system_prompt=True,
                           add_duration_template=True, add_resolution_template=True),
-             outputs=["COSMOS3_CONDITIONING"]),
+             outputs=[("conditioning", "COSMOS3_CONDITIONING")]),
         dict(id=5, cls="Cosmos3Sampler",
              links=dict(model=(1, 0, "COSMOS3_MODEL"), conditioning=(4, 0, "COSMOS3_CONDITIONING"),
                         latent=(3, 0, "LATENT")),
              widgets=dict(seed=42, steps=20, cfg=6.0, shift=0.0, sampler="auto"), control_after=("seed", "fixed"),
-             outputs=["LATENT"]),
+             sockets=[("sigmas", "SIGMAS")], outputs=[("LATENT", "LATENT")]),
         dict(id=6, cls="Cosmos3VAEDecode", links=dict(vae=(2, 0, "COSMOS3_VAE"), latent=(5, 0, "LATENT")),
-             outputs=["IMAGE", "FLOAT"]),
+             outputs=[("images", "IMAGE"), ("fps", "FLOAT")]),
         dict(id=7, cls="CreateVideo", links=dict(images=(6, 0, "IMAGE"), fps=(6, 1, "FLOAT")), widgets={},
-             linked_widgets=dict(fps=24.0), outputs=["VIDEO"]),
+             linked_widgets=dict(fps=24.0), optional_widgets=dict(bit_depth=8), sockets=[("audio", "AUDIO")],
+             outputs=[("VIDEO", "VIDEO")]),
         dict(id=8, cls="SaveVideo", links=dict(video=(7, 0, "VIDEO")),
-             widgets=dict(filename_prefix="video/cosmos3_t2v", format="auto", codec="auto"), outputs=[]),
+             widgets=dict(filename_prefix="video/cosmos3_t2v", format="auto", codec="auto"),
+             outputs=[("video", "VIDEO")]),
     ]
 
 
@@ -56,9 +61,9 @@ def i2v():
     nodes = t2v()
     nodes[2] = dict(id=3, cls="Cosmos3ImageToVideoLatent",
                     links=dict(vae=(2, 0, "COSMOS3_VAE"), image=(9, 0, "IMAGE")),
-                    widgets=dict(width=320, height=192, frames=17, batch_size=1), outputs=["LATENT"])
+                    widgets=dict(width=320, height=192, frames=17, batch_size=1), outputs=[("LATENT", "LATENT")])
     nodes.append(dict(id=9, cls="LoadImage", widgets=dict(image="cosmos3_i2v_example.png"), upload="image",
-                      outputs=["IMAGE", "MASK"]))
+                      outputs=[("IMAGE", "IMAGE"), ("MASK", "MASK")]))
     nodes[3]["widgets"]["prompt"] = ("The robot arm from the first frame lifts the block and sets it down gently; "
                                      "the camera stays still.")
     nodes[7]["widgets"]["filename_prefix"] = "video/cosmos3_i2v"
@@ -71,7 +76,7 @@ def t2i():
     nodes[3]["widgets"]["prompt"] = "A red wooden block on a blue one, studio photo, soft light."
     nodes[4]["widgets"].update(steps=20, shift=3.0)
     nodes.append(dict(id=7, cls="SaveImage", links=dict(images=(6, 0, "IMAGE")),
-                      widgets=dict(filename_prefix="cosmos3_t2i"), outputs=[]))
+                      widgets=dict(filename_prefix="cosmos3_t2i"), outputs=[("images", "IMAGE")]))
     return nodes
 
 
@@ -105,15 +110,16 @@ def editor_format(nodes) -> dict:
             if name in n.get("linked_widgets", {}):
                 entry["widget"] = {"name": name}
             inputs.append(entry)
+        inputs += [{"name": name, "type": typ, "link": None} for name, typ in n.get("sockets", [])]
         widgets = list(n.get("widgets", {}).values())
         if "control_after" in n:  # the seed widget's "control after generate" value follows it
             name, mode = n["control_after"]
             widgets.insert(list(n["widgets"]).index(name) + 1, mode)
         if "upload" in n:
             widgets.append(n["upload"])
-        widgets += list(n.get("linked_widgets", {}).values())
-        outputs = [{"name": t, "type": t, "links": out_links.get((n["id"], i), []), "slot_index": i}
-                   for i, t in enumerate(n["outputs"])]
+        widgets += list(n.get("linked_widgets", {}).values()) + list(n.get("optional_widgets", {}).values())
+        outputs = [{"name": name, "type": t, "links": out_links.get((n["id"], i), []), "slot_index": i}
+                   for i, (name, t) in enumerate(n["outputs"])]
         editor_nodes.append({
             "id": n["id"], "type": n["cls"], "pos": [40 + 360 * (order % 4), 60 + 320 * (order // 4)],
             "size": [320, 140 + 26 * len(widgets)], "flags": {}, "order": order, "mode": 0,
