@@ -1,4 +1,4 @@
-"""Command line: ``python -m comfyui_cosmos3_ltx2 generate ...``.
+"""Command line: ``python -m comfyui_cosmos3_ltx2 generate ...`` and ``... run WORKFLOW.json``.
 
 Without ``--checkpoint`` it runs on the embedded default: a tiny, randomly initialised Cosmos3 checkpoint
 in the real on-disk format, written once into a cache folder. Its frames are noise; point
@@ -78,6 +78,41 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_run(args) -> int:
+    """Run an API-format workflow in-process on the pack's nodes, or on a ComfyUI server with --server."""
+    from .nodes import runner
+
+    try:
+        graph = runner.load_workflow(args.workflow)
+        if args.server:
+            graph = runner.apply_overrides(graph, args.set)
+            files = runner.submit(graph, args.server, output_dir=args.output_dir, timeout=args.timeout,
+                                  on_progress=runner.print_progress)
+        else:
+            mappings = runner.node_mappings(False if args.standins else None)
+            graph = runner.apply_overrides(graph, args.set, mappings)
+            files = runner.run(graph, output_dir=args.output_dir, input_dir=args.input_dir, mappings=mappings,
+                               on_progress=runner.print_progress)
+    except runner.WorkflowError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (runner.NodeError, runner.ServerError, runner.RunInterrupted) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: no output written", file=sys.stderr)
+        return 130
+    except BaseException as e:
+        if isinstance(e, (Exception, SystemExit)):
+            raise
+        print(f"interrupted ({type(e).__name__}): no output written", file=sys.stderr)
+        return 130
+    print(f"[run] {len(files)} file(s) written:")
+    for f in files:
+        print(f"  {f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m comfyui_cosmos3_ltx2", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -99,6 +134,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], help="default: bf16 on GPU, fp32 on CPU")
     g.add_argument("--output", help="output file: .webp/.gif for clips, .png for images")
     g.set_defaults(func=cmd_generate)
+    r = sub.add_parser("run", help="run an API-format workflow headless (in-process, or on a ComfyUI server)")
+    r.add_argument("workflow", help="API-format workflow JSON (ComfyUI: Export (API)); e.g. workflows/*_api.json")
+    r.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE",
+                   help="override an input, e.g. --set 3.seed=42 --set '6.text=a cat' (repeatable; VALUE is JSON "
+                        "when it parses, else text)")
+    r.add_argument("--output-dir", default="output", help="where output files go (default: ./output)")
+    r.add_argument("--input-dir", help="where LoadImage looks for files (default: the current directory)")
+    r.add_argument("--server", metavar="URL", help="submit to a running ComfyUI, e.g. http://127.0.0.1:8188")
+    r.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for a server run (default 3600)")
+    r.add_argument("--standins", action="store_true",
+                   help="use the pack's stand-in LoadImage/SaveImage/CreateVideo/SaveVideo even when ComfyUI is importable")
+    r.set_defaults(func=cmd_run)
     return p
 
 

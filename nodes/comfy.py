@@ -9,6 +9,7 @@ back to plain-Python behaviour, so the nodes run the same everywhere.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -34,14 +35,19 @@ def in_comfyui() -> bool:
 
 # ---------------------------------------------------------------------------------------------- progress
 class _NoProgress:
+    """Progress outside ComfyUI: reported to the headless runner when one is running, else dropped."""
+
     def __init__(self, total: int):
         self.total, self.current = total, 0
 
     def update(self, n: int = 1) -> None:
-        self.current += n
+        self.update_absolute(self.current + n)
 
     def update_absolute(self, value: int, total: int | None = None, preview=None) -> None:
-        self.current = value
+        from .runner import report_progress
+
+        self.current, self.total = value, total or self.total
+        report_progress(self.current, self.total)
 
 
 def progress_bar(total: int):
@@ -167,3 +173,55 @@ def resolve_model_path(kind: str, name: str) -> Path:
         if candidate.exists():
             return candidate
     raise FileNotFoundError(f"{name!r} was not found in the {kind!r} model folders {[str(r) for r in _search_roots(kind)]}")
+
+
+# ---------------------------------------------------------------------------------------------- headless runs
+def comfyui_io_classes():
+    """ComfyUI's own ``LoadImage``/``SaveImage``/``CreateVideo``/``SaveVideo``, or None without ComfyUI.
+
+    ``CreateVideo``/``SaveVideo`` are V3 nodes in recent ComfyUI; the headless runner calls them through
+    their V1 compatibility surface. Both video nodes come from one place so their VIDEO values match.
+    """
+    if mm is None:
+        return None
+    try:
+        import nodes as comfy_nodes  # ComfyUI's base nodes (its top-level ``nodes`` module)
+        from comfy_extras import nodes_video
+    except Exception as e:  # noqa: BLE001 - a half-working ComfyUI install: the runner uses stand-ins
+        print(f"[cosmos3-ltx2] ComfyUI's I/O nodes did not import ({type(e).__name__}: {e}); using stand-ins")
+        return None
+    return {"LoadImage": comfy_nodes.LoadImage, "SaveImage": comfy_nodes.SaveImage,
+            "CreateVideo": nodes_video.CreateVideo, "SaveVideo": nodes_video.SaveVideo}
+
+
+@contextlib.contextmanager
+def run_folders(output_dir, input_dir):
+    """Point ComfyUI's output/input folders at a headless run's folders (nothing to do without ComfyUI)."""
+    if folder_paths is None or not hasattr(folder_paths, "set_output_directory"):
+        yield
+        return
+    saved = folder_paths.get_output_directory(), folder_paths.get_input_directory()
+    if output_dir is not None:
+        folder_paths.set_output_directory(os.path.abspath(output_dir))
+    if input_dir is not None:
+        folder_paths.set_input_directory(os.path.abspath(input_dir))
+    try:
+        yield
+    finally:
+        folder_paths.set_output_directory(saved[0])
+        folder_paths.set_input_directory(saved[1])
+
+
+@contextlib.contextmanager
+def progress_hook(report):
+    """Route ComfyUI's progress bars to ``report(value, total, node_id)`` for the length of a headless run."""
+    if comfy_utils is None or not hasattr(comfy_utils, "set_progress_bar_global_hook"):
+        yield
+        return
+    previous = getattr(comfy_utils, "PROGRESS_BAR_HOOK", None)
+    comfy_utils.set_progress_bar_global_hook(
+        lambda value, total, preview=None, *args, node_id=None, **kw: report(value, total, node_id))
+    try:
+        yield
+    finally:
+        comfy_utils.set_progress_bar_global_hook(previous)

@@ -1,0 +1,152 @@
+"""The shipped workflows: every API-format graph runs end to end on the tiny models, and every
+editor-format graph fits the node contract (types exist, links join matching types, widget values fit)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from comfyui_cosmos3_ltx2.nodes import runner
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS = ROOT / "workflows"
+API_FILES = sorted(WORKFLOWS.glob("*_api.json"))
+EDITOR_FILES = sorted(p for p in WORKFLOWS.glob("*.json") if not p.name.endswith("_api.json"))
+MAPPINGS = runner.node_mappings(False)  # the pack's nodes + the labelled I/O stand-ins
+SMALL = ["3.width=64", "3.height=32", "5.steps=3"]
+
+
+def test_there_are_three_graphs_in_both_formats():
+    assert [p.name for p in API_FILES] == ["cosmos3_i2v_api.json", "cosmos3_t2i_api.json", "cosmos3_t2v_api.json"]
+    assert [p.name.replace(".json", "_api.json") for p in EDITOR_FILES] == [p.name for p in API_FILES]
+
+
+def test_generator_and_files_agree():
+    """The committed files are exactly what workflows/make_workflows.py writes."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_workflows", WORKFLOWS / "make_workflows.py")
+    make = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make)
+    for name, build in make.GRAPHS.items():
+        assert json.loads((WORKFLOWS / f"{name}_api.json").read_text()) == make.api_format(build())
+        assert json.loads((WORKFLOWS / f"{name}.json").read_text()) == make.editor_format(build())
+
+
+@pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.stem)
+def test_api_workflow_runs_end_to_end(path, tmp_path):
+    graph = runner.apply_overrides(runner.load_workflow(path), SMALL, MAPPINGS)
+    files = runner.run(graph, output_dir=tmp_path, input_dir=WORKFLOWS, mappings=MAPPINGS)
+    assert len(files) == 1
+    image = Image.open(files[0])
+    frames = getattr(image, "n_frames", 1)
+    frame_counts = {"cosmos3_t2i_api": 1, "cosmos3_t2v_api": 17, "cosmos3_i2v_api": 17}
+    assert frames == frame_counts[path.stem]
+    assert image.size == (64, 32)
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+    assert np.isfinite(pixels).all() and pixels.std() > 0
+
+
+def test_bad_workflow_fails_before_any_model_work(monkeypatch, tmp_path):
+    calls = []
+    loader = MAPPINGS["Cosmos3ModelLoader"]
+    monkeypatch.setattr(loader, "load", lambda self, *a, **k: calls.append(1))
+    graph = runner.load_workflow(WORKFLOWS / "cosmos3_t2v_api.json")
+    del graph["4"]["inputs"]["prompt"]  # missing input
+    graph["5"]["inputs"]["latent"] = ["1", 0]  # COSMOS3_MODEL into a LATENT input
+    graph["5"]["inputs"]["cfg"] = 99.0  # over the maximum
+    with pytest.raises(runner.WorkflowError) as err:
+        runner.run(graph, output_dir=tmp_path, input_dir=WORKFLOWS, mappings=MAPPINGS)
+    message = str(err.value)
+    assert "node 4 (Cosmos3TextEncode) input 'prompt'" in message
+    assert "node 5 (Cosmos3Sampler) input 'latent'" in message
+    assert "node 5 (Cosmos3Sampler) input 'cfg'" in message
+    assert calls == [] and not any(tmp_path.iterdir())
+
+
+def test_interrupted_run_writes_no_output(monkeypatch, tmp_path):
+    from comfyui_cosmos3_ltx2.nodes import comfy
+
+    class Cancelled(BaseException):
+        pass
+
+    checks = []
+
+    def cancel_on_third_step():
+        checks.append(1)
+        if len(checks) == 3:
+            raise Cancelled()
+
+    monkeypatch.setattr(comfy, "check_interrupt", cancel_on_third_step)
+    graph = runner.apply_overrides(runner.load_workflow(WORKFLOWS / "cosmos3_t2v_api.json"), SMALL, MAPPINGS)
+    with pytest.raises(Cancelled):
+        runner.run(graph, output_dir=tmp_path, input_dir=WORKFLOWS, mappings=MAPPINGS)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+# ---------------------------------------------------------------------------------------------- editor format
+SOCKET = object()
+
+
+def widget_inputs(cls):
+    """(name, spec) of the inputs the editor shows as widgets, in INPUT_TYPES order."""
+    spec = cls.INPUT_TYPES()
+    out = []
+    for section in ("required", "optional"):
+        for name, (typ, *rest) in spec.get(section, {}).items():
+            opts = rest[0] if rest else {}
+            if isinstance(typ, list) or typ in ("INT", "FLOAT", "STRING", "BOOLEAN"):
+                out.append((name, typ, opts))
+    return out
+
+
+def fits(typ, opts, value):
+    if isinstance(typ, list):
+        return opts.get("image_upload") or value in typ
+    if typ == "INT":
+        return isinstance(value, int) and opts.get("min", -2**63) <= value <= opts.get("max", 2**64)
+    if typ == "FLOAT":
+        return isinstance(value, (int, float)) and opts.get("min", -1e300) <= value <= opts.get("max", 1e300)
+    if typ == "STRING":
+        return isinstance(value, str)
+    return isinstance(value, bool)
+
+
+@pytest.mark.parametrize("path", EDITOR_FILES, ids=lambda p: p.stem)
+def test_editor_workflow_fits_the_node_contract(path):
+    wf = json.loads(path.read_text())
+    nodes = {n["id"]: n for n in wf["nodes"]}
+    assert wf["last_node_id"] == max(nodes) and wf["last_link_id"] == len(wf["links"])
+    for link_id, src, src_slot, dst, dst_slot, typ in wf["links"]:
+        src_cls, dst_cls = MAPPINGS[nodes[src]["type"]], MAPPINGS[nodes[dst]["type"]]
+        assert src_cls.RETURN_TYPES[src_slot] == typ, (path.name, link_id)
+        entry = nodes[dst]["inputs"][dst_slot]
+        assert entry["link"] == link_id
+        spec = {**dst_cls.INPUT_TYPES().get("required", {}), **dst_cls.INPUT_TYPES().get("optional", {})}
+        assert spec[entry["name"]][0] == typ, (path.name, dst, entry["name"])
+        assert link_id in nodes[src]["outputs"][src_slot]["links"]
+    for n in wf["nodes"]:
+        cls = MAPPINGS[n["type"]]  # every node type exists
+        values = list(n["widgets_values"])
+        for name, typ, opts in widget_inputs(cls):
+            assert values, f"{path.name} node {n['id']}: no value for widget {name!r}"
+            value = values.pop(0)
+            assert fits(typ, opts, value), f"{path.name} node {n['id']} widget {name!r}: {value!r}"
+            if opts.get("control_after_generate"):
+                assert values.pop(0) in ("fixed", "increment", "decrement", "randomize")
+            if opts.get("image_upload"):
+                assert values.pop(0) == "image"
+        assert values == [], f"{path.name} node {n['id']}: extra widget values {values}"
+        assert [o["type"] for o in n["outputs"]][: len(cls.RETURN_TYPES)] == list(cls.RETURN_TYPES)[: len(n["outputs"])]
+
+
+@pytest.mark.parametrize("path", EDITOR_FILES, ids=lambda p: p.stem)
+def test_editor_and_api_formats_describe_the_same_graph(path):
+    wf = json.loads(path.read_text())
+    api = json.loads(path.with_name(path.stem + "_api.json").read_text())
+    assert {str(n["id"]): n["type"] for n in wf["nodes"]} == {k: v["class_type"] for k, v in api.items()}
+    for src_id, src, slot, dst, _, _ in wf["links"]:
+        name = next(i["name"] for i in next(n for n in wf["nodes"] if n["id"] == dst)["inputs"] if i["link"] == src_id)
+        assert api[str(dst)]["inputs"][name] == [str(src), slot]
