@@ -113,6 +113,20 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_fit_preview(args) -> int:
+    from .cosmos3.loader import load_vae
+    from .cosmos3.preview import FACTORS_FILE, fit_latent_rgb, write_factors
+
+    path = Path(args.vae)
+    if (path / "vae").is_dir():
+        path = path / "vae"
+    vae = load_vae(path, device=args.device, dtype="fp32")
+    factors, bias = fit_latent_rgb(vae)
+    out = write_factors(factors, bias, Path(args.output) if args.output else FACTORS_FILE, source=str(path))
+    print(f"[cosmos3] latent-to-RGB factors fitted on {path} -> {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m comfyui_cosmos3_ltx2", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -146,6 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--standins", action="store_true",
                    help="use the pack's stand-in LoadImage/SaveImage/CreateVideo/SaveVideo even when ComfyUI is importable")
     r.set_defaults(func=cmd_run)
+    f = sub.add_parser("fit-preview", help="fit the latent-to-RGB preview factors on a real Wan2.2 VAE")
+    f.add_argument("--vae", required=True, help="a Cosmos3 checkpoint folder, its vae/ folder, or a VAE file")
+    f.add_argument("--output", help="where to write the factors (default: the pack's cosmos3/latent_rgb_factors.json)")
+    f.add_argument("--device", default="cpu")
+    f.set_defaults(func=cmd_fit_preview)
     return p
 
 

@@ -40,13 +40,23 @@ def test_api_workflow_runs_end_to_end(path, tmp_path):
     graph = runner.apply_overrides(runner.load_workflow(path), SMALL, MAPPINGS)
     files = runner.run(graph, output_dir=tmp_path, input_dir=WORKFLOWS, mappings=MAPPINGS)
     assert len(files) == 1
-    image = Image.open(files[0])
-    frames = getattr(image, "n_frames", 1)
+    frames, size, pixels = read_output(Path(files[0]))
     frame_counts = {"cosmos3_t2i_api": 1, "cosmos3_t2v_api": 17, "cosmos3_i2v_api": 17}
     assert frames == frame_counts[path.stem]
-    assert image.size == (64, 32)
-    pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+    assert size == (64, 32)
     assert np.isfinite(pixels).all() and pixels.std() > 0
+
+
+def read_output(path: Path):
+    """(frame count, (width, height), first frame as float array) of a PNG / WebP / MP4 output."""
+    if path.suffix == ".mp4":
+        import av
+
+        with av.open(str(path)) as container:
+            decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        return len(decoded), (decoded[0].shape[1], decoded[0].shape[0]), decoded[0].astype(np.float32)
+    image = Image.open(path)
+    return getattr(image, "n_frames", 1), image.size, np.asarray(image.convert("RGB"), dtype=np.float32)
 
 
 def test_bad_workflow_fails_before_any_model_work(monkeypatch, tmp_path):
