@@ -115,19 +115,17 @@ class Cosmos3ModelLoader:
         path = _resolve_checkpoint(checkpoint)
         dev = comfy.compute_device(device)
         dtype = "bf16" if weight_dtype == "fp8_e4m3fn" else weight_dtype
-        if path.is_dir() and (path / "model_index.json").is_file():
-            root = path
-            pipeline_config = read_model_index(root)
-            transformer_path = root / "transformer"
-        else:
-            if tokenizer == FROM_CHECKPOINT:
-                raise ValueError(
-                    "Cosmos3ModelLoader: a single-file transformer needs the 'tokenizer' input (a Cosmos3 folder "
-                    "with text_tokenizer/)"
-                )
-            root = comfy.resolve_model_path(comfy.MODEL_FOLDER, tokenizer)
-            pipeline_config, transformer_path = {}, path
-        tok_root = root if tokenizer == FROM_CHECKPOINT else comfy.resolve_model_path(comfy.MODEL_FOLDER, tokenizer)
+        is_folder = path.is_dir() and (path / "model_index.json").is_file()
+        if not is_folder and tokenizer == FROM_CHECKPOINT:
+            raise ValueError(
+                "Cosmos3ModelLoader: a single-file transformer needs the 'tokenizer' input (a Cosmos3 folder "
+                "with text_tokenizer/)"
+            )
+        tok_folder = None if tokenizer == FROM_CHECKPOINT else comfy.resolve_model_path(comfy.MODEL_FOLDER, tokenizer)
+        root = path if is_folder else tok_folder  # supplies the scheduler and pipeline settings
+        tok_root = tok_folder or root
+        transformer_path = path / "transformer" if is_folder else path
+        pipeline_config = read_model_index(root) if (root / "model_index.json").is_file() else {}
         load_device = comfy.offload_device() if comfy.in_comfyui() else dev
         config = None
         if transformer_path.is_file():  # a lone file may carry no config: take the tokenizer folder's
