@@ -150,8 +150,10 @@ class Cosmos3Transformer(nn.Module):
         self.time_embedder = TimestepEmbedder(d)
         self._axis_of_slot = interleaved_axis_of_slot(cfg.head_dim // 2, cfg.mrope_sections)
 
-    # Keys the checkpoint carries that generation never reads.
-    unused_checkpoint_keys = ("lm_head.", "norm.weight")
+    # Keys the checkpoint carries that video/image generation never reads: the language head, the UND final
+    # norm, and the sound / action heads of sound- or action-capable checkpoints (not built here).
+    unused_checkpoint_keys = ("lm_head.", "norm.weight", "audio_proj_in.", "audio_proj_out.", "audio_modality_embed",
+                              "action_proj_in.", "action_proj_out.", "action_modality_embed")
 
     @property
     def dtype(self) -> torch.dtype:
