@@ -130,6 +130,7 @@ class GenContext:
     latent_shape: tuple[int, int, int]  # (T, H, W) of the latent
     grid: tuple[int, int, int]  # (T, Hp, Wp) patch grid
     noisy_frames: list[int]  # latent frames that are denoised (the others are clean conditioning)
+    noisy_token_index: torch.Tensor | None = None  # token indices of those frames, when not one run
 
     @property
     def batch(self) -> int:
@@ -270,7 +271,11 @@ class Cosmos3Transformer(nn.Module):
         cos, sin = self._rope(pos)
         cond = set(int(f) for f in condition_frames)
         noisy = [f for f in range(t) if f not in cond]
-        return GenContext(text_keys, text_values, groups, cos, sin, (t, h, w), grid, noisy)
+        index = None
+        if noisy and noisy != list(range(noisy[0], noisy[-1] + 1)):
+            per_frame = grid[1] * grid[2]
+            index = torch.tensor([f * per_frame + j for f in noisy for j in range(per_frame)], device=device)
+        return GenContext(text_keys, text_values, groups, cos, sin, (t, h, w), grid, noisy, index)
 
     # ------------------------------------------------------------------ GEN path (every step)
     def patchify(self, latents: torch.Tensor) -> torch.Tensor:
@@ -295,7 +300,10 @@ class Cosmos3Transformer(nn.Module):
 
     def time_embedding(self, timestep: torch.Tensor | float | int, batch: int) -> torch.Tensor:
         """Embedding ``[B, 1, D]`` (model dtype) of the scheduler timestep(s) (integer scale, 0..1000)."""
-        t = torch.as_tensor(timestep, dtype=torch.float32, device=self.device).reshape(-1)
+        if isinstance(timestep, torch.Tensor):
+            t = timestep.to(device=self.device, dtype=torch.float32).reshape(-1)
+        else:  # a fill on the device: no host-to-device copy (which would wait for the GPU) per step
+            t = torch.full((1,), float(timestep), dtype=torch.float32, device=self.device)
         t = t * self.config.timestep_scale
         emb = self.time_embedder(t).to(self.dtype)
         return emb.expand(batch, -1).unsqueeze(1) if emb.shape[0] == 1 else emb.unsqueeze(1)
@@ -321,7 +329,7 @@ class Cosmos3Transformer(nn.Module):
         if noisy and contiguous:
             x[:, noisy[0] * per_frame : (noisy[-1] + 1) * per_frame] += temb
         elif noisy:
-            idx = torch.tensor([f * per_frame + j for f in noisy for j in range(per_frame)], device=x.device)
+            idx = ctx.noisy_token_index
             x[:, idx] += temb
 
         for i, layer in enumerate(self.layers):

@@ -33,8 +33,9 @@ VARIANTS = {"qwen3": {}, "edge": EDGE_SWITCHES}
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 @pytest.mark.parametrize(
     "shape,cond,fps",
-    [((3, 2, 4), [], 24.0), ((3, 3, 4), [0], 16.0), ((1, 2, 4), [], 24.0), ((2, 3, 5), [], 30.0)],
-    ids=["t2v", "i2v-odd-h", "t2i", "odd-hw"],
+    [((3, 2, 4), [], 24.0), ((3, 3, 4), [0], 16.0), ((1, 2, 4), [], 24.0), ((2, 3, 5), [], 30.0),
+     ((4, 2, 4), [1], 24.0)],
+    ids=["t2v", "i2v-odd-h", "t2i", "odd-hw", "clean-middle-frame"],
 )
 def test_velocity_matches_diffusers(tmp_path, variant, shape, cond, fps):
     ref = reference_transformer(seed=3, **VARIANTS[variant])
