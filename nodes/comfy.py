@@ -21,7 +21,7 @@ try:  # ComfyUI present: the server or a script inside its environment
     import comfy.model_patcher as model_patcher
     import comfy.utils as comfy_utils
     import folder_paths
-except ImportError:  # plain Python
+except Exception:  # plain Python (or a ComfyUI that cannot start here, e.g. no GPU without --cpu)
     mm = model_patcher = comfy_utils = folder_paths = None
 
 MODEL_FOLDER = "cosmos3"  # models/cosmos3: diffusers-format Cosmos3 checkpoint folders
