@@ -7,6 +7,7 @@ converts back. Anything ComfyUI-specific goes through :mod:`.comfy`.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -75,6 +76,13 @@ def _has_own_config(file) -> bool:
         return False
 
 
+def _check_choice(field: str, value, choices: list[str]):
+    """A listed name, or an absolute path that exists (scripts and the API may name files directly)."""
+    if value is None or value in choices or (os.path.isabs(value) and os.path.exists(value)):
+        return True
+    return f"{field}={value!r} is neither in the model folders nor an existing absolute path"
+
+
 def _checkpoint_choices() -> list[str]:
     return [comfy.EMBEDDED_CHECKPOINT] + comfy.checkpoint_folders() + comfy.safetensors_files("diffusion_models")
 
@@ -82,6 +90,10 @@ def _checkpoint_choices() -> list[str]:
 def _resolve_checkpoint(name: str):
     kind = "diffusion_models" if name.endswith(".safetensors") and not name.startswith(comfy.EMBEDDED_CHECKPOINT) else comfy.MODEL_FOLDER
     return comfy.resolve_model_path(kind, name)
+
+
+def _vae_choices() -> list[str]:
+    return [comfy.EMBEDDED_CHECKPOINT] + comfy.checkpoint_folders() + comfy.safetensors_files("vae")
 
 
 class Cosmos3ModelLoader:
@@ -110,6 +122,10 @@ class Cosmos3ModelLoader:
                     "tooltip": "For a single-file transformer: a Cosmos3 folder whose text_tokenizer/ to use."}),
             },
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, checkpoint=None):
+        return _check_choice("checkpoint", checkpoint, _checkpoint_choices())
 
     def load(self, checkpoint, weight_dtype="bf16", device="default", tokenizer=FROM_CHECKPOINT):
         path = _resolve_checkpoint(checkpoint)
@@ -152,12 +168,16 @@ class Cosmos3VAELoader:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "vae": ([comfy.EMBEDDED_CHECKPOINT] + comfy.checkpoint_folders() + comfy.safetensors_files("vae"), {
+                "vae": (_vae_choices(), {
                     "tooltip": "A Cosmos3 folder (its vae/ is used) or a Wan2.2 VAE .safetensors file from models/vae."}),
                 "dtype": (["bf16", "fp32", "fp16"], {"default": "bf16", "tooltip": "VAE compute precision."}),
                 "device": (["default", "cpu"], {"default": "default", "tooltip": "default: ComfyUI's compute device."}),
             }
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, vae=None):
+        return _check_choice("vae", vae, _vae_choices())
 
     def load(self, vae, dtype="bf16", device="default"):
         kind = "vae" if vae.endswith(".safetensors") else comfy.MODEL_FOLDER

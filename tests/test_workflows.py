@@ -160,3 +160,16 @@ def test_editor_and_api_formats_describe_the_same_graph(path):
     for src_id, src, slot, dst, _, _ in wf["links"]:
         name = next(i["name"] for i in next(n for n in wf["nodes"] if n["id"] == dst)["inputs"] if i["link"] == src_id)
         assert api[str(dst)]["inputs"][name] == [str(src), slot]
+
+
+def test_loaders_take_absolute_checkpoint_paths(tmp_path):
+    """Scripts and API users may name a checkpoint folder by path instead of a listed name."""
+    from comfyui_cosmos3_ltx2.nodes import comfy
+
+    folder = str(comfy.resolve_model_path("cosmos3", comfy.EMBEDDED_CHECKPOINT))
+    graph = runner.apply_overrides(runner.load_workflow(WORKFLOWS / "cosmos3_t2i_api.json"),
+                                   SMALL + [f"1.checkpoint={folder}", f"2.vae={folder}"], MAPPINGS)
+    assert len(runner.run(graph, output_dir=tmp_path, mappings=MAPPINGS)) == 1
+    graph["1"]["inputs"]["checkpoint"] = str(tmp_path / "missing")
+    with pytest.raises(runner.WorkflowError, match="node 1 .*checkpoint"):
+        runner.run(graph, output_dir=tmp_path, mappings=MAPPINGS)
