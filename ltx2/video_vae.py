@@ -1,0 +1,600 @@
+"""The LTX-2 / LTX-2.3 video VAE: pixels <-> 128-channel latents at 32x space and 8x time compression.
+
+Shape contract. Pixels [B, 3, 1 + 8k, H, W] in [-1, 1] (H, W multiples of 32) become latents
+[B, C, 1 + k, H / 32, W / 32]; decoding returns 1 + 8 (T - 1) frames. The first frame of a clip is
+coded on its own (every temporal down/up step duplicates or drops one leading frame).
+
+Structure (diffusers ``AutoencoderKLLTX2Video`` layout, so a ``vae/`` folder loads without renaming):
+
+* encoder: 4x4 pixel patches folded into channels (channel index ``c*16 + pw*4 + ph``), ``conv_in``,
+  ``down_blocks[i]`` = resnets + one space-to-depth downsampler, ``mid_block``, pixel-norm, SiLU,
+  ``conv_out`` to C + 1 channels (C means and one shared log-variance; only the means are used);
+* decoder: ``conv_in``, ``mid_block``, ``up_blocks[i]`` = depth-to-space upsampler + resnets, pixel-norm,
+  [timestep scale/shift], SiLU, ``conv_out``, patches unfolded back into pixels.
+
+All convolutions have a time kernel of 3. The encoder's are causal (two copies of the first frame in
+front). The shipped decoders are non-causal (one copy of the first frame in front, one of the last at
+the end), which means one frame of look-ahead per convolution. Every other operation (pixel norm,
+SiLU, depth-to-space, the 1x1 shortcut) acts on each frame separately. That is what makes the
+streaming decode exact: the decoder is fed latent frames a chunk at a time, every convolution keeps
+its last two input frames (its context) in a per-call cache and emits the frames whose whole window it
+has seen, and the final chunk pads the end. A residual that skips over convolutions is queued until
+the convolution output it is added to arrives. Memory is bounded by the chunk size, not the clip.
+
+LTX-2.0 and LTX-2.3 differ only in their config (2.3: four up blocks with per-block upsample types and
+factors, optional residual upsamplers, zero padding); both are built from ``vae/config.json``.
+
+The official single-file checkpoint stores the same tensors under different names (``vae.encoder.*``,
+``vae.decoder.*`` with a flat block list, ``res_blocks``, ``per_channel_statistics.*``):
+:func:`official_to_module_key` renames them for ``core.checkpoint.load_into``.
+
+Inference only: dropout is ignored, and decoder noise injection (``decoder_inject_noise``), which no
+released config enables, is refused.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["DEFAULT_CONFIG", "LTX2VideoVAE", "official_to_module_key", "make_official_key_map"]
+
+# Constructor defaults of diffusers' AutoencoderKLLTX2Video; a vae/config.json overrides them.
+DEFAULT_CONFIG = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 128,
+    "block_out_channels": [256, 512, 1024, 2048],
+    "down_block_types": ["LTX2VideoDownBlock3D"] * 4,
+    "decoder_block_out_channels": [256, 512, 1024],
+    "layers_per_block": [4, 6, 6, 2, 2],
+    "decoder_layers_per_block": [5, 5, 5, 5],
+    "spatio_temporal_scaling": [True, True, True, True],
+    "decoder_spatio_temporal_scaling": [True, True, True],
+    "decoder_inject_noise": [False, False, False, False],
+    "downsample_type": ["spatial", "temporal", "spatiotemporal", "spatiotemporal"],
+    "upsample_type": ["spatiotemporal", "spatiotemporal", "spatiotemporal"],
+    "upsample_residual": [True, True, True],
+    "upsample_factor": [2, 2, 2],
+    "timestep_conditioning": False,
+    "patch_size": 4,
+    "patch_size_t": 1,
+    "resnet_norm_eps": 1e-6,
+    "scaling_factor": 1.0,
+    "encoder_causal": True,
+    "decoder_causal": True,
+    "encoder_spatial_padding_mode": "zeros",
+    "decoder_spatial_padding_mode": "reflect",
+}
+
+_STRIDES = {"spatial": (1, 2, 2), "temporal": (2, 1, 1), "spatiotemporal": (2, 2, 2), "conv": (2, 2, 2)}
+
+# The official decoder's default timestep when it is timestep-conditioned (no released config is).
+DEFAULT_DECODE_TIMESTEP = 0.05
+
+
+class Stream:
+    """State of one streaming decode: each module's carried frames, and whether the clip ends in this chunk."""
+
+    def __init__(self):
+        self.cache: dict = {}
+        self.final = False
+
+
+def _no_frames(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """No frames yet, shaped like x with ``channels`` channels (a look-ahead convolution still waiting)."""
+    return x.new_empty(x.shape[0], channels, 0, *x.shape[3:])
+
+
+def _take_aligned(stream: Stream | None, key, x: torch.Tensor, n: int) -> torch.Tensor:
+    """Queue x's frames and return the oldest n: a skip path delayed to meet a look-ahead convolution."""
+    if stream is None:
+        return x
+    queued = stream.cache.get(key)
+    if queued is not None:
+        x = torch.cat([queued, x], 2)
+    stream.cache[key] = x[:, :, n:].clone()
+    return x[:, :, :n]
+
+
+def pixel_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """x / sqrt(mean over channels of x^2 + eps), at every (frame, row, column)."""
+    return x / torch.sqrt(torch.mean(x * x, dim=1, keepdim=True) + eps)
+
+
+class CausalConv3d(nn.Module):
+    """Conv3d, kernel 3, whose time padding repeats edge frames instead of adding zeros.
+
+    causal: two copies of the first frame in front. Non-causal: one copy of the first frame in front
+    and one of the last frame at the end. Space is padded by the convolution (``zeros`` or ``reflect``).
+    With a ``Stream`` the input arrives in chunks; see the module docstring.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride=(1, 1, 1), padding_mode: str = "zeros"):
+        super().__init__()
+        self.conv = nn.Conv3d(in_channels, out_channels, 3, stride=stride, padding=(0, 1, 1),
+                              padding_mode=padding_mode)
+
+    def forward(self, x: torch.Tensor, causal: bool, stream: Stream | None = None) -> torch.Tensor:
+        front, back = (2, 0) if causal else (1, 1)
+        if stream is None:
+            parts = [x[:, :, :1].expand(-1, -1, front, -1, -1), x]
+            if back:
+                parts.append(x[:, :, -1:])
+            return self.conv(torch.cat(parts, 2))
+        # Streaming (stride 1 only): prepend the carried context, or the edge padding on the first chunk.
+        prev = stream.cache.get(self)
+        if prev is None:
+            if x.shape[2] == 0:
+                return _no_frames(x, self.conv.out_channels)
+            prev = x[:, :, :1].expand(-1, -1, front, -1, -1)
+        seen = torch.cat([prev, x], 2)
+        stream.cache[self] = seen[:, :, -2:].clone()  # not a view: the chunk can go
+        if back and stream.final:
+            seen = torch.cat([seen, seen[:, :, -1:]], 2)
+        if seen.shape[2] < 3:
+            return _no_frames(x, self.conv.out_channels)
+        return self.conv(seen)
+
+
+class TimestepEmbedder(nn.Module):
+    """Sinusoidal timestep features (256, cos first) -> Linear -> SiLU -> Linear (PixArt-alpha style)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.linear_1 = nn.Linear(256, dim)
+        self.linear_2 = nn.Linear(dim, dim)
+
+    def forward(self, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        half = 128
+        freqs = torch.exp(torch.arange(half, dtype=torch.float32, device=t.device) * (-math.log(10000.0) / half))
+        angles = t.float()[:, None] * freqs[None]
+        feats = torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1).to(dtype)
+        return self.linear_2(F.silu(self.linear_1(feats)))
+
+
+class CombinedTimestepEmbedder(nn.Module):
+    """Holds the embedder under ``timestep_embedder`` (the checkpoint's nesting)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.timestep_embedder = TimestepEmbedder(dim)
+
+    def forward(self, t: torch.Tensor, batch: int, dtype: torch.dtype) -> torch.Tensor:
+        return self.timestep_embedder(t.flatten(), dtype).view(batch, -1, 1, 1, 1)
+
+
+class ResnetBlock(nn.Module):
+    """pixel-norm, [scale/shift], SiLU, conv1, pixel-norm, [scale/shift], SiLU, conv2, plus the input.
+
+    When the width changes the input goes through a LayerNorm over channels and a 1x1 conv first.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, eps: float, timestep_conditioning: bool,
+                 padding_mode: str):
+        super().__init__()
+        self.conv1 = CausalConv3d(in_channels, out_channels, padding_mode=padding_mode)
+        self.conv2 = CausalConv3d(out_channels, out_channels, padding_mode=padding_mode)
+        self.norm3 = self.conv_shortcut = None
+        if in_channels != out_channels:
+            self.norm3 = nn.LayerNorm(in_channels, eps=eps, elementwise_affine=True, bias=True)
+            self.conv_shortcut = nn.Conv3d(in_channels, out_channels, kernel_size=1)
+        self.scale_shift_table = nn.Parameter(torch.zeros(4, in_channels)) if timestep_conditioning else None
+
+    def forward(self, x, temb, causal, stream=None):
+        h = pixel_norm(x)
+        if self.scale_shift_table is not None:
+            mod = temb.unflatten(1, (4, -1)) + self.scale_shift_table[None, :, :, None, None, None]
+            shift1, scale1, shift2, scale2 = mod.unbind(1)
+            h = h * (1 + scale1) + shift1
+        h = self.conv1(F.silu(h), causal, stream)
+        h = pixel_norm(h)
+        if self.scale_shift_table is not None:
+            h = h * (1 + scale2) + shift2
+        h = self.conv2(F.silu(h), causal, stream)
+        skip = _take_aligned(stream, (self, "skip"), x, h.shape[2])
+        if self.norm3 is not None:
+            skip = self.norm3(skip.movedim(1, -1)).movedim(-1, 1)
+        if self.conv_shortcut is not None:
+            skip = self.conv_shortcut(skip)
+        return h + skip
+
+
+def space_to_depth(x: torch.Tensor, stride) -> torch.Tensor:
+    """[B, C, T*st, H*sh, W*sw] -> [B, C*st*sh*sw, T, H, W], channel index ((c*st + it)*sh + ih)*sw + iw."""
+    st, sh, sw = stride
+    b, c, t, h, w = x.shape
+    x = x.reshape(b, c, t // st, st, h // sh, sh, w // sw, sw).permute(0, 1, 3, 5, 7, 2, 4, 6)
+    return x.reshape(b, c * st * sh * sw, t // st, h // sh, w // sw)
+
+
+def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
+    """[B, C, T, H*p, W*p] -> [B, C*p*p, T, H, W], channel index c*p*p + pw*p + ph (column offset first)."""
+    b, c, t, h, w = x.shape
+    x = x.reshape(b, c, t, h // p, p, w // p, p).permute(0, 1, 6, 4, 2, 3, 5)
+    return x.reshape(b, c * p * p, t, h // p, w // p)
+
+
+def unpatchify(x: torch.Tensor, p: int) -> torch.Tensor:
+    """Inverse of patchify."""
+    b, c, t, h, w = x.shape
+    x = x.reshape(b, c // (p * p), p, p, t, h, w).permute(0, 1, 4, 5, 3, 6, 2)
+    return x.reshape(b, c // (p * p), t, h * p, w * p)
+
+
+def depth_to_space(x: torch.Tensor, stride) -> torch.Tensor:
+    """Inverse of space_to_depth."""
+    st, sh, sw = stride
+    b, c, t, h, w = x.shape
+    x = x.reshape(b, c // (st * sh * sw), st, sh, sw, t, h, w).permute(0, 1, 5, 2, 6, 3, 7, 4)
+    return x.reshape(b, c // (st * sh * sw), t * st, h * sh, w * sw)
+
+
+class Downsampler(nn.Module):
+    """Space-to-depth downsample: conv to out/(st*sh*sw) channels then fold, plus the folded input averaged
+    over channel groups. A time stride of 2 first puts a copy of frame 0 in front."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride, padding_mode: str):
+        super().__init__()
+        self.stride = stride
+        self.group_size = in_channels * math.prod(stride) // out_channels
+        self.conv = CausalConv3d(in_channels, out_channels // math.prod(stride), padding_mode=padding_mode)
+
+    def forward(self, x, causal):
+        if self.stride[0] > 1:
+            x = torch.cat([x[:, :, : self.stride[0] - 1], x], 2)
+        skip = space_to_depth(x, self.stride)
+        skip = skip.unflatten(1, (-1, self.group_size)).mean(2)
+        return space_to_depth(self.conv(x, causal), self.stride) + skip
+
+
+class Upsampler(nn.Module):
+    """Depth-to-space upsample: conv to st*sh*sw*in/factor channels then unfold, plus (residual) the
+    unfolded input tiled over channels. A time stride of 2 drops the clip's first output frame."""
+
+    def __init__(self, in_channels: int, stride, residual: bool, factor: int, padding_mode: str):
+        super().__init__()
+        self.stride, self.residual, self.factor = stride, residual, factor
+        self.conv = CausalConv3d(in_channels, in_channels * math.prod(stride) // factor, padding_mode=padding_mode)
+
+    def forward(self, x, causal, stream=None):
+        h = self.conv(x, causal, stream)
+        drop = self.stride[0] - 1
+        if drop and stream is not None:
+            # Only the clip's first output loses its leading frames.
+            if h.shape[2] == 0 or (self, "started") in stream.cache:
+                drop = 0
+            else:
+                stream.cache[(self, "started")] = True
+        out = depth_to_space(h, self.stride)[:, :, drop:]
+        if self.residual:
+            skip = depth_to_space(_take_aligned(stream, (self, "skip"), x, h.shape[2]), self.stride)
+            out = out + skip.repeat(1, math.prod(self.stride) // self.factor, 1, 1, 1)[:, :, drop:]
+        return out
+
+
+class DownBlock(nn.Module):
+    def __init__(self, in_channels, out_channels, num_layers, eps, downsample: str | None, padding_mode):
+        super().__init__()
+        self.resnets = nn.ModuleList(
+            ResnetBlock(in_channels, in_channels, eps, False, padding_mode) for _ in range(num_layers))
+        self.downsamplers = None
+        if downsample == "conv":
+            self.downsamplers = nn.ModuleList([CausalConv3d(in_channels, in_channels, (2, 2, 2), padding_mode)])
+        elif downsample is not None:
+            self.downsamplers = nn.ModuleList(
+                [Downsampler(in_channels, out_channels, _STRIDES[downsample], padding_mode)])
+
+    def forward(self, x, causal):
+        for resnet in self.resnets:
+            x = resnet(x, None, causal)
+        if self.downsamplers is not None:
+            x = self.downsamplers[0](x, causal)
+        return x
+
+
+class MidBlock(nn.Module):
+    def __init__(self, channels, num_layers, eps, timestep_conditioning, padding_mode):
+        super().__init__()
+        self.time_embedder = CombinedTimestepEmbedder(4 * channels) if timestep_conditioning else None
+        self.resnets = nn.ModuleList(
+            ResnetBlock(channels, channels, eps, timestep_conditioning, padding_mode) for _ in range(num_layers))
+
+    def forward(self, x, t, causal, stream=None):
+        temb = None if self.time_embedder is None else self.time_embedder(t, x.shape[0], x.dtype)
+        for resnet in self.resnets:
+            x = resnet(x, temb, causal, stream)
+        return x
+
+
+class UpBlock(nn.Module):
+    def __init__(self, in_channels, out_channels, num_layers, eps, upsample: str | None, residual, factor,
+                 timestep_conditioning, padding_mode):
+        super().__init__()
+        self.time_embedder = CombinedTimestepEmbedder(4 * in_channels) if timestep_conditioning else None
+        self.conv_in = None
+        if in_channels != out_channels:
+            self.conv_in = ResnetBlock(in_channels, out_channels, eps, timestep_conditioning, padding_mode)
+        self.upsamplers = None
+        if upsample is not None:
+            self.upsamplers = nn.ModuleList(
+                [Upsampler(out_channels * factor, _STRIDES[upsample], residual, factor, padding_mode)])
+        self.resnets = nn.ModuleList(
+            ResnetBlock(out_channels, out_channels, eps, timestep_conditioning, padding_mode)
+            for _ in range(num_layers))
+
+    def forward(self, x, t, causal, stream=None):
+        if self.conv_in is not None:
+            if self.conv_in.scale_shift_table is not None:
+                raise NotImplementedError("LTX2VideoVAE: a timestep-conditioned width change in an up block "
+                                          "is not supported (no released config has one)")
+            x = self.conv_in(x, None, causal, stream)
+        temb = None if self.time_embedder is None else self.time_embedder(t, x.shape[0], x.dtype)
+        if self.upsamplers is not None:
+            x = self.upsamplers[0](x, causal, stream)
+        for resnet in self.resnets:
+            x = resnet(x, temb, causal, stream)
+        return x
+
+
+def _per_block(value, n: int) -> list:
+    return [value] * n if isinstance(value, bool) else list(value)
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        p, pad, eps = cfg["patch_size"], cfg["encoder_spatial_padding_mode"], cfg["resnet_norm_eps"]
+        layers = list(cfg["layers_per_block"])
+        scaling = _per_block(cfg["spatio_temporal_scaling"], len(layers) - 1)
+        self.patch_size, self.causal = p, bool(cfg["encoder_causal"])
+        width = cfg["latent_channels"]
+        self.conv_in = CausalConv3d(cfg["in_channels"] * p * p, width, padding_mode=pad)
+        self.down_blocks = nn.ModuleList()
+        for i, out in enumerate(cfg["block_out_channels"]):
+            if cfg["down_block_types"][i] != "LTX2VideoDownBlock3D":
+                raise ValueError(f"LTX2VideoVAE: unknown down block type {cfg['down_block_types'][i]!r}")
+            down = cfg["downsample_type"][i] if scaling[i] else None
+            self.down_blocks.append(DownBlock(width, out, layers[i], eps, down, pad))
+            width = out
+        self.mid_block = MidBlock(width, layers[-1], eps, False, pad)
+        self.conv_out = CausalConv3d(width, cfg["latent_channels"] + 1, padding_mode=pad)
+
+    def forward(self, x):
+        x = self.conv_in(patchify(x, self.patch_size), self.causal)
+        for block in self.down_blocks:
+            x = block(x, self.causal)
+        x = self.mid_block(x, None, self.causal)
+        return self.conv_out(F.silu(pixel_norm(x)), self.causal)
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        p, pad, eps = cfg["patch_size"], cfg["decoder_spatial_padding_mode"], cfg["resnet_norm_eps"]
+        layers = list(cfg["decoder_layers_per_block"])[::-1]
+        n = len(layers) - 1
+        channels = list(cfg["decoder_block_out_channels"])[::-1]
+        scaling = _per_block(cfg["decoder_spatio_temporal_scaling"], n)[::-1]
+        residual = _per_block(cfg["upsample_residual"], n)[::-1]
+        factors = list(cfg["upsample_factor"])[::-1]
+        types = list(cfg["upsample_type"])  # not reversed (diffusers indexes it as given)
+        noise = _per_block(cfg["decoder_inject_noise"], n + 1)
+        if any(noise):
+            raise NotImplementedError("LTX2VideoVAE: decoder_inject_noise is not supported (no released LTX-2 "
+                                      "config enables it)")
+        tc = bool(cfg["timestep_conditioning"])
+        self.patch_size, self.causal = p, bool(cfg["decoder_causal"])
+        width = channels[0]
+        self.conv_in = CausalConv3d(cfg["latent_channels"], width, padding_mode=pad)
+        self.mid_block = MidBlock(width, layers[0], eps, tc, pad)
+        self.up_blocks = nn.ModuleList()
+        for i in range(len(channels)):
+            block_in, width = width // factors[i], channels[i] // factors[i]
+            up = types[i] if scaling[i] else None
+            self.up_blocks.append(
+                UpBlock(block_in, width, layers[i + 1], eps, up, residual[i], factors[i], tc, pad))
+        self.conv_out = CausalConv3d(width, cfg["out_channels"] * p * p, padding_mode=pad)
+        self.timestep_scale_multiplier = self.time_embedder = self.scale_shift_table = None
+        if tc:
+            self.timestep_scale_multiplier = nn.Parameter(torch.tensor(1000.0))
+            self.time_embedder = CombinedTimestepEmbedder(2 * width)
+            self.scale_shift_table = nn.Parameter(torch.zeros(2, width))
+
+    def forward(self, z, t=None, stream=None):
+        causal = self.causal
+        x = self.conv_in(z, causal, stream)
+        if t is not None:
+            t = t * self.timestep_scale_multiplier
+        x = self.mid_block(x, t, causal, stream)
+        for block in self.up_blocks:
+            x = block(x, t, causal, stream)
+        x = pixel_norm(x)
+        if self.time_embedder is not None:
+            mod = self.time_embedder(t, x.shape[0], x.dtype).unflatten(1, (2, -1))
+            shift, scale = (mod + self.scale_shift_table[None, :, :, None, None, None]).unbind(1)
+            x = x * (1 + scale) + shift
+        x = self.conv_out(F.silu(x), causal, stream)
+        return unpatchify(x, self.patch_size)
+
+
+class LTX2VideoVAE(nn.Module):
+    """LTX-2 / LTX-2.3 video VAE from a diffusers ``vae/config.json`` dict (unknown keys are ignored).
+
+    State-dict keys equal diffusers' (``encoder.*``, ``decoder.*``, ``latents_mean``, ``latents_std``).
+    """
+
+    def __init__(self, config: dict):
+        super().__init__()
+        cfg = {**DEFAULT_CONFIG, **config}
+        if cfg["patch_size_t"] != 1:
+            raise ValueError("LTX2VideoVAE: only patch_size_t = 1 is supported")
+        self.config = cfg
+        self.latent_channels = cfg["latent_channels"]
+        self.scaling_factor = float(cfg["scaling_factor"])
+        self.timestep_conditioning = bool(cfg["timestep_conditioning"])
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+        self.register_buffer("latents_mean", torch.zeros(self.latent_channels))
+        self.register_buffer("latents_std", torch.ones(self.latent_channels))
+        space, time = cfg["patch_size"], 1
+        for on, kind in zip(_per_block(cfg["spatio_temporal_scaling"], len(cfg["layers_per_block"]) - 1),
+                            cfg["downsample_type"]):
+            if on:
+                st, ss, _ = _STRIDES[kind]
+                space, time = space * ss, time * st
+        self.spatial_compression_ratio = cfg.get("spatial_compression_ratio") or space
+        self.temporal_compression_ratio = cfg.get("temporal_compression_ratio") or time
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.decoder.conv_in.conv.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.conv_in.conv.weight.device
+
+    # ---------------------------------------------------------------------------------------------
+    # Encode
+
+    @torch.no_grad()
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """[B, 3, 1 + 8k, H, W] in [-1, 1] -> raw (not normalised) posterior mean [B, C, 1 + k, H/32, W/32].
+
+        Equals diffusers' ``encode(video).latent_dist.mode()``; call :meth:`normalize_latents` for the
+        diffusion model's latents. Output in the VAE's dtype.
+        """
+        s, t = self.spatial_compression_ratio, self.temporal_compression_ratio
+        if video.ndim != 5 or video.shape[1] != self.config["in_channels"] or video.shape[3] % s or video.shape[4] % s \
+                or (video.shape[2] - 1) % t:
+            raise ValueError(f"LTX2VideoVAE.encode: expected video [B, {self.config['in_channels']}, 1 + {t}k, H, W] "
+                             f"with H and W multiples of {s}, got {list(video.shape)}")
+        h = self.encoder(video.to(device=self.device, dtype=self.dtype))
+        return h[:, : self.latent_channels]
+
+    # ---------------------------------------------------------------------------------------------
+    # Decode
+
+    def _timestep(self, z: torch.Tensor, timestep) -> torch.Tensor | None:
+        if not self.timestep_conditioning:
+            return None
+        if timestep is None:
+            timestep = DEFAULT_DECODE_TIMESTEP
+        t = torch.as_tensor(timestep, dtype=torch.float32, device=z.device).flatten()
+        if t.numel() == 1:
+            return t.expand(z.shape[0])
+        if t.numel() != z.shape[0]:
+            raise ValueError(f"LTX2VideoVAE.decode: timestep has {t.numel()} values for a batch of {z.shape[0]}")
+        return t
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, timestep: float | torch.Tensor | None = None,
+               callback: Callable[[int, int], None] | None = None, temporal_chunk: int | None = None,
+               dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Raw latents [B, C, T, h, w] -> frames [B, 3, 1 + 8 (T - 1), 32 h, 32 w] (not clamped).
+
+        Equals diffusers' ``decode(z, temb=timestep).sample``. ``timestep`` is used only by
+        timestep-conditioned decoders (default 0.05; no released config is one). With
+        ``temporal_chunk=N`` the latents are fed N frames at a time through the streaming path
+        (exact, see the module docstring); otherwise in one pass. ``callback(done, total)`` is called
+        after each chunk (latent frames done / total); an exception it raises stops the decode.
+        """
+        if z.ndim != 5 or z.shape[1] != self.latent_channels:
+            raise ValueError(f"LTX2VideoVAE.decode: expected latents [B, {self.latent_channels}, T, h, w], "
+                             f"got {list(z.shape)}")
+        total = z.shape[2]
+        t = self._timestep(z, timestep)
+        if t is not None:
+            t = t.to(self.device)
+        if not temporal_chunk or temporal_chunk >= total:
+            out = self.decoder(z.to(device=self.device, dtype=self.dtype), t)
+            if callback is not None:
+                callback(total, total)
+            return out if dtype is None else out.to(dtype)
+        stream, out, done = Stream(), None, 0
+        frames = 1 + self.temporal_compression_ratio * (total - 1)
+        for start in range(0, total, temporal_chunk):
+            stop = min(start + temporal_chunk, total)
+            stream.final = stop == total
+            chunk = self.decoder(z[:, :, start:stop].to(device=self.device, dtype=self.dtype), t, stream)
+            if out is None:
+                out = chunk.new_empty(*chunk.shape[:2], frames, *chunk.shape[3:], dtype=dtype or chunk.dtype)
+            out[:, :, done : done + chunk.shape[2]] = chunk
+            done += chunk.shape[2]
+            if callback is not None:
+                callback(stop, total)
+        if done != frames:  # a bookkeeping error, never expected
+            raise RuntimeError(f"LTX2VideoVAE.decode: streamed {done} frames, expected {frames}")
+        return out
+
+    # ---------------------------------------------------------------------------------------------
+    # Latent statistics
+
+    def _stats(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (1, -1) + (1,) * (z.ndim - 2)
+        return (self.latents_mean.view(shape).to(z.device, z.dtype),
+                self.latents_std.view(shape).to(z.device, z.dtype))
+
+    def normalize_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """Raw posterior mean -> the diffusion model's latents: (z - mean) * scaling_factor / std per channel."""
+        mean, std = self._stats(z)
+        return (z - mean) * self.scaling_factor / std
+
+    def denormalize_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """Inverse of normalize_latents: z * std / scaling_factor + mean."""
+        mean, std = self._stats(z)
+        return z * std / self.scaling_factor + mean
+
+
+# --------------------------------------------------------------------------------------------------
+# Official single-file layout
+
+_STATS = {"mean-of-means": "latents_mean", "std-of-means": "latents_std"}
+_TOP_RENAMES = {"last_time_embedder": "time_embedder", "last_scale_shift_table": "scale_shift_table"}
+
+
+def make_official_key_map(num_down_blocks: int = 4) -> Callable[[str], str | None]:
+    """A key map for the official single file (``vae.*``): every other tensor, and the unused statistics
+    (``channel``, ``mean-of-stds``), map to None.
+
+    The official encoder lists its blocks flat: ``down_blocks.{2i}`` are stage i's resnets,
+    ``down_blocks.{2i+1}`` its downsampler, ``down_blocks.{2n}`` the mid block. The decoder likewise:
+    ``up_blocks.0`` is the mid block, ``up_blocks.{2i+1}`` stage i's upsampler, ``up_blocks.{2i+2}`` its
+    resnets. ``res_blocks`` are ``resnets``. This holds for configs whose every stage resamples (all
+    released ones).
+    """
+
+    def key_map(key: str) -> str | None:
+        if key.startswith("vae.per_channel_statistics."):
+            return _STATS.get(key[len("vae.per_channel_statistics."):])
+        m = re.match(r"vae\.(encoder|decoder)\.(.*)$", key)
+        if m is None:
+            return None
+        part, rest = m.groups()
+        rest = rest.replace(".res_blocks.", ".resnets.")
+        b = re.match(r"(down_blocks|up_blocks)\.(\d+)\.(.*)$", rest)
+        if b is not None:
+            kind, i, tail = b.group(1), int(b.group(2)), b.group(3)
+            if kind == "down_blocks":
+                head = ("mid_block" if i == 2 * num_down_blocks
+                        else f"down_blocks.{i // 2}" if i % 2 == 0 else f"down_blocks.{i // 2}.downsamplers.0")
+            else:
+                head = ("mid_block" if i == 0
+                        else f"up_blocks.{(i - 1) // 2}.upsamplers.0" if i % 2 == 1 else f"up_blocks.{i // 2 - 1}")
+            rest = f"{head}.{tail}"
+        else:
+            first, dot, tail = rest.partition(".")
+            if first in _TOP_RENAMES:
+                rest = _TOP_RENAMES[first] + dot + tail
+        return f"{part}.{rest}"
+
+    return key_map
+
+
+official_to_module_key = make_official_key_map(4)
+official_to_module_key.__doc__ = "Official single-file key -> LTX2VideoVAE key (None = not ours), 4 encoder stages."
