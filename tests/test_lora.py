@@ -2,12 +2,10 @@
 (apply_loras) when installed, strength changes without reloading (bit-identical to a fresh merge), exact
 restore at strength 0, stacking, and clear errors for LoRAs that do not fit."""
 
-import importlib.machinery
-import importlib.util
-import sys
 import types
 
 import pytest
+from ltx_oracle import ltx_oracles_available
 import torch
 from safetensors.torch import save_file
 
@@ -15,12 +13,8 @@ from comfyui_cosmos3_ltx2.core.lora import LoraError, load_lora_state, merge_lor
 
 
 def _ltx_core_fuse():
-    if importlib.util.find_spec("ltx_core") is None:
+    if not ltx_oracles_available():
         return None
-    if importlib.util.find_spec("torchaudio") is None and "torchaudio" not in sys.modules:
-        stub = types.ModuleType("torchaudio")
-        stub.__spec__ = importlib.machinery.ModuleSpec("torchaudio", None)
-        sys.modules["torchaudio"] = stub
     try:
         from ltx_core.loader.fuse_loras import apply_loras
         from ltx_core.loader.primitives import LoraStateDictWithStrength, StateDict

@@ -6,13 +6,11 @@ is not installed an empty stand-in module is registered in this test process onl
 Parity metric for samples: max |ours - reference| / max |reference|.
 """
 
-import importlib.machinery
-import importlib.util
 import math
-import sys
 import types
 
 import pytest
+from ltx_oracle import ltx_oracles_available
 import torch
 from sync_count import CountScalarReads
 
@@ -40,12 +38,8 @@ from comfyui_cosmos3_ltx2.core.sampling.res2s import (
 
 
 def _import_oracles():
-    if importlib.util.find_spec("ltx_core") is None or importlib.util.find_spec("ltx_pipelines") is None:
+    if not ltx_oracles_available():
         return None
-    if importlib.util.find_spec("torchaudio") is None and "torchaudio" not in sys.modules:
-        stub = types.ModuleType("torchaudio")
-        stub.__spec__ = importlib.machinery.ModuleSpec("torchaudio", None)
-        sys.modules["torchaudio"] = stub
     from ltx_core.components.diffusion_steps import Res2sDiffusionStep
     from ltx_core.components.guiders import MultiModalGuider, MultiModalGuiderParams
     from ltx_core.components.schedulers import LTX2Scheduler
