@@ -1,0 +1,486 @@
+"""One-stage LTX-2 pipeline stages against diffusers' ``LTX2Pipeline`` (test-only oracle) on tiny random
+models saved with ``save_pretrained``.
+
+Both sides get the same precomputed Gemma hidden states (``prompt_embeds`` + masks, so no Gemma is
+needed), the same explicit packed noise (oracle quirk Q1; diffusers normalises ``audio_latents``, so it
+gets them de-normalised) and the same sigmas (diffusers runs a non-shifting FlowMatchEuler scheduler,
+since its stock LTX-2 scheduler would re-shift any ``sigmas=``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from comfyui_cosmos3_ltx2.core.checkpoint import load_into, read_config
+from comfyui_cosmos3_ltx2.core.sampling.ltx_schedule import ltx2_sigmas
+from comfyui_cosmos3_ltx2.ltx2 import pipeline as P
+from comfyui_cosmos3_ltx2.ltx2.audio_vae import LTX2AudioVAE
+from comfyui_cosmos3_ltx2.ltx2.text import LTX2TextConnectors
+from comfyui_cosmos3_ltx2.ltx2.transformer import LTX2Transformer
+from comfyui_cosmos3_ltx2.ltx2.video_vae import LTX2VideoVAE
+from comfyui_cosmos3_ltx2.ltx2.vocoder import build_vocoder
+from sync_count import CountScalarReads
+
+diffusers = pytest.importorskip("diffusers")
+
+FRAMES, HEIGHT, WIDTH, FPS = 33, 64, 96, 24.0
+STEPS = 6
+TEXT_LEN, GEMMA_WIDTH, GEMMA_STATES = 256, 32, 3
+
+_DIT = dict(
+    in_channels=16, out_channels=16, num_attention_heads=2, attention_head_dim=32, cross_attention_dim=64,
+    audio_in_channels=32, audio_out_channels=32, audio_num_attention_heads=2, audio_attention_head_dim=16,
+    audio_cross_attention_dim=32, num_layers=2, rope_type="split", rope_double_precision=True,
+    rope_theta=10000.0, timestep_scale_multiplier=1000, cross_attn_timestep_scale_multiplier=1000,
+    perturbed_attn=True, caption_channels=GEMMA_WIDTH,
+)
+_CONN = dict(
+    caption_channels=GEMMA_WIDTH, text_proj_in_factor=GEMMA_STATES, video_connector_num_layers=2,
+    audio_connector_num_layers=2, video_connector_num_learnable_registers=128,
+    audio_connector_num_learnable_registers=128, connector_rope_base_seq_len=4096, rope_double_precision=True,
+    rope_type="split",
+)
+_VAE_ENC = dict(
+    latent_channels=16, layers_per_block=[1, 1, 1, 1, 1],
+    downsample_type=["spatial", "temporal", "spatiotemporal", "spatiotemporal"],
+    spatio_temporal_scaling=[True, True, True, True], encoder_causal=True, encoder_spatial_padding_mode="zeros",
+    patch_size=4, spatial_compression_ratio=32, temporal_compression_ratio=8, decoder_causal=False,
+    timestep_conditioning=False,
+)
+_AVAE = dict(base_channels=32, output_channels=2, ch_mult=[1, 2, 4], num_res_blocks=1, latent_channels=2,
+             mel_bins=64, norm_type="pixel", causality_axis="height", mid_block_add_attention=False,
+             resolution=256, in_channels=2, double_z=True)
+_VOC_COMMON = dict(in_channels=128, out_channels=2, resnet_kernel_sizes=[3, 7, 11], resnet_dilations=[[1, 3, 5]] * 3)
+
+VARIANTS = {
+    "2.3": dict(
+        dit=dict(_DIT, use_prompt_embeddings=False, gated_attn=True, audio_gated_attn=True, cross_attn_mod=True,
+                 audio_cross_attn_mod=True),
+        conn=dict(_CONN, video_connector_num_attention_heads=2, video_connector_attention_head_dim=32,
+                  audio_connector_num_attention_heads=2, audio_connector_attention_head_dim=16,
+                  video_gated_attn=True, audio_gated_attn=True, per_modality_projections=True,
+                  video_hidden_dim=64, audio_hidden_dim=32, proj_bias=True),
+        vae=dict(_VAE_ENC, block_out_channels=[32, 64, 128, 128], decoder_block_out_channels=[16, 32, 32, 64],
+                 decoder_layers_per_block=[1, 1, 1, 1, 1], decoder_spatio_temporal_scaling=[True] * 4,
+                 decoder_inject_noise=[False] * 5, upsample_type=["spatiotemporal", "spatiotemporal", "temporal", "spatial"],
+                 upsample_residual=[False] * 4, upsample_factor=[2, 2, 1, 2], decoder_spatial_padding_mode="zeros"),
+        avae=_AVAE,
+        voc=dict(_VOC_COMMON, hidden_channels=128, upsample_kernel_sizes=[11, 4, 4, 4, 4, 4],
+                 upsample_factors=[5, 2, 2, 2, 2, 2], act_fn="snakebeta", antialias=True, final_act_fn=None,
+                 final_bias=False, bwe_in_channels=128, bwe_hidden_channels=64, bwe_out_channels=2,
+                 bwe_upsample_kernel_sizes=[12, 11, 4, 4, 4], bwe_upsample_factors=[6, 5, 2, 2, 2],
+                 bwe_resnet_kernel_sizes=[3, 7, 11], bwe_resnet_dilations=[[1, 3, 5]] * 3, bwe_act_fn="snakebeta",
+                 bwe_antialias=True, bwe_final_act_fn=None, bwe_final_bias=False, filter_length=512, hop_length=80,
+                 window_length=512, num_mel_channels=64, input_sampling_rate=16000, output_sampling_rate=48000),
+    ),
+    "2.0": dict(
+        dit=dict(_DIT, use_prompt_embeddings=True),
+        conn=dict(_CONN, video_connector_num_attention_heads=2, video_connector_attention_head_dim=16,
+                  audio_connector_num_attention_heads=2, audio_connector_attention_head_dim=16,
+                  per_modality_projections=False, proj_bias=False),
+        vae=dict(_VAE_ENC, block_out_channels=[32, 64, 128, 256], decoder_block_out_channels=[16, 32, 64],
+                 decoder_layers_per_block=[1, 1, 1, 1], decoder_spatio_temporal_scaling=[True] * 3,
+                 decoder_inject_noise=[False] * 4, upsample_type=["spatiotemporal"] * 3,
+                 upsample_residual=[True] * 3, upsample_factor=[2, 2, 2], decoder_spatial_padding_mode="reflect"),
+        avae=dict(_AVAE, mid_block_add_attention=True),
+        voc=dict(_VOC_COMMON, hidden_channels=64, upsample_kernel_sizes=[16, 15, 8, 4, 4],
+                 upsample_factors=[6, 5, 2, 2, 2], act_fn="leaky_relu", final_act_fn="tanh", final_bias=True,
+                 output_sampling_rate=24000),
+    ),
+}
+
+# (video guidance, audio guidance)
+GUIDANCE = {
+    "cfg": (P.Guidance(cfg=3.0), P.Guidance(cfg=7.0)),
+    "full": (P.Guidance(cfg=3.0, stg=1.0, stg_blocks=(1,), modality=3.0, rescale=0.7),
+             P.Guidance(cfg=7.0, stg=1.0, stg_blocks=(1,), modality=3.0, rescale=0.7)),
+}
+
+
+def _randomise(model: torch.nn.Module, seed: int, qk_gain: float = 3.0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        if name.endswith(("norm_q.weight", "norm_k.weight")):
+            p.copy_(qk_gain * (0.75 + 0.5 * torch.rand(p.shape, generator=g)))
+
+
+def _stats(module: torch.nn.Module, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    module.latents_mean.copy_(torch.randn(module.latents_mean.shape, generator=g) * 0.5)
+    module.latents_std.copy_(torch.rand(module.latents_std.shape, generator=g) * 1.5 + 0.5)
+
+
+def _stft_buffers(mel_stft: torch.nn.Module, n_fft: int, n_mels: int) -> None:
+    n = torch.arange(n_fft, dtype=torch.float64)
+    k = torch.arange(n_fft // 2 + 1, dtype=torch.float64)[:, None]
+    window = 0.5 - 0.5 * torch.cos(2 * math.pi * n / n_fft)
+    ang = 2 * math.pi * k * n / n_fft
+    basis = torch.cat([window * torch.cos(ang), -window * torch.sin(ang)]).float()[:, None]
+    mel_stft.stft_fn.forward_basis.copy_(basis)
+    mel_stft.stft_fn.inverse_basis.copy_(basis.flip(-1))
+    bins = n_fft // 2 + 1
+    edges = torch.linspace(0, bins - 1, n_mels + 2)
+    f = torch.arange(bins, dtype=torch.float32)
+    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    mel_stft.mel_basis.copy_(torch.clamp(torch.minimum((f - lo) / (mid - lo), (hi - f) / (hi - mid)), min=0))
+
+
+def _load(cls, folder):
+    with torch.device("meta"):
+        m = cls(read_config(folder))
+    load_into(m, folder)
+    return m.eval()
+
+
+_CACHE: dict = {}
+
+
+def _setup(variant: str, tmp_path_factory):
+    """(diffusers pipeline, our components dict), built once per variant."""
+    if variant in _CACHE:
+        return _CACHE[variant]
+    from diffusers import (AutoencoderKLLTX2Audio, AutoencoderKLLTX2Video, FlowMatchEulerDiscreteScheduler,
+                           LTX2Pipeline, LTX2VideoTransformer3DModel)
+    from diffusers.pipelines.ltx2.connectors import LTX2TextConnectors as RefConnectors
+    from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder, LTX2VocoderWithBWE
+
+    cfg = VARIANTS[variant]
+    torch.manual_seed(0)
+    transformer = LTX2VideoTransformer3DModel(**cfg["dit"]).eval()
+    connectors = RefConnectors(**cfg["conn"]).eval()
+    vae = AutoencoderKLLTX2Video(**cfg["vae"]).eval()
+    avae = AutoencoderKLLTX2Audio(**cfg["avae"]).eval()
+    voc_cls = LTX2VocoderWithBWE if variant == "2.3" else LTX2Vocoder
+    vocoder = voc_cls(**cfg["voc"]).eval()
+    with torch.no_grad():
+        _randomise(transformer, 1)
+        _randomise(connectors, 2, qk_gain=1.0)
+        _stats(vae, 3)
+        _stats(avae, 4)
+        if variant == "2.3":
+            _stft_buffers(vocoder.mel_stft, 512, 64)
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=False)  # no re-shifting
+    pipe = LTX2Pipeline(scheduler=scheduler, vae=vae, audio_vae=avae, text_encoder=None, tokenizer=None,
+                        connectors=connectors, transformer=transformer, vocoder=vocoder)
+    pipe.set_progress_bar_config(disable=True)
+
+    root = tmp_path_factory.mktemp(f"ltx2_pipe_{variant}")
+    for name, module in (("transformer", transformer), ("connectors", connectors), ("vae", vae),
+                         ("audio_vae", avae), ("vocoder", vocoder)):
+        module.save_pretrained(root / name, safe_serialization=True)
+    ours = dict(
+        transformer=_load(LTX2Transformer, root / "transformer"),
+        connectors=_load(LTX2TextConnectors, root / "connectors"),
+        vae=_load(LTX2VideoVAE, root / "vae"),
+        audio_vae=_load(LTX2AudioVAE, root / "audio_vae"),
+        vocoder=_load(build_vocoder, root / "vocoder"),
+    )
+    _CACHE[variant] = (pipe, ours)
+    return _CACHE[variant]
+
+
+def _prompts(seed: int = 0):
+    """Gemma-like hidden states (flattened [B, T, D*L]) and left-padded masks for a positive and a
+    negative prompt."""
+    g = torch.Generator().manual_seed(seed)
+    pos = torch.randn(1, TEXT_LEN, GEMMA_WIDTH * GEMMA_STATES, generator=g)
+    neg = torch.randn(1, TEXT_LEN, GEMMA_WIDTH * GEMMA_STATES, generator=g)
+    pos_mask = torch.zeros(1, TEXT_LEN, dtype=torch.int64)
+    pos_mask[:, -20:] = 1
+    neg_mask = torch.zeros(1, TEXT_LEN, dtype=torch.int64)
+    neg_mask[:, -7:] = 1
+    return pos, pos_mask, neg, neg_mask
+
+
+def _shape():
+    return P.latent_shape(FRAMES, HEIGHT, WIDTH, FPS, video_channels=16, audio_channels=2, mel_bins=16)
+
+
+def _noise(shape: P.LatentShape, seed: int = 5):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(shape.video_packed, generator=g), torch.randn(shape.audio_packed, generator=g)
+
+
+def _denoiser(ours, shape, guidance, strategy, prompt_seed=0):
+    pos, pos_mask, neg, neg_mask = _prompts(prompt_seed)
+    vctx, actx, mask = P.encode_prompt(ours["connectors"], pos, pos_mask)
+    nvctx, nactx, nmask = P.encode_prompt(ours["connectors"], neg, neg_mask)
+    rope = P.positions(ours["transformer"], shape)
+    return P.LTX2Denoiser(ours["transformer"], vctx, actx, mask, nvctx, nactx, nmask, rope=rope,
+                          video=guidance[0], audio=guidance[1], strategy=strategy)
+
+
+def _reference(pipe, shape, guidance, video_noise, audio_noise, sigmas, output_type):
+    pos, pos_mask, neg, neg_mask = _prompts()
+    vg, ag = guidance
+    avae = pipe.audio_vae
+    audio_in = audio_noise * avae.latents_std + avae.latents_mean  # diffusers normalises audio_latents
+    return pipe(
+        prompt_embeds=pos, prompt_attention_mask=pos_mask, negative_prompt_embeds=neg,
+        negative_prompt_attention_mask=neg_mask, height=HEIGHT, width=WIDTH, num_frames=FRAMES, frame_rate=FPS,
+        num_inference_steps=len(sigmas) - 1, sigmas=list(sigmas[:-1]),
+        guidance_scale=vg.cfg, stg_scale=vg.stg, modality_scale=vg.modality, guidance_rescale=vg.rescale,
+        audio_guidance_scale=ag.cfg, audio_stg_scale=ag.stg, audio_modality_scale=ag.modality,
+        audio_guidance_rescale=ag.rescale, spatio_temporal_guidance_blocks=list(vg.stg_blocks) or None,
+        latents=video_noise.clone(), audio_latents=audio_in, output_type=output_type, return_dict=False,
+        max_sequence_length=TEXT_LEN,
+    )
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = ((a.double() - b.double()) ** 2).mean().item()
+    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+_RUNS: dict = {}
+
+
+def _ours_run(variant, which, strategy, tmp_path_factory):
+    key = (variant, which, strategy)
+    if key not in _RUNS:
+        _, ours = _setup(variant, tmp_path_factory)
+        shape = _shape()
+        vn, an = _noise(shape)
+        sigmas = ltx2_sigmas(STEPS)
+        model = _denoiser(ours, shape, GUIDANCE[which], strategy)
+        counter = CountScalarReads()
+        with counter:
+            v, a = P.sample_euler_av(model, vn, an, sigmas)
+        _RUNS[key] = (v, a, counter.count, model)
+    return _RUNS[key]
+
+
+# --------------------------------------------------------------------------------------------------
+# End to end against diffusers
+
+
+@pytest.mark.parametrize("variant", ["2.3", "2.0"])
+@pytest.mark.parametrize("which", ["cfg", "full"])
+def test_latents_match_diffusers(variant, which, tmp_path_factory):
+    pipe, ours = _setup(variant, tmp_path_factory)
+    shape = _shape()
+    vn, an = _noise(shape)
+    sigmas = ltx2_sigmas(STEPS)
+    v, a, syncs, model = _ours_run(variant, which, "batched", tmp_path_factory)
+    assert syncs == 0
+    want_v, want_a = _reference(pipe, shape, GUIDANCE[which], vn, an, sigmas, "latent")
+    got_v = ours["vae"].denormalize_latents(P.unpack_video(v, shape.frames, shape.height, shape.width))
+    got_a = ours["audio_vae"].denormalize_latents(P.unpack_audio(a, shape.audio_channels))
+    rv, ra = _rel(got_v, want_v), _rel(got_a, want_a)
+    print(f"{variant} {which}: video rel {rv:.2e}, audio rel {ra:.2e}")
+    assert rv < 1e-4 and ra < 1e-4, (rv, ra)
+    # the guidance does something: the result differs from the plain noise and between the settings
+    assert _rel(v, vn) > 1e-2
+
+
+@pytest.mark.parametrize("variant", ["2.3", "2.0"])
+def test_decoded_match_diffusers(variant, tmp_path_factory):
+    pipe, ours = _setup(variant, tmp_path_factory)
+    shape = _shape()
+    vn, an = _noise(shape)
+    sigmas = ltx2_sigmas(STEPS)
+    v, a, _, _ = _ours_run(variant, "full", "batched", tmp_path_factory)
+    frames, wave, rate = P.decode(ours["vae"], ours["audio_vae"], ours["vocoder"], v, a, shape)
+    want_frames, want_wave = _reference(pipe, shape, GUIDANCE["full"], vn, an, sigmas, "np")
+    want_frames = torch.from_numpy(np.asarray(want_frames))[0]
+    assert frames.shape == (FRAMES, HEIGHT, WIDTH, 3) == tuple(want_frames.shape)
+    assert frames.min() >= 0 and frames.max() <= 1
+    psnr = _psnr(frames, want_frames)
+    wave_err = (wave - want_wave.float()).abs().max().item()
+    print(f"{variant}: frames PSNR {psnr:.1f} dB, waveform max abs {wave_err:.2e}, rate {rate}")
+    assert psnr >= 40.0
+    assert wave.shape == want_wave.shape
+    assert wave_err < 1e-3
+    assert rate == (48000 if variant == "2.3" else 24000)
+
+
+# --------------------------------------------------------------------------------------------------
+# Strategies, passes, syncs
+
+
+@pytest.mark.parametrize("which", ["cfg", "full"])
+def test_batched_equals_split(which, tmp_path_factory):
+    vb, ab, sb, mb = _ours_run("2.3", which, "batched", tmp_path_factory)
+    vs, as_, ss, ms = _ours_run("2.3", which, "split", tmp_path_factory)
+    assert sb == 0 and ss == 0
+    n = len(ms.passes)
+    assert ms.calls() == n
+    assert mb.calls() == n - 1  # cond and neg share one call
+    rv, ra = _rel(vb, vs), _rel(ab, as_)
+    print(f"batched vs split ({which}): video {rv:.2e}, audio {ra:.2e}")
+    assert rv < 1e-5 and ra < 1e-5
+
+
+def test_needed_passes_only(tmp_path_factory):
+    _, ours = _setup("2.3", tmp_path_factory)
+    shape = _shape()
+    calls = []
+    tr = ours["transformer"]
+    handle = tr.register_forward_hook(lambda m, args, kw, out: calls.append(args[0].shape[0]), with_kwargs=True)
+    try:
+        vn, an = _noise(shape)
+        for guidance, passes, batched_calls in (
+            ((P.Guidance(), P.Guidance()), ["cond"], [1]),
+            ((P.Guidance(cfg=3.0), P.Guidance()), ["cond", "neg"], [2]),
+            ((P.Guidance(stg=1.0, stg_blocks=(0,)), P.Guidance()), ["cond", "perturbed"], [1, 1]),
+            ((P.Guidance(), P.Guidance(modality=2.0)), ["cond", "modality"], [1, 1]),
+        ):
+            model = _denoiser(ours, shape, guidance, "batched")
+            assert model.passes == passes
+            calls.clear()
+            model((vn, an), 0.7)
+            assert calls == batched_calls
+    finally:
+        handle.remove()
+
+
+def test_denoiser_single_step_matches_manual(tmp_path_factory):
+    """The guided x0 equals the closed form over hand-run passes."""
+    _, ours = _setup("2.3", tmp_path_factory)
+    shape = _shape()
+    vn, an = _noise(shape, seed=9)
+    vg, ag = GUIDANCE["full"]
+    model = _denoiser(ours, shape, GUIDANCE["full"], "split")
+    got_v, got_a = model((vn, an), 0.6)
+    tr = ours["transformer"]
+    pos, pm, neg, nm = _prompts()
+    vc, ac, m = P.encode_prompt(ours["connectors"], pos, pm)
+    nvc, nac, nmk = P.encode_prompt(ours["connectors"], neg, nm)
+    rope = P.positions(tr, shape)
+    s = 0.6
+
+    def x0(out):
+        return vn - s * out[0], an - s * out[1]
+
+    c = x0(tr(vn, an, vc, ac, s, rope=rope, encoder_attention_mask=m, audio_encoder_attention_mask=m))
+    u = x0(tr(vn, an, nvc, nac, s, rope=rope, encoder_attention_mask=nmk, audio_encoder_attention_mask=nmk))
+    p = x0(tr(vn, an, vc, ac, s, rope=rope, encoder_attention_mask=m, audio_encoder_attention_mask=m,
+              skip_video_self_attn_blocks=[1], skip_audio_self_attn_blocks=[1]))
+    q = x0(tr(vn, an, vc, ac, s, rope=rope, encoder_attention_mask=m, audio_encoder_attention_mask=m,
+              disable_a2v=True, disable_v2a=True))
+    for i, (g, got) in enumerate(((vg, got_v), (ag, got_a))):
+        pred = c[i] + (g.cfg - 1) * (c[i] - u[i]) + g.stg * (c[i] - p[i]) + (g.modality - 1) * (c[i] - q[i])
+        f = g.rescale * c[i].std() / pred.std() + (1 - g.rescale)
+        assert _rel(got, pred * f) < 1e-5
+
+
+# --------------------------------------------------------------------------------------------------
+# Shapes, packing, errors
+
+
+def test_latent_shape_and_packing():
+    s = P.latent_shape(121, 512, 768, 24.0)
+    assert (s.frames, s.height, s.width, s.audio_frames) == (16, 16, 24, 126)
+    assert s.video_packed == (1, 16 * 16 * 24, 128) and s.audio_packed == (1, 126, 128)
+    s2 = _shape()
+    assert (s2.frames, s2.height, s2.width, s2.audio_frames) == (5, 2, 3, 34)
+    z = torch.randn(2, 16, 5, 2, 3)
+    t = P.pack_video(z)
+    assert t.shape == (2, 30, 16)
+    assert torch.equal(t[1, 1 * 6 + 1 * 3 + 2], z[1, :, 1, 1, 2])  # token order (f, h, w)
+    assert torch.equal(P.unpack_video(t, 5, 2, 3), z)
+    za = torch.randn(2, 2, 34, 16)
+    ta = P.pack_audio(za)
+    assert torch.equal(ta[0, 3, 1 * 16 + 5], za[0, 1, 3, 5])  # feature c * M + m
+    assert torch.equal(P.unpack_audio(ta, 2), za)
+
+
+def test_packing_matches_diffusers():
+    from diffusers import LTX2Pipeline
+
+    z = torch.randn(1, 16, 5, 2, 3)
+    assert torch.equal(P.pack_video(z), LTX2Pipeline._pack_latents(z, 1, 1))
+    za = torch.randn(1, 2, 34, 16)
+    assert torch.equal(P.pack_audio(za), LTX2Pipeline._pack_audio_latents(za))
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    (dict(frames=32, height=64, width=96), "frames"),
+    (dict(frames=33, height=100, width=96), "height"),
+    (dict(frames=33, height=64, width=90), "width"),
+    (dict(frames=0, height=64, width=96), "frames"),
+])
+def test_latent_shape_errors(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        P.latent_shape(**kwargs)
+
+
+def test_guidance_errors(tmp_path_factory):
+    _, ours = _setup("2.3", tmp_path_factory)
+    shape = _shape()
+    with pytest.raises(ValueError, match="stg_blocks"):
+        _denoiser(ours, shape, (P.Guidance(stg=1.0), P.Guidance()), "batched")
+    with pytest.raises(ValueError, match="stg_blocks"):
+        _denoiser(ours, shape, (P.Guidance(stg=1.0, stg_blocks=(5,)), P.Guidance()), "batched")
+    with pytest.raises(ValueError, match="strategy"):
+        _denoiser(ours, shape, GUIDANCE["cfg"], "fast")
+    rope = P.positions(ours["transformer"], shape)
+    v = torch.zeros(1, 8, 64)
+    with pytest.raises(ValueError, match="negative prompt"):
+        P.LTX2Denoiser(ours["transformer"], v, v[..., :32], rope=rope, video=P.Guidance(cfg=2.0))
+
+
+def test_each_guidance_term_matters(tmp_path_factory):
+    """STG, modality isolation and rescale each change the guided x0 (none is a silent no-op)."""
+    _, ours = _setup("2.3", tmp_path_factory)
+    shape = _shape()
+    vn, an = _noise(shape, seed=3)
+    base = _denoiser(ours, shape, (P.Guidance(cfg=3.0), P.Guidance(cfg=3.0)), "split")((vn, an), 0.8)
+    for v_g, a_g in (
+        (P.Guidance(cfg=3.0, stg=1.0, stg_blocks=(1,)), P.Guidance(cfg=3.0, stg=1.0, stg_blocks=(1,))),
+        (P.Guidance(cfg=3.0, modality=3.0), P.Guidance(cfg=3.0, modality=3.0)),
+        (P.Guidance(cfg=3.0, rescale=0.7), P.Guidance(cfg=3.0, rescale=0.7)),
+    ):
+        got = _denoiser(ours, shape, (v_g, a_g), "split")((vn, an), 0.8)
+        assert _rel(got[0], base[0]) > 1e-3 and _rel(got[1], base[1]) > 1e-3
+    # a modality's own STG is off when its scale is 0: only the other stream is perturbed
+    only_video = _denoiser(ours, shape, (P.Guidance(stg=1.0, stg_blocks=(1,)), P.Guidance()), "split")
+    assert only_video.groups[1][4] == {"skip_video_self_attn_blocks": (1,), "skip_audio_self_attn_blocks": ()}
+
+
+def test_batch_of_two_equals_single_runs(tmp_path_factory):
+    """Batch 2 through the batched strategy equals two batch-1 runs (CFG without rescale, whose std is
+    global over the batch as in ltx-core)."""
+    _, ours = _setup("2.3", tmp_path_factory)
+    shape = P.latent_shape(FRAMES, HEIGHT, WIDTH, FPS, batch=2, video_channels=16, audio_channels=2, mel_bins=16)
+    g = torch.Generator().manual_seed(11)
+    vn, an = torch.randn(shape.video_packed, generator=g), torch.randn(shape.audio_packed, generator=g)
+    sigmas = ltx2_sigmas(3)
+    pos, pm, neg, nm = _prompts()
+    ctx = P.encode_prompt(ours["connectors"], torch.cat([pos, pos]), torch.cat([pm, pm]))
+    nctx = P.encode_prompt(ours["connectors"], torch.cat([neg, neg]), torch.cat([nm, nm]))
+    rope = P.positions(ours["transformer"], shape)
+    guid = dict(video=P.Guidance(cfg=3.0, stg=1.0, stg_blocks=(0,)), audio=P.Guidance(cfg=7.0))
+    model = P.LTX2Denoiser(ours["transformer"], *ctx, *nctx, rope=rope, **guid)
+    steps = []
+    v2, a2 = P.sample_euler_av(model, vn, an, sigmas, callback=lambda d: steps.append(d["i"]))
+    assert steps == [0, 1, 2]
+    for i in range(2):
+        single = P.LTX2Denoiser(ours["transformer"], *(t[i:i + 1] for t in ctx), *(t[i:i + 1] for t in nctx),
+                                rope=rope, **guid)
+        v1, a1 = P.sample_euler_av(single, vn[i:i + 1], an[i:i + 1], sigmas)
+        assert _rel(v2[i:i + 1], v1) < 1e-5 and _rel(a2[i:i + 1], a1) < 1e-5
+
+
+def test_decode_streaming_and_batch(tmp_path_factory):
+    _, ours = _setup("2.3", tmp_path_factory)
+    shape = _shape()
+    vn, an = _noise(shape, seed=4)
+    whole = P.decode(ours["vae"], ours["audio_vae"], ours["vocoder"], vn, an, shape)
+    chunked = P.decode(ours["vae"], ours["audio_vae"], ours["vocoder"], vn, an, shape, temporal_chunk=2)
+    assert (whole[0] - chunked[0]).abs().max() < 1e-5 and torch.equal(whole[1], chunked[1])
+    v5 = P.unpack_video(vn, shape.frames, shape.height, shape.width)
+    a4 = P.unpack_audio(an, shape.audio_channels)
+    two = P.decode(ours["vae"], ours["audio_vae"], ours["vocoder"], torch.cat([v5, v5]), torch.cat([a4, a4]))
+    assert two[0].shape == (2 * FRAMES, HEIGHT, WIDTH, 3) and two[1].shape[0] == 2
+    assert torch.allclose(two[0][:FRAMES], whole[0], atol=1e-5)
+    with pytest.raises(ValueError, match="LatentShape"):
+        P.decode(ours["vae"], ours["audio_vae"], ours["vocoder"], vn, an)
