@@ -1,0 +1,299 @@
+"""LTX-2.3 image conditioning and the HQ two-stage flow, as plain functions over packed latents.
+
+* Image-to-video (first frame): :func:`condition_first_frame` writes the image's latent tokens over the
+  frame-0 tokens and returns a :class:`VideoCondition` (denoise mask, 1 = denoise, and the clean latent).
+  :class:`ConditionedDenoiser` is :class:`ltx2.pipeline.LTX2Denoiser` that gives conditioned tokens their
+  own timestep ``sigma * mask`` (0 for a clean frame), converts velocity to x0 with that per-token sigma
+  (so clean tokens get ``x0 = x``) and blends the guided x0 with the clean latent. It works with Euler
+  (:func:`ltx2.pipeline.sample_euler_av`) and with res2s (which also re-blends its re-noised samples).
+* HQ two-stage (official ``TI2VidTwoStagesHQPipeline`` order):
+  :func:`stage1` -- half resolution, guided denoiser, :func:`core.sampling.res2s.sample_res2s`;
+  :func:`upsample_stage1` -- x2 latent upsampler on the normalised video latent;
+  :func:`noise_latent` -- re-noise to the first stage-2 sigma, ``x = noise*(s*mask) + x*(1 - s*mask)``;
+  :func:`stage2` -- full resolution, positive prompt only, the fixed distilled :data:`STAGE2_SIGMAS`.
+  :func:`run_hq` chains them.
+
+Noise: the initial / re-noising noise is drawn in packed token shape from one CPU generator seeded with the
+user's seed, in float32 (stage-1 video, stage-1 audio, stage-2 video, stage-2 audio), then moved to the device.
+The res2s SDE noise follows the user's seed by default (``seeded_noise_sampler(seed)``, fresh per stage);
+``sde_noise="reference"`` gives the official pipelines' fixed seeds (-1 / 9999, fresh per stage).
+
+No loop reads a device value back to the host: sigmas are Python floats, masks are tensors fixed before
+the loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable, Sequence
+
+import torch
+
+from ..core.guidance import multipass_guidance
+from ..core.sampling.ltx_schedule import ltx2_sigmas
+from ..core.sampling.res2s import reference_noise_sampler, sample_res2s, seeded_noise_sampler
+from .pipeline import Guidance, LatentShape, LTX2Denoiser, pack_video, positions, unpack_video
+from .upsampler import upsample_normalized_latents
+
+__all__ = [
+    "HQ_AUDIO_GUIDANCE",
+    "HQ_VIDEO_GUIDANCE",
+    "STAGE2_SIGMAS",
+    "ConditionedDenoiser",
+    "VideoCondition",
+    "condition_first_frame",
+    "half_shape",
+    "hq_noise",
+    "noise_latent",
+    "run_hq",
+    "stage1",
+    "stage2",
+    "upsample_stage1",
+]
+
+# official distilled stage-2 schedule (LP constants STAGE_2_DISTILLED_SIGMA_VALUES)
+STAGE2_SIGMAS: tuple[float, ...] = (0.909375, 0.725, 0.421875, 0.0)
+# official HQ guidance (LP constants): STG off, rescale 0.45 / 1.0, modality 3
+HQ_VIDEO_GUIDANCE = Guidance(cfg=3.0, stg=0.0, stg_blocks=(), modality=3.0, rescale=0.45)
+HQ_AUDIO_GUIDANCE = Guidance(cfg=7.0, stg=0.0, stg_blocks=(), modality=3.0, rescale=1.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Image conditioning
+
+
+@dataclass(frozen=True)
+class VideoCondition:
+    """Per-token denoise mask [B, S, 1] (float32, 1 = denoise, 0 = keep) and clean latent [B, S, C]."""
+
+    mask: torch.Tensor
+    clean: torch.Tensor
+
+
+def condition_first_frame(latent: torch.Tensor, image_latent: torch.Tensor, shape: LatentShape,
+                          strength: float = 1.0) -> tuple[torch.Tensor, VideoCondition]:
+    """Replace the frame-0 tokens of packed ``latent`` [B, S, C] by the image latent.
+
+    ``image_latent`` is the normalised VAE latent of one frame, [B, C, 1, H, W] (or packed [B, H*W, C]) at the
+    latent's resolution. Returns the new latent and its :class:`VideoCondition` (mask ``1 - strength`` on the
+    frame-0 tokens; the clean latent is ``latent`` with the same replacement). The frame-0 tokens come back
+    un-noised: with ``strength < 1`` noise them with :func:`noise_latent` (``mask``) as the official noiser does.
+    """
+    if latent.ndim != 3 or latent.shape[1] != shape.video_tokens:
+        raise ValueError(f"condition_first_frame: latent must be packed [B, {shape.video_tokens}, C], "
+                         f"got {tuple(latent.shape)}")
+    if image_latent.ndim == 5:
+        b, c, f, h, w = image_latent.shape
+        if f != 1 or (h, w) != (shape.height, shape.width):
+            raise ValueError(f"condition_first_frame: image latent must be [B, C, 1, {shape.height}, {shape.width}]"
+                             f" (the latent's resolution), got {tuple(image_latent.shape)}")
+        tokens = pack_video(image_latent)
+    else:
+        tokens = image_latent
+    n = shape.height * shape.width
+    if tokens.shape[1] != n or tokens.shape[2] != latent.shape[2]:
+        raise ValueError(f"condition_first_frame: image latent has {tuple(tokens.shape)} tokens, expected "
+                         f"[B, {n}, {latent.shape[2]}]")
+    if not 0.0 <= float(strength) <= 1.0:
+        raise ValueError(f"condition_first_frame: strength must lie in [0, 1], got {strength!r}")
+    tokens = tokens.to(device=latent.device, dtype=latent.dtype).expand(latent.shape[0], -1, -1)
+    out = latent.clone()
+    out[:, :n] = tokens
+    mask = torch.ones(latent.shape[0], latent.shape[1], 1, dtype=torch.float32, device=latent.device)
+    mask[:, :n] = 1.0 - float(strength)
+    return out, VideoCondition(mask=mask, clean=out.clone())
+
+
+def noise_latent(latent: torch.Tensor, noise: torch.Tensor, scale: float,
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``noise * (scale * mask) + latent * (1 - scale * mask)`` (the official noiser; no mask = all ones)."""
+    s = float(scale) if mask is None else mask * float(scale)
+    return (noise * s + latent * (1 - s)).to(latent.dtype)
+
+
+class ConditionedDenoiser(LTX2Denoiser):
+    """:class:`LTX2Denoiser` with a per-token video denoise mask (image conditioning).
+
+    Same arguments as :class:`LTX2Denoiser` plus ``condition`` (:class:`VideoCondition`, or None for plain
+    text-to-video, which then behaves exactly like the parent). Conditioned video tokens get the timestep
+    ``sigma * mask``; each pass's video x0 is ``x - (sigma * mask) * v`` (x itself where the mask is 0); the
+    guided video x0 is blended with the clean latent (``x0 * mask + clean * (1 - mask)``).
+    """
+
+    def __init__(self, *args, condition: VideoCondition | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.condition = condition
+        if condition is not None:
+            self._mask = condition.mask.float()
+            self._clean = condition.clean.float()
+            self._token_mask = self._mask.squeeze(-1)  # [B, S]
+
+    @torch.no_grad()
+    def __call__(self, x: tuple[torch.Tensor, torch.Tensor], sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.condition is None:
+            return super().__call__(x, sigma)
+        vx, ax = x
+        sigma = float(sigma)
+        mask = self._mask.to(vx.device)
+        if mask.shape[:2] != vx.shape[:2]:
+            raise ValueError(f"ConditionedDenoiser: mask {tuple(mask.shape)} does not match latent {tuple(vx.shape)}")
+        tok_sigma = mask * sigma  # [B, S, 1]
+        ts = self._token_mask.to(vx.device) * sigma  # [B, S]
+        vin, ain = vx.to(self.dtype), ax.to(self.dtype)
+        vxf, axf = vx.float(), ax.float()
+        est: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for names, vctx, actx, tmask, switches in self.groups:
+            n = len(names)
+            if vctx.shape[0] != n * vx.shape[0]:
+                raise ValueError(f"ConditionedDenoiser: prompt contexts have batch {vctx.shape[0] // n}, "
+                                 f"latents {vx.shape[0]}")
+            v_in = vin if n == 1 else torch.cat([vin] * n)
+            a_in = ain if n == 1 else torch.cat([ain] * n)
+            t_in = ts if n == 1 else ts.repeat(n, 1)
+            vel, avel = self.transformer(v_in, a_in, vctx, actx, sigma, rope=self.rope, timestep=t_in,
+                                         encoder_attention_mask=tmask, audio_encoder_attention_mask=tmask,
+                                         **switches)
+            for name, v_, a_ in zip(names, vel.chunk(n), avel.chunk(n)):
+                est[name] = (vxf - v_.float() * tok_sigma, torch.sub(axf, a_.float(), alpha=sigma))
+        out = []
+        for i, g in enumerate((self.video, self.audio)):
+            def get(name):
+                return est[name][i] if name in est else None
+            out.append(multipass_guidance(get("cond"), get("neg"), get("perturbed"), get("modality"),
+                                          cfg=g.cfg, stg=g.stg, modality=g.modality, rescale=g.rescale))
+        clean = self._clean.to(vx.device)
+        video = out[0] * mask + clean * (1 - mask)
+        return video, out[1]
+
+
+# --------------------------------------------------------------------------------------------------
+# HQ stages
+
+
+def half_shape(shape: LatentShape) -> LatentShape:
+    """The stage-1 latent geometry (half height and width) of a full-resolution request."""
+    if shape.height % 2 or shape.width % 2:
+        raise ValueError(f"HQ two-stage: the latent height and width must be even (pixel sizes divisible by 64), "
+                         f"got a {shape.height}x{shape.width} latent")
+    return replace(shape, height=shape.height // 2, width=shape.width // 2)
+
+
+def hq_noise(seed: int, shape: LatentShape, device=None) -> tuple[torch.Tensor, ...]:
+    """(stage-1 video, stage-1 audio, stage-2 video, stage-2 audio) packed float32 noise from one CPU
+    generator seeded with ``seed`` (official draw order), moved to ``device``."""
+    s1 = half_shape(shape)
+    g = torch.Generator("cpu").manual_seed(int(seed))
+    out = tuple(torch.randn(sz, generator=g, dtype=torch.float32)
+                for sz in (s1.video_packed, s1.audio_packed, shape.video_packed, shape.audio_packed))
+    return tuple(t.to(device) for t in out) if device is not None else out
+
+
+def _masks(condition: VideoCondition | None):
+    if condition is None:
+        return None, None
+    return (condition.mask, None), (condition.clean, None)
+
+
+@torch.no_grad()
+def stage1(denoiser: Callable, video_noise: torch.Tensor, audio_noise: torch.Tensor, sigmas: Sequence[float], *,
+           noise_sampler: Callable, condition: VideoCondition | None = None,
+           callback: Callable[[dict], None] | None = None, **res2s_kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stage 1: res2s from pure noise over ``sigmas`` with the guided ``denoiser``.
+
+    With a ``condition`` the starting video latent is ``noise * mask + clean * (1 - mask)`` (the official
+    noise scale 1) and every x0 / re-noised sample keeps the clean tokens.
+    """
+    v = video_noise
+    if condition is not None:
+        v = noise_latent(condition.clean.to(video_noise.dtype), video_noise, 1.0, condition.mask)
+    mask, clean = _masks(condition)
+    return sample_res2s(denoiser, (v, audio_noise), sigmas, callback=callback, noise_sampler=noise_sampler,
+                        denoise_mask=mask, clean_latent=clean, **res2s_kwargs)
+
+
+@torch.no_grad()
+def upsample_stage1(upsampler, video: torch.Tensor, shape1: LatentShape, latents_mean: torch.Tensor,
+                    latents_std: torch.Tensor) -> torch.Tensor:
+    """Packed normalised stage-1 video [B, S1, C] -> packed normalised x2 latent [B, S2, C]
+    (un-normalise with the VAE statistics, upsample, normalise)."""
+    z = unpack_video(video, shape1.frames, shape1.height, shape1.width)
+    return pack_video(upsample_normalized_latents(upsampler, z, latents_mean, latents_std))
+
+
+@torch.no_grad()
+def stage2(denoiser: Callable, video: torch.Tensor, audio: torch.Tensor, video_noise: torch.Tensor,
+           audio_noise: torch.Tensor, *, noise_sampler: Callable, sigmas: Sequence[float] = STAGE2_SIGMAS,
+           condition: VideoCondition | None = None, callback: Callable[[dict], None] | None = None,
+           **res2s_kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stage 2: re-noise the upsampled video / stage-1 audio to ``sigmas[0]`` with the given noise, then res2s
+    over ``sigmas`` with ``denoiser`` (positive prompt only in the official flow). With a ``condition`` the
+    conditioned tokens of ``video`` are replaced first and are not re-noised."""
+    s0 = float(sigmas[0])
+    if condition is not None:
+        m = condition.mask
+        # the conditioned tokens are overwritten (official replacement, whatever the strength), then noised
+        video = torch.where(m < 1, condition.clean.to(video.dtype), video)
+        v = noise_latent(video, video_noise, s0, m)
+    else:
+        v = noise_latent(video, video_noise, s0)
+    a = noise_latent(audio, audio_noise, s0)
+    mask, clean = _masks(condition)
+    return sample_res2s(denoiser, (v, a), sigmas, callback=callback, noise_sampler=noise_sampler,
+                        denoise_mask=mask, clean_latent=clean, **res2s_kwargs)
+
+
+@torch.no_grad()
+def run_hq(transformer, upsampler, latents_mean: torch.Tensor, latents_std: torch.Tensor, *,
+           positive: tuple, negative: tuple, shape: LatentShape, seed: int, steps: int = 15,
+           video_guidance: Guidance = HQ_VIDEO_GUIDANCE, audio_guidance: Guidance = HQ_AUDIO_GUIDANCE,
+           stage2_transformer=None, image_latents: tuple[torch.Tensor, torch.Tensor] | None = None,
+           image_strength: float = 1.0, noise: tuple[torch.Tensor, ...] | None = None, sde_noise: str = "seeded",
+           strategy: str = "split", device=None, callback: Callable[[str, dict], None] | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The HQ two-stage flow; returns packed normalised (video [B, S, C] at ``shape``, audio [B, T, C*M]).
+
+    Args:
+        transformer: stage-1 DiT (official: base + distilled LoRA 0.25); ``stage2_transformer`` the stage-2 one
+            (official: LoRA 0.5; default: the same module).
+        upsampler, latents_mean, latents_std: the x2 latent upsampler and the video VAE's statistics.
+        positive, negative: (video context, audio context, mask) from :func:`ltx2.pipeline.encode_prompt`.
+        shape: full-resolution :class:`LatentShape` (stage 1 runs at :func:`half_shape`).
+        seed: drives the initial and re-noising noise (:func:`hq_noise`) and, with ``sde_noise="seeded"``,
+            the res2s SDE noise; ``"reference"`` uses the official fixed SDE seeds.
+        steps: stage-1 res2s steps (sigmas from the stage-1 token count).
+        image_latents: optional (half-res, full-res) normalised first-frame latents [B, C, 1, h, w].
+        noise: optional explicit (v1, a1, v2, a2) packed noise replacing :func:`hq_noise`.
+        callback: ``callback(stage, info)`` with stage "stage1" / "stage2" and res2s's per-step dict.
+    """
+    if sde_noise not in ("seeded", "reference"):
+        raise ValueError(f"run_hq: sde_noise must be 'seeded' or 'reference', got {sde_noise!r}")
+    dev = device if device is not None else next(transformer.parameters()).device
+    s1 = half_shape(shape)
+    v1n, a1n, v2n, a2n = (t.to(dev) for t in (noise if noise is not None else hq_noise(seed, shape)))
+    if tuple(v1n.shape) != s1.video_packed or tuple(v2n.shape) != shape.video_packed:
+        raise ValueError("run_hq: explicit noise does not match the stage-1 / stage-2 latent shapes")
+
+    def sampler():
+        return seeded_noise_sampler(seed, dev) if sde_noise == "seeded" else reference_noise_sampler(dev)
+
+    def cb(stage):
+        return None if callback is None else (lambda d: callback(stage, d))
+
+    cond1 = cond2 = None
+    if image_latents is not None:
+        _, cond1 = condition_first_frame(torch.zeros(s1.video_packed, device=dev), image_latents[0], s1,
+                                         image_strength)
+        _, cond2 = condition_first_frame(torch.zeros(shape.video_packed, device=dev), image_latents[1], shape,
+                                         image_strength)
+
+    pv, pa, pm = positive
+    nv, na, nm = negative
+    den1 = ConditionedDenoiser(transformer, pv, pa, pm, nv, na, nm, rope=positions(transformer, s1, dev),
+                               video=video_guidance, audio=audio_guidance, strategy=strategy, condition=cond1)
+    sig1 = ltx2_sigmas(steps, tokens=s1.video_tokens)
+    v, a = stage1(den1, v1n, a1n, sig1, noise_sampler=sampler(), condition=cond1, callback=cb("stage1"))
+    up = upsample_stage1(upsampler, v, s1, latents_mean, latents_std)
+    tr2 = transformer if stage2_transformer is None else stage2_transformer
+    den2 = ConditionedDenoiser(tr2, pv, pa, pm, rope=positions(tr2, shape, dev), strategy=strategy,
+                               condition=cond2)
+    return stage2(den2, up, a, v2n, a2n, noise_sampler=sampler(), condition=cond2, callback=cb("stage2"))
