@@ -29,7 +29,6 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..core.guidance import multipass_guidance
 from ..core.sampling.ltx_schedule import ltx2_sigmas
 from ..core.sampling.res2s import reference_noise_sampler, sample_res2s, seeded_noise_sampler
 from .pipeline import Guidance, LatentShape, LTX2Denoiser, pack_video, positions, unpack_video
@@ -139,28 +138,7 @@ class ConditionedDenoiser(LTX2Denoiser):
             raise ValueError(f"ConditionedDenoiser: mask {tuple(mask.shape)} does not match latent {tuple(vx.shape)}")
         tok_sigma = mask * sigma  # [B, S, 1]
         ts = self._token_mask.to(vx.device) * sigma  # [B, S]
-        vin, ain = vx.to(self.dtype), ax.to(self.dtype)
-        vxf, axf = vx.float(), ax.float()
-        est: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        for names, vctx, actx, tmask, switches in self.groups:
-            n = len(names)
-            if vctx.shape[0] != n * vx.shape[0]:
-                raise ValueError(f"ConditionedDenoiser: prompt contexts have batch {vctx.shape[0] // n}, "
-                                 f"latents {vx.shape[0]}")
-            v_in = vin if n == 1 else torch.cat([vin] * n)
-            a_in = ain if n == 1 else torch.cat([ain] * n)
-            t_in = ts if n == 1 else ts.repeat(n, 1)
-            vel, avel = self.transformer(v_in, a_in, vctx, actx, sigma, rope=self.rope, timestep=t_in,
-                                         encoder_attention_mask=tmask, audio_encoder_attention_mask=tmask,
-                                         **switches)
-            for name, v_, a_ in zip(names, vel.chunk(n), avel.chunk(n)):
-                est[name] = (vxf - v_.float() * tok_sigma, torch.sub(axf, a_.float(), alpha=sigma))
-        out = []
-        for i, g in enumerate((self.video, self.audio)):
-            def get(name):
-                return est[name][i] if name in est else None
-            out.append(multipass_guidance(get("cond"), get("neg"), get("perturbed"), get("modality"),
-                                          cfg=g.cfg, stg=g.stg, modality=g.modality, rescale=g.rescale))
+        out = self.guided(vx, ax, sigma, timestep=ts, video_sigma=tok_sigma)
         clean = self._clean.to(vx.device)
         video = out[0] * mask + clean * (1 - mask)
         return video, out[1]

@@ -283,22 +283,31 @@ class LTX2Denoiser:
     @torch.no_grad()
     def __call__(self, x: tuple[torch.Tensor, torch.Tensor], sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
         vx, ax = x
-        sigma = float(sigma)
+        return self.guided(vx, ax, float(sigma))
+
+    def guided(self, vx: torch.Tensor, ax: torch.Tensor, sigma: float, timestep: torch.Tensor | None = None,
+               video_sigma: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Guided (video_x0, audio_x0). ``timestep`` ([B, S] per-token video sigmas) and ``video_sigma``
+        ([B, S, 1], the sigma of each video token in ``x0 = x - sigma * v``) serve conditioned tokens."""
         vin, ain = vx.to(self.dtype), ax.to(self.dtype)
         vxf, axf = vx.float(), ax.float()
         est: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for names, vctx, actx, mask, switches in self.groups:
             n = len(names)
             if vctx.shape[0] != n * vx.shape[0]:
-                raise ValueError(f"LTX2Denoiser: prompt contexts have batch {vctx.shape[0] // n}, latents {vx.shape[0]}")
+                raise ValueError(f"{type(self).__name__}: prompt contexts have batch {vctx.shape[0] // n}, "
+                                 f"latents {vx.shape[0]}")
             v_in = vin if n == 1 else torch.cat([vin] * n)
             a_in = ain if n == 1 else torch.cat([ain] * n)
+            extra = {} if timestep is None else {"timestep": timestep if n == 1 else timestep.repeat(n, 1)}
             vel, avel = self.transformer(v_in, a_in, vctx, actx, sigma, rope=self.rope,
                                          encoder_attention_mask=mask, audio_encoder_attention_mask=mask,
-                                         **switches)
+                                         **extra, **switches)
             for name, v_, a_ in zip(names, vel.chunk(n), avel.chunk(n)):
                 # x0 = x - sigma * v, in float32
-                est[name] = (torch.sub(vxf, v_.float(), alpha=sigma), torch.sub(axf, a_.float(), alpha=sigma))
+                v0 = (torch.sub(vxf, v_.float(), alpha=sigma) if video_sigma is None
+                      else vxf - v_.float() * video_sigma)
+                est[name] = (v0, torch.sub(axf, a_.float(), alpha=sigma))
         out = []
         for i, g in enumerate((self.video, self.audio)):
             def get(name):
