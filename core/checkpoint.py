@@ -36,6 +36,7 @@ __all__ = [
     "resolve_weight_files",
     "read_config",
     "safetensors_metadata",
+    "metadata_config",
     "list_keys",
     "load_into",
 ]
@@ -181,14 +182,14 @@ def read_config(path: PathLike, weight_name: str = "diffusion_pytorch_model") ->
             return _config_from_json(p / "config.json")
         files = resolve_weight_files(p, weight_name)
         if len(files) == 1:
-            cfg = _config_from_metadata(files[0])
+            cfg = metadata_config(files[0])
             if cfg is not None:
                 return cfg
         raise CheckpointError(f"{p}: no config.json in this folder; the model folder is incomplete.")
 
     candidates = [p.parent / "config.json"]
     if p.suffix == ".safetensors":
-        cfg = _config_from_metadata(p)
+        cfg = metadata_config(p)
         if cfg is not None:
             return cfg
         candidates.append(p.with_suffix(".json"))
@@ -209,7 +210,9 @@ def _config_from_json(file: Path) -> dict:
     return cfg
 
 
-def _config_from_metadata(file: Path) -> dict | None:
+def metadata_config(file: PathLike) -> dict | None:
+    """The JSON object stored under ``config`` in a safetensors file's metadata, or None if absent."""
+    file = Path(file)
     text = safetensors_metadata(file).get("config")
     if text is None:
         return None

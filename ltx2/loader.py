@@ -28,7 +28,14 @@ from typing import Any, Sequence
 
 import torch
 
-from ..core.checkpoint import CheckpointError, list_keys, load_into, read_config, safetensors_metadata
+from ..core.checkpoint import (
+    CheckpointError,
+    list_keys,
+    load_into,
+    metadata_config,
+    read_config,
+    safetensors_metadata,
+)
 from ..core.lora import LoraHandle, merge_lora
 from . import audio_vae as _avae
 from . import text as _text
@@ -170,7 +177,7 @@ def _official_version(file: Path, keys, metadata: dict) -> str:
             raise _unsupported(text, file)
         version = version or meta
     if version is None:
-        cfg = _metadata_config(file, metadata)
+        cfg = _metadata_config(file)
         tc = cfg.get("transformer", {})
         version = "2.3" if tc.get("cross_attention_adaln") or any(k in tc for k in _text._V2_KEYS) else "2.0"
     return version
@@ -215,19 +222,13 @@ def _diffusers_version(folder: Path, index: dict) -> str:
                           "is incomplete.")
 
 
-def _metadata_config(file: Path, metadata: dict) -> dict:
-    text = metadata.get("config")
-    if text is None:
+def _metadata_config(file: Path) -> dict:
+    cfg = metadata_config(file)
+    if cfg is None:
         raise CheckpointError(
             f"{file}: no 'config' entry in the safetensors metadata; an official LTX-2 single file carries its "
             "config there. Re-download the checkpoint (or use the diffusers folder)."
         )
-    try:
-        cfg = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{file}: the 'config' metadata is not valid JSON ({e}).") from None
-    if not isinstance(cfg, dict):
-        raise CheckpointError(f"{file}: the 'config' metadata is not a JSON object.")
     return cfg
 
 
@@ -397,7 +398,7 @@ def _load_single_file(file: Path, comps, device, dtype, text_hidden: int | None,
     keys = list_keys([file])
     metadata = safetensors_metadata(file)
     version = _official_version(file, keys, metadata)
-    cfg = _metadata_config(file, metadata)
+    cfg = _metadata_config(file)
     for c in comps:
         if not any(k.startswith(_OFFICIAL_HEADS[c]) for k in keys):
             raise CheckpointError(
