@@ -1,30 +1,116 @@
-"""``comfyui_cosmos3_ltx2.ltx2.generate`` (defined here): LTX-2 / LTX-2.3 text-to-video with sound in one call.
+"""``comfyui_cosmos3_ltx2.ltx2.generate`` (defined here): LTX-2 / LTX-2.3 video with its sound track in one call.
 
-Chains the stages of :mod:`.pipeline`: Gemma-3 hidden states -> connectors -> seeded packed noise ->
-guided Euler over the token-count schedule -> video frames and waveform. This is the one-stage path;
-image conditioning and the HQ two-stage pipeline are still to come.
+Two pipelines over the stages of :mod:`.pipeline` and :mod:`.hq`:
+
+* ``"one-stage"``: Gemma-3 hidden states -> connectors -> seeded packed noise -> guided Euler over the
+  LTX-2 schedule at full resolution -> decode.
+* ``"hq"`` (official ``TI2VidTwoStagesHQPipeline``): res2s with the guider at half resolution, x2 latent
+  upsampler, re-noise, three distilled res2s steps at full resolution with the positive prompt only, decode.
+  The distilled LoRA, when given, is merged once and switched between its stage strengths in place.
+
+Both take conditioning images: a first frame (``image``, replaces the frame-0 latent) and keyframes at
+other frames (``keyframes``, appended tokens), prepared as the official pipelines do (:mod:`.image`).
+Whatever the call merges into a loaded checkpoint is taken out again when it returns, fails or is
+interrupted (a ``callback`` that raises stops the run).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import torch
 
+from ..core.lora import LoraHandle
 from ..core.sampling.ltx_schedule import ltx2_sigmas
-from .pipeline import Guidance, LTX2Denoiser, decode, encode_prompt, latent_shape, positions, sample_euler_av
+from .hq import (
+    HQ_AUDIO_GUIDANCE,
+    HQ_VIDEO_GUIDANCE,
+    ConditionedDenoiser,
+    ImageLatent,
+    build_condition,
+    conditioned_positions,
+    half_shape,
+    noise_latent,
+    run_hq,
+    strip_appended,
+)
+from .image import DEFAULT_IMAGE_CRF, encode_image, prepare_image
+from .pipeline import Guidance, decode, encode_prompt, latent_shape, sample_euler_av
+
+__all__ = ["AUDIO_GUIDANCE", "DEFAULT_STEPS", "PIPELINES", "VIDEO_GUIDANCE", "Keyframe", "generate",
+           "initial_noise"]
 
 # Guidance of the reference's one-stage LTX-2.3 preset (per modality): cfg, STG, STG blocks, modality, rescale.
 VIDEO_GUIDANCE = Guidance(cfg=3.0, stg=1.0, stg_blocks=(28,), modality=3.0, rescale=0.7)
 AUDIO_GUIDANCE = Guidance(cfg=7.0, stg=1.0, stg_blocks=(28,), modality=3.0, rescale=0.7)
 
+PIPELINES = ("one-stage", "hq")
+DEFAULT_STEPS = {"one-stage": 30, "hq": 15}
+DEFAULT_GUIDANCE = {"one-stage": (VIDEO_GUIDANCE, AUDIO_GUIDANCE), "hq": (HQ_VIDEO_GUIDANCE, HQ_AUDIO_GUIDANCE)}
 
-def initial_noise(shape, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Packed video then audio noise for ``seed``: float32 from one CPU generator (the pack's convention)."""
+
+@dataclass(frozen=True)
+class Keyframe:
+    """A conditioning picture for pixel frame ``frame_idx`` (0 = first frame) kept at ``strength`` (1 = as is)."""
+
+    image: object
+    frame_idx: int = 0
+    strength: float = 1.0
+
+
+def initial_noise(shape, seed: int, appended: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Packed video (plus ``appended`` keyframe tokens) then audio noise for ``seed``: float32 from one CPU
+    generator (the pack's convention)."""
     gen = torch.Generator("cpu").manual_seed(int(seed))
-    video = torch.randn(shape.video_packed, generator=gen, dtype=torch.float32)
+    b, s, c = shape.video_packed
+    video = torch.randn((b, s + appended, c), generator=gen, dtype=torch.float32)
     audio = torch.randn(shape.audio_packed, generator=gen, dtype=torch.float32)
     return video, audio
+
+
+def _keyframes(image, image_strength, keyframes, num_frames: int) -> list[Keyframe]:
+    out = [] if image is None else [Keyframe(image, 0, image_strength)]
+    for i, k in enumerate(keyframes or ()):
+        if not isinstance(k, Keyframe):
+            try:
+                k = Keyframe(*k)
+            except TypeError:
+                raise ValueError(f"keyframes[{i}]: expected Keyframe(image, frame_idx, strength) or a tuple of "
+                                 f"them, got {type(k).__name__}") from None
+        out.append(k)
+    seen_first = False
+    for i, k in enumerate(out):
+        idx = k.frame_idx
+        if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < num_frames:
+            raise ValueError(f"keyframes: frame_idx must be an integer in [0, {num_frames - 1}] (num_frames "
+                             f"{num_frames}), got {idx!r}")
+        if not 0.0 <= float(k.strength) <= 1.0:
+            raise ValueError(f"keyframes: strength must lie in [0, 1], got {k.strength!r} (frame {idx})")
+        if idx == 0:
+            if seen_first:
+                raise ValueError("keyframes: two images for frame 0 (`image` is the frame-0 image)")
+            seen_first = True
+    # the frame-0 image replaces latent tokens and goes first; the rest are appended in the given order
+    return sorted(out, key=lambda k: k.frame_idx != 0)
+
+
+def _image_latents(vae, frames: list[Keyframe], height: int, width: int, crf: float) -> list[ImageLatent]:
+    return [ImageLatent(encode_image(vae, prepare_image(k.image, height, width, crf)), k.frame_idx, float(k.strength))
+            for k in frames]
+
+
+def _lora(transformer, distilled_lora) -> tuple[LoraHandle | None, bool]:
+    """(handle, whether this call merged it and must remove it)."""
+    if distilled_lora is None:
+        return None, False
+    if isinstance(distilled_lora, LoraHandle):
+        if distilled_lora.module is not transformer:
+            raise ValueError("distilled_lora: this LoRA handle belongs to another transformer")
+        return distilled_lora, False
+    from .loader import load_distilled_lora
+
+    return load_distilled_lora(transformer, distilled_lora, strength=0.0), True
 
 
 @torch.no_grad()
@@ -38,23 +124,78 @@ def generate(
     height: int = 512,
     num_frames: int = 121,
     fps: float = 24.0,
-    steps: int = 30,
-    video_guidance: Guidance = VIDEO_GUIDANCE,
-    audio_guidance: Guidance = AUDIO_GUIDANCE,
+    steps: int | None = None,
+    video_guidance: Guidance | None = None,
+    audio_guidance: Guidance | None = None,
     seed: int = 0,
+    pipeline: str = "one-stage",
+    image=None,
+    image_strength: float = 1.0,
+    image_crf: float = DEFAULT_IMAGE_CRF,
+    keyframes: Sequence[Keyframe | tuple] = (),
+    upsampler=None,
+    distilled_lora=None,
+    lora_strengths: tuple[float, float] = (0.25, 0.5),
+    sde_noise: str = "seeded",
     strategy: str = "split",
+    decode_chunk: int | None = 4,
     device=None,
     dtype: str = "bf16",
     callback: Callable[[dict], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Generate a clip with its sound track; returns (frames [T, H, W, 3] in [0, 1], waveform [channels,
-    samples], sample rate).
+    """Generate a clip with its sound track; returns (frames [T, H, W, 3] float32 in [0, 1], waveform
+    [channels, samples] float32, sample rate).
 
-    ``checkpoint``: an LTX-2 / LTX-2.3 checkpoint (official single file or diffusers folder) or an already
-    loaded ``LTX2Checkpoint``; ``text_encoder``: a Gemma-3 folder or a loaded ``GemmaTextEncoder``.
-    The seed drives the starting noise (packed video, then audio, from one CPU generator).
+    Args:
+        checkpoint: an LTX-2 / LTX-2.3 checkpoint (official single file or diffusers folder) or a loaded
+            ``LTX2Checkpoint``; ``text_encoder``: a Gemma-3 folder or a loaded ``GemmaTextEncoder``.
+        width, height, num_frames, fps: pixel size (multiples of 32, of 64 for ``"hq"``), 8k + 1 frames.
+        steps: sampling steps (default 30 one-stage, 15 for the HQ stage 1; stage 2 has its fixed 3).
+        video_guidance, audio_guidance: :class:`Guidance` per modality (default: the official preset of the
+            pipeline; HQ stage 2 is unguided).
+        seed: drives all noise: the starting noise (packed video, then audio, from one CPU generator; for
+            ``"hq"`` stage-1 video, stage-1 audio, stage-2 video, stage-2 audio) and res2s's SDE noise.
+        pipeline: ``"one-stage"`` or ``"hq"`` (two-stage, needs ``upsampler``).
+        image, image_strength: first-frame picture (ComfyUI IMAGE tensor, array, PIL image or path) and its
+            strength (1 = kept as is). ``image_crf``: H.264 rate factor of the official preparation (0 = none).
+        keyframes: more pictures as :class:`Keyframe` (image, pixel frame index, strength); frame 0 replaces
+            the first latent frame, others are appended as keyframe tokens.
+        upsampler: the x2 latent upsampler (``.safetensors`` file, folder or loaded module), HQ only.
+        distilled_lora: the distilled LoRA (file, state dict or a handle already merged into the checkpoint's
+            transformer); merged at ``lora_strengths[0]`` for stage 1 (and one-stage) and
+            ``lora_strengths[1]`` for HQ stage 2, removed (or set back) afterwards.
+        sde_noise: ``"seeded"`` (res2s SDE noise from ``seed``) or ``"reference"`` (the official fixed seeds).
+        strategy: guidance passes ``"split"`` (one call per pass, least memory) or ``"batched"``.
+        decode_chunk: latent frames per VAE decode chunk (exact streaming; None = one pass).
+        callback: called once per sampling step with the sampler's dict (HQ adds ``"stage"``: "stage1" /
+            "stage2"); an exception it raises stops the run.
     """
     from .loader import GemmaTextEncoder, LTX2Checkpoint, load_gemma_text_encoder, load_ltx2_checkpoint
+    from .upsampler import LTX2LatentUpsampler, load_latent_upsampler
+
+    if pipeline not in PIPELINES:
+        raise ValueError(f"pipeline must be one of {PIPELINES}, got {pipeline!r}")
+    hq = pipeline == "hq"
+    if hq:
+        for name, value in (("width", width), ("height", height)):
+            if isinstance(value, int) and value % 64:
+                raise ValueError(f"{name} must be a multiple of 64 for the HQ two-stage pipeline (stage 1 runs at "
+                                 f"half size), got {value}")
+        if upsampler is None:
+            raise ValueError("upsampler: the HQ two-stage pipeline needs the x2 latent upsampler "
+                             "(e.g. ltx-2.3-spatial-upscaler-x2-1.0.safetensors)")
+    if sde_noise not in ("seeded", "reference"):
+        raise ValueError(f"sde_noise must be 'seeded' or 'reference', got {sde_noise!r}")
+    if steps is None:
+        steps = DEFAULT_STEPS[pipeline]
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if len(lora_strengths) != 2:
+        raise ValueError(f"lora_strengths must be (stage 1, stage 2), got {lora_strengths!r}")
+    vg, ag = DEFAULT_GUIDANCE[pipeline]
+    video_guidance = vg if video_guidance is None else video_guidance
+    audio_guidance = ag if audio_guidance is None else audio_guidance
+    frames_in = _keyframes(image, image_strength, keyframes, num_frames)
 
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not isinstance(text_encoder, GemmaTextEncoder):
@@ -64,19 +205,61 @@ def generate(
                                           text_hidden_size=text_encoder.hidden_size,
                                           text_num_hidden_states=text_encoder.num_hidden_states)
     ck = checkpoint
-    vae, audio_vae = ck.video_vae, ck.audio_vae
-    shape = latent_shape(num_frames, height, width, fps, video_channels=ck.transformer.config["in_channels"],
+    tr, vae, audio_vae = ck.transformer, ck.video_vae, ck.audio_vae
+    shape = latent_shape(num_frames, height, width, fps, video_channels=tr.config["in_channels"],
                          audio_channels=audio_vae.latent_channels,
                          mel_bins=audio_vae.mel_bins // audio_vae.mel_compression_ratio)
+    if hq and not isinstance(upsampler, LTX2LatentUpsampler):
+        upsampler = load_latent_upsampler(upsampler, device=device, dtype=vae.dtype)
+    if hq and upsampler.config["in_channels"] != shape.video_channels:
+        raise ValueError(f"upsampler: it takes {upsampler.config['in_channels']} latent channels, the checkpoint's "
+                         f"video latent has {shape.video_channels} (an upsampler of another model?)")
+
     contexts = []
     for text in (prompt, negative_prompt):
         hidden, mask = text_encoder.encode(text)
         contexts.append(encode_prompt(ck.connectors, hidden, mask))
-    (v_ctx, a_ctx, mask), (nv_ctx, na_ctx, nmask) = contexts
-    model = LTX2Denoiser(ck.transformer, v_ctx, a_ctx, mask, nv_ctx, na_ctx, nmask,
-                         rope=positions(ck.transformer, shape, device=device), video=video_guidance,
-                         audio=audio_guidance, strategy=strategy)
-    video, audio = (t.to(device) for t in initial_noise(shape, seed))
-    video, audio = sample_euler_av(model, video, audio, ltx2_sigmas(steps), callback=callback)
-    frames, wave, rate = decode(ck.video_vae, audio_vae, ck.vocoder, video, audio, shape)
+    positive, negative = contexts
+
+    handle, owned = _lora(tr, distilled_lora)
+    try:
+        if hq:
+            s1 = half_shape(shape)
+            images = list(zip(_image_latents(vae, frames_in, s1.height * 32, s1.width * 32, image_crf),
+                              _image_latents(vae, frames_in, height, width, image_crf)))
+            cb = None if callback is None else (lambda stage, d: callback({**d, "stage": stage}))
+            video, audio = run_hq(tr, upsampler, vae.latents_mean, vae.latents_std, positive=positive,
+                                  negative=negative, shape=shape, seed=seed, steps=steps,
+                                  video_guidance=video_guidance, audio_guidance=audio_guidance, images=images,
+                                  lora=handle, lora_strengths=tuple(lora_strengths), sde_noise=sde_noise,
+                                  strategy=strategy, device=device, callback=cb)
+        else:
+            video, audio = _one_stage(ck, shape, positive, negative, frames_in, width, height, image_crf, steps,
+                                      video_guidance, audio_guidance, seed, strategy, device, handle,
+                                      lora_strengths[0], callback)
+    finally:
+        if owned:
+            handle.remove()
+    frames, wave, rate = decode(vae, audio_vae, ck.vocoder, video, audio, shape, temporal_chunk=decode_chunk)
     return frames, wave[0], rate
+
+
+def _one_stage(ck, shape, positive, negative, frames_in, width, height, crf, steps, video_guidance,
+               audio_guidance, seed, strategy, device, handle, strength, callback):
+    tr = ck.transformer
+    cond = build_condition(shape, _image_latents(ck.video_vae, frames_in, height, width, crf), tr, device)
+    appended = 0 if cond is None else cond.appended
+    video, audio = (t.to(device) for t in initial_noise(shape, seed, appended))
+    if cond is not None:
+        video = noise_latent(cond.clean, video, 1.0, cond.mask)
+    before = None if handle is None else handle.strength
+    try:
+        if handle is not None:
+            handle.set_strength(strength)
+        model = ConditionedDenoiser(tr, *positive, *negative, rope=conditioned_positions(tr, shape, cond, device),
+                                    video=video_guidance, audio=audio_guidance, strategy=strategy, condition=cond)
+        video, audio = sample_euler_av(model, video, audio, ltx2_sigmas(steps), callback=callback)
+    finally:
+        if handle is not None:
+            handle.set_strength(before)
+    return strip_appended(video, shape), audio

@@ -6,6 +6,12 @@
   own timestep ``sigma * mask`` (0 for a clean frame), converts velocity to x0 with that per-token sigma
   (so clean tokens get ``x0 = x``) and blends the guided x0 with the clean latent. It works with Euler
   (:func:`ltx2.pipeline.sample_euler_av`) and with res2s (which also re-blends its re-noised samples).
+* Keyframes (any other frame): :func:`append_keyframe` appends the image's latent tokens after the video
+  tokens (official ``VideoConditionByKeyframeIndex``): they keep their clean values (mask ``1 - strength``),
+  take rotary positions of their own (:func:`~ltx2.transformer.keyframe_coords`, time moved to the pixel frame
+  index) and are dropped again after sampling (:func:`strip_appended`). :func:`build_condition` applies a list
+  of :class:`ImageLatent` (frame 0 replaces, others append) and :func:`conditioned_positions` gives the rotary
+  tables of the grown sequence.
 * HQ two-stage (official ``TI2VidTwoStagesHQPipeline`` order):
   :func:`stage1` -- half resolution, guided denoiser, :func:`core.sampling.res2s.sample_res2s`;
   :func:`upsample_stage1` -- x2 latent upsampler on the normalised video latent;
@@ -14,7 +20,8 @@
   :func:`run_hq` chains them.
 
 Noise: the initial / re-noising noise is drawn in packed token shape from one CPU generator seeded with the
-user's seed, in float32 (stage-1 video, stage-1 audio, stage-2 video, stage-2 audio), then moved to the device.
+user's seed, in float32 (stage-1 video, stage-1 audio, stage-2 video, stage-2 audio; video noise covers the
+appended keyframe tokens too, as the official noiser does), then moved to the device.
 The res2s SDE noise follows the user's seed by default (``seeded_noise_sampler(seed)``, fresh per stage);
 ``sde_noise="reference"`` gives the official pipelines' fixed seeds (-1 / 9999, fresh per stage).
 
@@ -39,14 +46,19 @@ __all__ = [
     "HQ_VIDEO_GUIDANCE",
     "STAGE2_SIGMAS",
     "ConditionedDenoiser",
+    "ImageLatent",
     "VideoCondition",
+    "append_keyframe",
+    "build_condition",
     "condition_first_frame",
+    "conditioned_positions",
     "half_shape",
     "hq_noise",
     "noise_latent",
     "run_hq",
     "stage1",
     "stage2",
+    "strip_appended",
     "upsample_stage1",
 ]
 
@@ -63,10 +75,33 @@ HQ_AUDIO_GUIDANCE = Guidance(cfg=7.0, stg=0.0, stg_blocks=(), modality=3.0, resc
 
 @dataclass(frozen=True)
 class VideoCondition:
-    """Per-token denoise mask [B, S, 1] (float32, 1 = denoise, 0 = keep) and clean latent [B, S, C]."""
+    """Per-token denoise mask [B, S + K, 1] (float32, 1 = denoise, 0 = keep) and clean latent [B, S + K, C].
+
+    ``keyframe_coords`` ([B, 3, K, 2], :func:`~ltx2.transformer.keyframe_coords`) are the positions of the K
+    tokens appended after the S video tokens by :func:`append_keyframe` (None when nothing is appended);
+    ``replaced`` counts the leading tokens that :func:`condition_first_frame` wrote over.
+    """
 
     mask: torch.Tensor
     clean: torch.Tensor
+    keyframe_coords: torch.Tensor | None = None
+    replaced: int = 0  # leading tokens written over by a frame-0 image (whatever its strength)
+
+    @property
+    def appended(self) -> int:
+        """Number of appended keyframe tokens."""
+        return 0 if self.keyframe_coords is None else int(self.keyframe_coords.shape[2])
+
+
+@dataclass(frozen=True)
+class ImageLatent:
+    """One conditioning image: its normalised latent [B, C, F, h, w] at a stage's latent resolution, the pixel
+    frame it stands for (0 = first frame, replaced in place; others appended) and its strength (1 = kept
+    clean)."""
+
+    latent: torch.Tensor
+    frame_idx: int = 0
+    strength: float = 1.0
 
 
 def condition_first_frame(latent: torch.Tensor, image_latent: torch.Tensor, shape: LatentShape,
@@ -93,14 +128,94 @@ def condition_first_frame(latent: torch.Tensor, image_latent: torch.Tensor, shap
     if tokens.shape[1] != n or tokens.shape[2] != latent.shape[2]:
         raise ValueError(f"condition_first_frame: image latent has {tuple(tokens.shape)} tokens, expected "
                          f"[B, {n}, {latent.shape[2]}]")
-    if not 0.0 <= float(strength) <= 1.0:
-        raise ValueError(f"condition_first_frame: strength must lie in [0, 1], got {strength!r}")
+    strength = _check_strength(strength, "condition_first_frame")
     tokens = tokens.to(device=latent.device, dtype=latent.dtype).expand(latent.shape[0], -1, -1)
     out = latent.clone()
     out[:, :n] = tokens
     mask = torch.ones(latent.shape[0], latent.shape[1], 1, dtype=torch.float32, device=latent.device)
     mask[:, :n] = 1.0 - float(strength)
-    return out, VideoCondition(mask=mask, clean=out.clone())
+    return out, VideoCondition(mask=mask, clean=out.clone(), replaced=n)
+
+
+def _check_strength(strength: float, what: str) -> float:
+    if not 0.0 <= float(strength) <= 1.0:
+        raise ValueError(f"{what}: strength must lie in [0, 1], got {strength!r}")
+    return float(strength)
+
+
+def append_keyframe(latent: torch.Tensor, condition: VideoCondition | None, keyframe: torch.Tensor,
+                    frame_idx: int, strength: float, transformer, fps: float
+                    ) -> tuple[torch.Tensor, VideoCondition]:
+    """Append the tokens of ``keyframe`` (normalised latent [B, C, F, h, w] at the latent's resolution) after
+    packed ``latent`` [B, S (+K), C], standing for pixel frame ``frame_idx``.
+
+    The new tokens carry mask ``1 - strength`` and are their own clean latent; their positions come from
+    ``transformer.keyframe_coords`` (time moved by ``frame_idx``, in seconds at ``fps``). Returns the longer
+    latent and the grown :class:`VideoCondition` (``condition`` None = nothing conditioned yet).
+    """
+    strength = _check_strength(strength, "append_keyframe")
+    if isinstance(frame_idx, bool) or int(frame_idx) != frame_idx or frame_idx < 0:
+        raise ValueError(f"append_keyframe: frame_idx must be a non-negative integer, got {frame_idx!r}")
+    if keyframe.ndim != 5 or keyframe.shape[1] != latent.shape[2]:
+        raise ValueError(f"append_keyframe: keyframe latent must be [B, {latent.shape[2]}, F, h, w], "
+                         f"got {tuple(keyframe.shape)}")
+    b = latent.shape[0]
+    _, _, f, h, w = keyframe.shape
+    tokens = pack_video(keyframe).to(device=latent.device, dtype=latent.dtype).expand(b, -1, -1)
+    if condition is None:
+        condition = VideoCondition(mask=torch.ones(b, latent.shape[1], 1, device=latent.device),
+                                   clean=latent.clone())
+    mask = torch.full((b, tokens.shape[1], 1), 1.0 - strength, device=latent.device)
+    coords = transformer.keyframe_coords(b, f, h, w, int(frame_idx), fps=fps, device=latent.device)
+    if condition.keyframe_coords is not None:
+        coords = torch.cat([condition.keyframe_coords.to(latent.device), coords], dim=2)
+    new = VideoCondition(mask=torch.cat([condition.mask, mask], dim=1),
+                         clean=torch.cat([condition.clean.to(latent.dtype), tokens], dim=1),
+                         keyframe_coords=coords, replaced=condition.replaced)
+    return torch.cat([latent, tokens], dim=1), new
+
+
+def build_condition(shape: LatentShape, images: Sequence[ImageLatent], transformer, device=None,
+                    dtype: torch.dtype = torch.float32) -> VideoCondition | None:
+    """The :class:`VideoCondition` of ``images`` at latent geometry ``shape`` (None for no images).
+
+    Official ``combined_image_conditionings`` rule: an image at frame 0 replaces the frame-0 tokens, any other
+    frame is appended as a keyframe, in the given order. The images' latents must be at ``shape``'s height
+    and width.
+    """
+    if not images:
+        return None
+    latent = torch.zeros(shape.video_packed, device=device, dtype=dtype)
+    cond = None
+    for i, img in enumerate(images):
+        if img.latent.ndim != 5 or tuple(img.latent.shape[3:]) != (shape.height, shape.width):
+            raise ValueError(f"images[{i}]: latent must be [B, C, F, {shape.height}, {shape.width}] (the stage's "
+                             f"latent resolution), got {tuple(img.latent.shape)}")
+        if img.frame_idx == 0:
+            if cond is not None and cond.appended:
+                raise ValueError(f"images[{i}]: put the frame-0 image before the keyframes")
+            if cond is not None:
+                raise ValueError(f"images[{i}]: two images for frame 0")
+            latent, cond = condition_first_frame(latent, img.latent, shape, img.strength)
+        else:
+            latent, cond = append_keyframe(latent, cond, img.latent, img.frame_idx, img.strength, transformer,
+                                           shape.fps)
+    return cond
+
+
+def conditioned_positions(transformer, shape: LatentShape, condition: VideoCondition | None, device=None):
+    """:func:`ltx2.pipeline.positions` for a sequence grown by appended keyframe tokens."""
+    if condition is None or not condition.appended:
+        return positions(transformer, shape, device)
+    vc = transformer.video_coords(1, shape.frames, shape.height, shape.width, fps=shape.fps, device=device)
+    vc = torch.cat([vc, condition.keyframe_coords[:1].to(device=vc.device)], dim=2)
+    ac = transformer.audio_coords(1, shape.audio_frames, device=device)
+    return transformer.rope(vc, ac)
+
+
+def strip_appended(video: torch.Tensor, shape: LatentShape) -> torch.Tensor:
+    """Drop appended keyframe tokens: the first ``shape.video_tokens`` tokens of packed ``video``."""
+    return video[:, : shape.video_tokens]
 
 
 def noise_latent(latent: torch.Tensor, noise: torch.Tensor, scale: float,
@@ -115,13 +230,17 @@ class ConditionedDenoiser(LTX2Denoiser):
 
     Same arguments as :class:`LTX2Denoiser` plus ``condition`` (:class:`VideoCondition`, or None for plain
     text-to-video, which then behaves exactly like the parent). Conditioned video tokens get the timestep
-    ``sigma * mask``; each pass's video x0 is ``x - (sigma * mask) * v`` (x itself where the mask is 0); the
-    guided video x0 is blended with the clean latent (``x0 * mask + clean * (1 - mask)``).
+    ``sigma * mask``; each pass's video x0 is ``x - (sigma * mask) * v`` (x itself where the mask is 0); with
+    ``blend`` (the default) the guided video x0 is blended with the clean latent
+    (``x0 * mask + clean * (1 - mask)``). The official loops blend each x0 exactly once: pass ``blend=False``
+    when the sampler does it (:func:`core.sampling.res2s.sample_res2s` with ``denoise_mask``), since a second
+    blend changes tokens whose strength is below 1.
     """
 
-    def __init__(self, *args, condition: VideoCondition | None = None, **kwargs):
+    def __init__(self, *args, condition: VideoCondition | None = None, blend: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.condition = condition
+        self.blend = bool(blend)
         if condition is not None:
             self._mask = condition.mask.float()
             self._clean = condition.clean.float()
@@ -139,6 +258,8 @@ class ConditionedDenoiser(LTX2Denoiser):
         tok_sigma = mask * sigma  # [B, S, 1]
         ts = self._token_mask.to(vx.device) * sigma  # [B, S]
         out = self.guided(vx, ax, sigma, timestep=ts, video_sigma=tok_sigma)
+        if not self.blend:
+            return out[0], out[1]
         clean = self._clean.to(vx.device)
         video = out[0] * mask + clean * (1 - mask)
         return video, out[1]
@@ -156,13 +277,17 @@ def half_shape(shape: LatentShape) -> LatentShape:
     return replace(shape, height=shape.height // 2, width=shape.width // 2)
 
 
-def hq_noise(seed: int, shape: LatentShape, device=None) -> tuple[torch.Tensor, ...]:
+def hq_noise(seed: int, shape: LatentShape, device=None, appended: tuple[int, int] = (0, 0)
+             ) -> tuple[torch.Tensor, ...]:
     """(stage-1 video, stage-1 audio, stage-2 video, stage-2 audio) packed float32 noise from one CPU
-    generator seeded with ``seed`` (official draw order), moved to ``device``."""
+    generator seeded with ``seed`` (official draw order), moved to ``device``. ``appended`` = the number of
+    appended keyframe tokens at stage 1 and stage 2 (their noise is drawn with the video's)."""
     s1 = half_shape(shape)
+    b = shape.batch
     g = torch.Generator("cpu").manual_seed(int(seed))
-    out = tuple(torch.randn(sz, generator=g, dtype=torch.float32)
-                for sz in (s1.video_packed, s1.audio_packed, shape.video_packed, shape.audio_packed))
+    sizes = ((b, s1.video_tokens + appended[0], s1.video_channels), s1.audio_packed,
+             (b, shape.video_tokens + appended[1], shape.video_channels), shape.audio_packed)
+    out = tuple(torch.randn(sz, generator=g, dtype=torch.float32) for sz in sizes)
     return tuple(t.to(device) for t in out) if device is not None else out
 
 
@@ -205,12 +330,18 @@ def stage2(denoiser: Callable, video: torch.Tensor, audio: torch.Tensor, video_n
            **res2s_kwargs) -> tuple[torch.Tensor, torch.Tensor]:
     """Stage 2: re-noise the upsampled video / stage-1 audio to ``sigmas[0]`` with the given noise, then res2s
     over ``sigmas`` with ``denoiser`` (positive prompt only in the official flow). With a ``condition`` the
-    conditioned tokens of ``video`` are replaced first and are not re-noised."""
+    conditioned tokens of ``video`` are replaced first and are not re-noised; appended keyframe tokens are
+    added after ``video`` when it does not hold them yet (and are returned with it)."""
     s0 = float(sigmas[0])
     if condition is not None:
+        if condition.appended and video.shape[1] + condition.appended == condition.mask.shape[1]:
+            video = torch.cat([video, condition.clean[:, video.shape[1]:].to(video.dtype)], dim=1)
         m = condition.mask
-        # the conditioned tokens are overwritten (official replacement, whatever the strength), then noised
-        video = torch.where(m < 1, condition.clean.to(video.dtype), video)
+        # the frame-0 tokens are overwritten (official replacement, whatever the strength), then noised
+        n0 = condition.replaced
+        if n0:
+            video = torch.cat([condition.clean[:, :n0].to(device=video.device, dtype=video.dtype), video[:, n0:]],
+                              dim=1)
         v = noise_latent(video, video_noise, s0, m)
     else:
         v = noise_latent(video, video_noise, s0)
@@ -225,7 +356,9 @@ def run_hq(transformer, upsampler, latents_mean: torch.Tensor, latents_std: torc
            positive: tuple, negative: tuple, shape: LatentShape, seed: int, steps: int = 15,
            video_guidance: Guidance = HQ_VIDEO_GUIDANCE, audio_guidance: Guidance = HQ_AUDIO_GUIDANCE,
            stage2_transformer=None, image_latents: tuple[torch.Tensor, torch.Tensor] | None = None,
-           image_strength: float = 1.0, noise: tuple[torch.Tensor, ...] | None = None, sde_noise: str = "seeded",
+           image_strength: float = 1.0, images: Sequence[tuple[ImageLatent, ImageLatent]] = (),
+           lora=None, lora_strengths: tuple[float, float] = (0.25, 0.5),
+           noise: tuple[torch.Tensor, ...] | None = None, sde_noise: str = "seeded",
            strategy: str = "split", device=None, callback: Callable[[str, dict], None] | None = None
            ) -> tuple[torch.Tensor, torch.Tensor]:
     """The HQ two-stage flow; returns packed normalised (video [B, S, C] at ``shape``, audio [B, T, C*M]).
@@ -239,7 +372,12 @@ def run_hq(transformer, upsampler, latents_mean: torch.Tensor, latents_std: torc
         seed: drives the initial and re-noising noise (:func:`hq_noise`) and, with ``sde_noise="seeded"``,
             the res2s SDE noise; ``"reference"`` uses the official fixed SDE seeds.
         steps: stage-1 res2s steps (sigmas from the stage-1 token count).
-        image_latents: optional (half-res, full-res) normalised first-frame latents [B, C, 1, h, w].
+        image_latents: optional (half-res, full-res) normalised first-frame latents [B, C, 1, h, w] with
+            ``image_strength`` (shorthand for one entry of ``images``).
+        images: (stage-1, stage-2) :class:`ImageLatent` pairs (frame 0 replaces, other frames append).
+        lora: an optional :class:`core.lora.LoraHandle` merged into ``transformer`` (one-DiT mode): set to
+            ``lora_strengths[0]`` for stage 1 and ``lora_strengths[1]`` for stage 2, and back to its
+            strength on entry when the run ends (also on error or interruption).
         noise: optional explicit (v1, a1, v2, a2) packed noise replacing :func:`hq_noise`.
         callback: ``callback(stage, info)`` with stage "stage1" / "stage2" and res2s's per-step dict.
     """
@@ -247,8 +385,17 @@ def run_hq(transformer, upsampler, latents_mean: torch.Tensor, latents_std: torc
         raise ValueError(f"run_hq: sde_noise must be 'seeded' or 'reference', got {sde_noise!r}")
     dev = device if device is not None else next(transformer.parameters()).device
     s1 = half_shape(shape)
-    v1n, a1n, v2n, a2n = (t.to(dev) for t in (noise if noise is not None else hq_noise(seed, shape)))
-    if tuple(v1n.shape) != s1.video_packed or tuple(v2n.shape) != shape.video_packed:
+    pairs = list(images)
+    if image_latents is not None:
+        pairs.insert(0, (ImageLatent(image_latents[0], 0, image_strength),
+                         ImageLatent(image_latents[1], 0, image_strength)))
+    cond1 = build_condition(s1, [p[0] for p in pairs], transformer, dev)
+    cond2 = build_condition(shape, [p[1] for p in pairs], transformer, dev)
+    k1 = 0 if cond1 is None else cond1.appended
+    k2 = 0 if cond2 is None else cond2.appended
+    v1n, a1n, v2n, a2n = (t.to(dev) for t in (noise if noise is not None else hq_noise(seed, shape,
+                                                                                        appended=(k1, k2))))
+    if v1n.shape[1] != s1.video_tokens + k1 or v2n.shape[1] != shape.video_tokens + k2:
         raise ValueError("run_hq: explicit noise does not match the stage-1 / stage-2 latent shapes")
 
     def sampler():
@@ -257,21 +404,27 @@ def run_hq(transformer, upsampler, latents_mean: torch.Tensor, latents_std: torc
     def cb(stage):
         return None if callback is None else (lambda d: callback(stage, d))
 
-    cond1 = cond2 = None
-    if image_latents is not None:
-        _, cond1 = condition_first_frame(torch.zeros(s1.video_packed, device=dev), image_latents[0], s1,
-                                         image_strength)
-        _, cond2 = condition_first_frame(torch.zeros(shape.video_packed, device=dev), image_latents[1], shape,
-                                         image_strength)
-
     pv, pa, pm = positive
     nv, na, nm = negative
-    den1 = ConditionedDenoiser(transformer, pv, pa, pm, nv, na, nm, rope=positions(transformer, s1, dev),
-                               video=video_guidance, audio=audio_guidance, strategy=strategy, condition=cond1)
-    sig1 = ltx2_sigmas(steps, tokens=s1.video_tokens)
-    v, a = stage1(den1, v1n, a1n, sig1, noise_sampler=sampler(), condition=cond1, callback=cb("stage1"))
-    up = upsample_stage1(upsampler, v, s1, latents_mean, latents_std)
-    tr2 = transformer if stage2_transformer is None else stage2_transformer
-    den2 = ConditionedDenoiser(tr2, pv, pa, pm, rope=positions(tr2, shape, dev), strategy=strategy,
-                               condition=cond2)
-    return stage2(den2, up, a, v2n, a2n, noise_sampler=sampler(), condition=cond2, callback=cb("stage2"))
+    before = None if lora is None else lora.strength
+    try:
+        if lora is not None:
+            lora.set_strength(lora_strengths[0])
+        den1 = ConditionedDenoiser(transformer, pv, pa, pm, nv, na, nm,
+                                   rope=conditioned_positions(transformer, s1, cond1, dev),
+                                   video=video_guidance, audio=audio_guidance, strategy=strategy, condition=cond1,
+                                   blend=False)
+        sig1 = ltx2_sigmas(steps, tokens=s1.video_tokens)
+        v, a = stage1(den1, v1n, a1n, sig1, noise_sampler=sampler(), condition=cond1, callback=cb("stage1"))
+        del den1
+        up = upsample_stage1(upsampler, strip_appended(v, s1), s1, latents_mean, latents_std)
+        if lora is not None:
+            lora.set_strength(lora_strengths[1])
+        tr2 = transformer if stage2_transformer is None else stage2_transformer
+        den2 = ConditionedDenoiser(tr2, pv, pa, pm, rope=conditioned_positions(tr2, shape, cond2, dev),
+                                   strategy=strategy, condition=cond2, blend=False)
+        v, a = stage2(den2, up, a, v2n, a2n, noise_sampler=sampler(), condition=cond2, callback=cb("stage2"))
+    finally:
+        if lora is not None:
+            lora.set_strength(before)
+    return strip_appended(v, shape), a

@@ -57,6 +57,7 @@ __all__ = [
     "DEFAULT_CONFIG",
     "LTX2Transformer",
     "video_coords",
+    "keyframe_coords",
     "audio_coords",
     "official_to_module_key",
     "config_from_official",
@@ -386,6 +387,20 @@ def video_coords(batch: int, frames: int, height: int, width: int, *, fps: float
     return pix.unsqueeze(0).expand(batch, -1, -1, -1).contiguous()
 
 
+def keyframe_coords(batch: int, frames: int, height: int, width: int, frame_idx: int, *, fps: float = 24.0,
+                    scale_factors: Sequence[int] = (8, 32, 32), device=None) -> torch.Tensor:
+    """[B, 3, F*H*W, 2] bounds of keyframe tokens appended after the video tokens (official
+    ``VideoConditionByKeyframeIndex``): the keyframe latent's own pixel grid with no causal shift, its time
+    axis moved by the pixel frame index ``frame_idx`` and then given in seconds."""
+    axes = [torch.arange(n, dtype=torch.float32, device=device) for n in (frames, height, width)]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0).flatten(1)
+    scale = torch.tensor([float(s) for s in scale_factors], device=device).view(3, 1, 1)
+    pix = torch.stack([grid, grid + 1], dim=-1) * scale
+    t = (pix[0] + float(frame_idx)) / fps
+    pix = torch.cat([t[None], pix[1:]], dim=0)
+    return pix.unsqueeze(0).expand(batch, -1, -1, -1).contiguous()
+
+
 def audio_coords(batch: int, frames: int, *, scale_factor: int = 4, causal_offset: int = 1,
                  hop_length: int = 160, sampling_rate: int = 16000, shift: int = 0,
                  device=None) -> torch.Tensor:
@@ -464,6 +479,11 @@ class LTX2Transformer(nn.Module):
         c = self.config
         return video_coords(batch, frames, height, width, fps=fps, scale_factors=c["vae_scale_factors"],
                             causal_offset=c["causal_offset"], device=device)
+
+    def keyframe_coords(self, batch: int, frames: int, height: int, width: int, frame_idx: int,
+                        fps: float = 24.0, device=None) -> torch.Tensor:
+        return keyframe_coords(batch, frames, height, width, frame_idx, fps=fps,
+                               scale_factors=self.config["vae_scale_factors"], device=device)
 
     def audio_coords(self, batch: int, frames: int, device=None) -> torch.Tensor:
         c = self.config

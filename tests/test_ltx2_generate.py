@@ -53,3 +53,87 @@ def test_generate_rejects_bad_sizes(tiny, gemma_folder):  # noqa: F811
         generate(ck, gemma, "x", **{**KW, "num_frames": 10})
     with pytest.raises(ValueError, match="width"):
         generate(ck, gemma, "x", **{**KW, "width": 70})
+
+
+def _loaded(tiny, gemma_folder):  # noqa: F811
+    _, _, _, file, _, _ = tiny
+    folder, _ = gemma_folder
+    gemma = load_gemma_text_encoder(folder, dtype="fp32", max_length=256)
+    ck = load_ltx2_checkpoint(file, dtype="fp32", text_hidden_size=gemma.hidden_size,
+                              text_num_hidden_states=gemma.num_hidden_states)
+    return ck, gemma
+
+
+def _pictures():
+    g = torch.Generator().manual_seed(3)
+    return torch.rand(1, 40, 56, 3, generator=g), torch.rand(48, 48, 3, generator=g)
+
+
+def test_generate_one_stage_image_and_keyframe(tiny, gemma_folder):  # noqa: F811
+    """The first-frame tokens stay the encoded picture, the keyframe rides along as appended tokens (with
+    its own noise drawn after the video's) and is dropped before decoding."""
+    from comfyui_cosmos3_ltx2.ltx2.api import Keyframe
+    from comfyui_cosmos3_ltx2.ltx2.image import encode_image, prepare_image
+
+    ck, gemma = _loaded(tiny, gemma_folder)
+    first, key = _pictures()
+    seen = []
+    kw = {**KW, "num_frames": 17}
+    frames, wave, _ = generate(ck, gemma, "a cat", "blurry", image=first, image_crf=0,
+                               keyframes=[Keyframe(key, 16, 1.0)], callback=seen.append, **kw)
+    assert frames.shape == (17, 64, 64, 3) and torch.isfinite(frames).all()
+    last = seen[-1]["x"][0]
+    img = P.pack_video(encode_image(ck.video_vae, prepare_image(first, 64, 64, 0)))
+    kf = P.pack_video(encode_image(ck.video_vae, prepare_image(key, 64, 64, 0)))
+    n = 3 * 2 * 2  # 3 latent frames of 2 x 2
+    assert last.shape[1] == n + kf.shape[1]
+    assert torch.equal(last[:, : img.shape[1]], img) and torch.equal(last[:, n:], kf)
+    # the H.264 round trip (official default CRF 33) changes the conditioning slightly, not the shapes
+    other, _, _ = generate(ck, gemma, "a cat", "blurry", image=first, **kw)
+    assert other.shape == frames.shape and not torch.equal(other, frames)
+
+
+def test_generate_lora_is_applied_then_removed(tiny, gemma_folder, tmp_path):  # noqa: F811
+    from test_ltx2_loader import _lora_file
+
+    ck, gemma = _loaded(tiny, gemma_folder)
+    lora, _ = _lora_file(tmp_path / "lora.safetensors")
+    before = {k: v.clone() for k, v in ck.transformer.state_dict().items()}
+    base, _, _ = generate(ck, gemma, "a cat", "blurry", **KW)
+    with_lora, _, _ = generate(ck, gemma, "a cat", "blurry", distilled_lora=lora, lora_strengths=(1.0, 1.0), **KW)
+    zero, _, _ = generate(ck, gemma, "a cat", "blurry", distilled_lora=lora, lora_strengths=(0.0, 0.0), **KW)
+    assert not torch.equal(base, with_lora) and torch.equal(base, zero)
+    for k, v in ck.transformer.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+    class Stop(Exception):
+        pass
+
+    def stop(d):
+        raise Stop
+
+    with pytest.raises(Stop):  # interrupted mid-run: the LoRA still comes out
+        generate(ck, gemma, "a cat", "blurry", distilled_lora=lora, lora_strengths=(1.0, 1.0), callback=stop, **KW)
+    for k, v in ck.transformer.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_generate_rejects_bad_requests(tiny, gemma_folder):  # noqa: F811
+    from comfyui_cosmos3_ltx2.ltx2.api import Keyframe
+
+    ck, gemma = _loaded(tiny, gemma_folder)
+    pic = _pictures()[1]
+    bad = [
+        ({"pipeline": "two-stage"}, "pipeline"),
+        ({"steps": 0}, "steps"),
+        ({"keyframes": [Keyframe(pic, 9)]}, "frame_idx"),
+        ({"image": pic, "keyframes": [Keyframe(pic, 0)]}, "two images for frame 0"),
+        ({"image": pic, "image_strength": 1.5}, "strength"),
+        ({"image": pic, "image_crf": -3}, "image_crf"),
+        ({"sde_noise": "fixed"}, "sde_noise"),
+        ({"pipeline": "hq", "width": 96, "upsampler": "x"}, "width must be a multiple of 64"),
+        ({"pipeline": "hq"}, "upsampler"),
+    ]
+    for extra, match in bad:
+        with pytest.raises(ValueError, match=match):
+            generate(ck, gemma, "x", **{**KW, **extra})

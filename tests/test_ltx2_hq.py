@@ -362,3 +362,129 @@ def test_stage2_partial_strength_replaces_then_noises():
     tok = P.pack_video(img)
     want = torch.cat([vn[:, :2] * (0.5 * s0) + tok * (1 - 0.5 * s0), vn[:, 2:] * s0 + up[:, 2:] * (1 - s0)], dim=1)
     assert torch.allclose(seen["x"], want, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------------
+# 3. Keyframes (appended tokens) against ltx-core's own conditioning items and positions
+
+
+def _hq_keyframe_reference(ours, upsampler, shape, seed, steps, first, keyframe, frame_idx, strength):
+    """The HQ flow with ltx-core building the conditioned states: ``VideoLatentTools`` (initial state and
+    positions), ``VideoConditionByLatentIndex`` (frame 0) and ``VideoConditionByKeyframeIndex`` (appended),
+    ``GaussianNoiser`` over the grown state, ``clear_conditioning`` after each stage. The video rotary tables
+    come from ltx-core's positions (not ours)."""
+    from ltx_core.components.diffusion_steps import Res2sDiffusionStep
+    from ltx_core.components.guiders import MultiModalGuider, MultiModalGuiderParams
+    from ltx_core.components.noisers import GaussianNoiser
+    from ltx_core.components.patchifiers import VideoLatentPatchifier
+    from ltx_core.components.schedulers import LTX2Scheduler
+    from ltx_core.conditioning import VideoConditionByKeyframeIndex, VideoConditionByLatentIndex
+    from ltx_core.model.upsampler.model import upsample_video
+    from ltx_core.model.video_vae.ops import PerChannelStatistics
+    from ltx_core.tools import VideoLatentShape, VideoLatentTools
+    from ltx_core.types import LatentState
+    from ltx_pipelines.utils.helpers import multi_modal_guider_denoising_func, simple_denoising_func
+    from ltx_pipelines.utils.samplers import res2s_audio_video_denoising_loop
+
+    tr = ours["transformer"]
+    s1 = HQ.half_shape(shape)
+    (vc, ac, m), (nvc, nac, _) = _contexts(ours)
+    ropes = {}
+    model = _CoreX0(tr, ropes)
+    noiser = GaussianNoiser(torch.Generator("cpu").manual_seed(seed))
+
+    def video_state(sh, imgs, initial=None):
+        tools = VideoLatentTools(VideoLatentPatchifier(1), VideoLatentShape(1, sh.video_channels, sh.frames, sh.height,
+                                                                           sh.width), sh.fps)
+        st = tools.create_initial_state("cpu", torch.float32, initial)
+        st = VideoConditionByLatentIndex(latent=imgs[0], strength=strength, latent_idx=0).apply_to(st, tools)
+        st = VideoConditionByKeyframeIndex(keyframes=imgs[1], frame_idx=frame_idx, strength=strength).apply_to(st, tools)
+        assert st.attention_mask is None
+        ac_ = tr.audio_coords(1, sh.audio_frames)
+        ropes[st.latent.shape[1]] = tr.rope(st.positions.float(), ac_)
+        return tools, st
+
+    def audio_state(latent):
+        return LatentState(latent=latent.clone(), denoise_mask=torch.ones(*latent.shape[:2], 1),
+                           positions=torch.zeros(1), clean_latent=latent.clone())
+
+    def params(g):
+        return MultiModalGuiderParams(cfg_scale=g.cfg, stg_scale=g.stg, stg_blocks=list(g.stg_blocks),
+                                      rescale_scale=g.rescale, modality_scale=g.modality)
+
+    tools1, vs = video_state(s1, (first[0], keyframe[0]))
+    vs = noiser(vs, 1.0)
+    as_ = noiser(audio_state(torch.zeros(s1.audio_packed)), 1.0)
+    sig1 = LTX2Scheduler().execute(latent=torch.empty(s1.video_5d), steps=steps).to(torch.float32)
+    den1 = multi_modal_guider_denoising_func(
+        video_guider=MultiModalGuider(params=params(HQ_GUIDANCE[0]), negative_context=nvc),
+        audio_guider=MultiModalGuider(params=params(HQ_GUIDANCE[1]), negative_context=nac),
+        v_context=vc, a_context=ac, transformer=model)
+    vs, as_ = res2s_audio_video_denoising_loop(sigmas=sig1, video_state=vs, audio_state=as_, stepper=Res2sDiffusionStep(),
+                                                denoise_fn=den1, model_dtype=torch.float32)
+    vs = tools1.clear_conditioning(vs)
+    stats = PerChannelStatistics(16)
+    stats.get_buffer("mean-of-means").copy_(ours["vae"].latents_mean)
+    stats.get_buffer("std-of-means").copy_(ours["vae"].latents_std)
+    up = upsample_video(P.unpack_video(vs.latent, s1.frames, s1.height, s1.width),
+                        SimpleNamespace(per_channel_statistics=stats), upsampler)
+    sig2 = torch.tensor(HQ.STAGE2_SIGMAS)
+    tools2, vs2 = video_state(shape, (first[1], keyframe[1]), initial=up)
+    vs2 = noiser(vs2, sig2[0])
+    as2 = noiser(audio_state(as_.latent), sig2[0])
+    den2 = simple_denoising_func(video_context=vc, audio_context=ac, transformer=model)
+    vs2, as2 = res2s_audio_video_denoising_loop(sigmas=sig2, video_state=vs2, audio_state=as2, stepper=Res2sDiffusionStep(),
+                                                denoise_fn=den2, model_dtype=torch.float32)
+    return tools2.clear_conditioning(vs2).latent, as2.latent
+
+
+@pytest.mark.skipif(not ltx_oracles_available(), reason="ltx-core / ltx-pipelines not installed")
+@pytest.mark.parametrize("strength", [1.0, 0.6])
+def test_hq_keyframes_match_ltx_core(strength, tmp_path_factory):
+    """First frame + a keyframe at pixel frame 8 (appended tokens with their own positions), both stages."""
+    _, ours = _setup("2.3", tmp_path_factory)
+    shape = _hq_shape()
+    s1 = HQ.half_shape(shape)
+    upsampler = _upsampler()
+    seed, frame_idx = 99, 8
+    first = (_image_latent(s1, 31), _image_latent(shape, 32))
+    key = (_image_latent(s1, 33), _image_latent(shape, 34))
+    ref_v, ref_a = _hq_keyframe_reference(ours, upsampler, shape, seed, HQ_STEPS, first, key, frame_idx, strength)
+
+    (vc, ac, m), (nvc, nac, nm) = _contexts(ours)
+    images = [(HQ.ImageLatent(first[0], 0, strength), HQ.ImageLatent(first[1], 0, strength)),
+              (HQ.ImageLatent(key[0], frame_idx, strength), HQ.ImageLatent(key[1], frame_idx, strength))]
+    v, a = HQ.run_hq(ours["transformer"], upsampler, ours["vae"].latents_mean, ours["vae"].latents_std,
+                     positive=(vc, ac, m), negative=(nvc, nac, nm), shape=shape, seed=seed, steps=HQ_STEPS,
+                     images=images, sde_noise="reference")
+    rv, ra = _rel(v, ref_v), _rel(a, ref_a)
+    print(f"HQ keyframes (strength {strength}) vs ltx-core: video {rv:.2e} audio {ra:.2e}")
+    assert v.shape == shape.video_packed
+    assert rv < 1e-4 and ra < 1e-4, (rv, ra)
+
+
+def test_keyframe_positions_and_condition():
+    """Appended tokens: mask 1 - strength, their own clean tokens, time moved by the pixel frame index."""
+    from comfyui_cosmos3_ltx2.ltx2.transformer import keyframe_coords, video_coords
+
+    shape = P.latent_shape(17, 64, 96, 25.0, video_channels=4, audio_channels=2, mel_bins=2)
+    tr = SimpleNamespace(keyframe_coords=lambda b, f, h, w, i, fps, device=None: keyframe_coords(
+        b, f, h, w, i, fps=fps, device=device))
+    g = torch.Generator().manual_seed(0)
+    first, key = torch.randn(1, 4, 1, 2, 3, generator=g), torch.randn(1, 4, 1, 2, 3, generator=g)
+    cond = HQ.build_condition(shape, [HQ.ImageLatent(first, 0, 1.0), HQ.ImageLatent(key, 13, 0.75)], tr)
+    n, k = shape.video_tokens, 6
+    assert cond.appended == k and cond.replaced == 6 and cond.mask.shape == (1, n + k, 1)
+    assert torch.equal(cond.mask[0, :6, 0], torch.zeros(6)) and torch.equal(cond.mask[0, 6:n, 0], torch.ones(n - 6))
+    assert torch.equal(cond.mask[0, n:, 0], torch.full((k,), 0.25))
+    assert torch.equal(cond.clean[:, n:], P.pack_video(key)) and torch.equal(cond.clean[:, :6], P.pack_video(first))
+    kc = cond.keyframe_coords
+    assert torch.equal(kc[0, 0, :, 0], torch.full((k,), 13 / 25.0)) and torch.equal(kc[0, 0, :, 1], torch.full((k,), 21 / 25.0))
+    assert torch.equal(kc[:, 1:], video_coords(1, 1, 2, 3, fps=25.0)[:, 1:])  # same spatial grid as frame 0
+    with pytest.raises(ValueError, match="frame-0 image before"):
+        HQ.build_condition(shape, [HQ.ImageLatent(key, 13), HQ.ImageLatent(first, 0)], tr)
+    with pytest.raises(ValueError, match="strength"):
+        HQ.build_condition(shape, [HQ.ImageLatent(key, 13, 1.5)], tr)
+    with pytest.raises(ValueError, match="images\\[0\\]"):
+        HQ.build_condition(shape, [HQ.ImageLatent(torch.zeros(1, 4, 1, 4, 4), 13)], tr)
+    assert HQ.strip_appended(torch.zeros(1, n + k, 4), shape).shape == (1, n, 4)
