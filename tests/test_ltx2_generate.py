@@ -16,12 +16,17 @@ KW = dict(width=64, height=64, num_frames=9, fps=24.0, steps=3, seed=5, device="
           audio_guidance=P.Guidance(cfg=5.0))
 
 
-def test_generate_runs_and_equals_the_stages(tiny, gemma_folder):  # noqa: F811
-    version, _, _, file, _, _ = tiny
+def _loaded(tiny, gemma_folder):  # noqa: F811
+    _, _, _, file, _, _ = tiny
     folder, _ = gemma_folder
     gemma = load_gemma_text_encoder(folder, dtype="fp32", max_length=256)
     ck = load_ltx2_checkpoint(file, dtype="fp32", text_hidden_size=gemma.hidden_size,
                               text_num_hidden_states=gemma.num_hidden_states)
+    return ck, gemma
+
+
+def test_generate_runs_and_equals_the_stages(tiny, gemma_folder):  # noqa: F811
+    ck, gemma = _loaded(tiny, gemma_folder)
     steps = []
     frames, wave, rate = generate(ck, gemma, "a cat walks on the beach", "blurry", callback=steps.append, **KW)
     assert frames.shape == (9, 64, 64, 3) and torch.isfinite(frames).all()
@@ -44,24 +49,12 @@ def test_generate_runs_and_equals_the_stages(tiny, gemma_folder):  # noqa: F811
 
 
 def test_generate_rejects_bad_sizes(tiny, gemma_folder):  # noqa: F811
-    _, _, _, file, _, _ = tiny
-    folder, _ = gemma_folder
-    gemma = load_gemma_text_encoder(folder, dtype="fp32", max_length=256)
-    ck = load_ltx2_checkpoint(file, dtype="fp32", text_hidden_size=gemma.hidden_size,
-                              text_num_hidden_states=gemma.num_hidden_states)
+    ck, gemma = _loaded(tiny, gemma_folder)
     with pytest.raises(ValueError, match="frames"):
         generate(ck, gemma, "x", **{**KW, "num_frames": 10})
     with pytest.raises(ValueError, match="width"):
         generate(ck, gemma, "x", **{**KW, "width": 70})
 
-
-def _loaded(tiny, gemma_folder):  # noqa: F811
-    _, _, _, file, _, _ = tiny
-    folder, _ = gemma_folder
-    gemma = load_gemma_text_encoder(folder, dtype="fp32", max_length=256)
-    ck = load_ltx2_checkpoint(file, dtype="fp32", text_hidden_size=gemma.hidden_size,
-                              text_num_hidden_states=gemma.num_hidden_states)
-    return ck, gemma
 
 
 def _pictures():

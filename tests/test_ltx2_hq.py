@@ -194,16 +194,55 @@ def _upsampler():
     return up
 
 
-def _hq_reference(ours, upsampler, shape, seed, steps, image_latents):
-    from ltx_core.components.guiders import MultiModalGuider, MultiModalGuiderParams
-    from ltx_core.components.noisers import GaussianNoiser
+def _core_stage1(model, vs, as_, s1, steps, contexts):
+    """ltx-pipelines' guided res2s stage 1 over the LTX2Scheduler sigmas (HQ guidance), float32."""
     from ltx_core.components.diffusion_steps import Res2sDiffusionStep
+    from ltx_core.components.guiders import MultiModalGuider, MultiModalGuiderParams
     from ltx_core.components.schedulers import LTX2Scheduler
+    from ltx_pipelines.utils.helpers import multi_modal_guider_denoising_func
+    from ltx_pipelines.utils.samplers import res2s_audio_video_denoising_loop
+
+    vc, ac, nvc, nac = contexts
+
+    def params(g):
+        return MultiModalGuiderParams(cfg_scale=g.cfg, stg_scale=g.stg, stg_blocks=list(g.stg_blocks),
+                                      rescale_scale=g.rescale, modality_scale=g.modality)
+
+    sig1 = LTX2Scheduler().execute(latent=torch.empty(s1.video_5d), steps=steps).to(torch.float32)
+    den1 = multi_modal_guider_denoising_func(
+        video_guider=MultiModalGuider(params=params(HQ_GUIDANCE[0]), negative_context=nvc),
+        audio_guider=MultiModalGuider(params=params(HQ_GUIDANCE[1]), negative_context=nac),
+        v_context=vc, a_context=ac, transformer=model)
+    return res2s_audio_video_denoising_loop(sigmas=sig1, video_state=vs, audio_state=as_, stepper=Res2sDiffusionStep(),
+                                            denoise_fn=den1, model_dtype=torch.float32)
+
+
+def _core_upsample(ours, video, s1, upsampler):
+    """ltx-core's ``upsample_video`` on packed stage-1 latents (VAE statistics from our VAE)."""
     from ltx_core.model.upsampler.model import upsample_video
     from ltx_core.model.video_vae.ops import PerChannelStatistics
-    from ltx_core.types import LatentState
-    from ltx_pipelines.utils.helpers import multi_modal_guider_denoising_func, simple_denoising_func
+
+    stats = PerChannelStatistics(16)
+    stats.get_buffer("mean-of-means").copy_(ours["vae"].latents_mean)
+    stats.get_buffer("std-of-means").copy_(ours["vae"].latents_std)
+    return upsample_video(P.unpack_video(video, s1.frames, s1.height, s1.width),
+                          SimpleNamespace(per_channel_statistics=stats), upsampler)
+
+
+def _core_stage2(model, vs2, as2, vc, ac):
+    """ltx-pipelines' unguided res2s stage 2 over the distilled sigmas, float32."""
+    from ltx_core.components.diffusion_steps import Res2sDiffusionStep
+    from ltx_pipelines.utils.helpers import simple_denoising_func
     from ltx_pipelines.utils.samplers import res2s_audio_video_denoising_loop
+
+    den2 = simple_denoising_func(video_context=vc, audio_context=ac, transformer=model)
+    return res2s_audio_video_denoising_loop(sigmas=torch.tensor(HQ.STAGE2_SIGMAS), video_state=vs2, audio_state=as2,
+                                            stepper=Res2sDiffusionStep(), denoise_fn=den2, model_dtype=torch.float32)
+
+
+def _hq_reference(ours, upsampler, shape, seed, steps, image_latents):
+    from ltx_core.components.noisers import GaussianNoiser
+    from ltx_core.types import LatentState
 
     tr = ours["transformer"]
     s1 = HQ.half_shape(shape)
@@ -223,33 +262,17 @@ def _hq_reference(ours, upsampler, shape, seed, steps, image_latents):
             mask[:, :n] = 0.0
         return LatentState(latent=latent, denoise_mask=mask, positions=torch.zeros(1), clean_latent=clean)
 
-    def params(g):
-        return MultiModalGuiderParams(cfg_scale=g.cfg, stg_scale=g.stg, stg_blocks=list(g.stg_blocks),
-                                      rescale_scale=g.rescale, modality_scale=g.modality)
-
     img1 = None if image_latents is None else P.pack_video(image_latents[0])
     img2 = None if image_latents is None else P.pack_video(image_latents[1])
     vs = noiser(state(torch.zeros(s1.video_packed), img1), 1.0)
     as_ = noiser(state(torch.zeros(s1.audio_packed)), 1.0)
-    sig1 = LTX2Scheduler().execute(latent=torch.empty(s1.video_5d), steps=steps).to(torch.float32)
-    den1 = multi_modal_guider_denoising_func(
-        video_guider=MultiModalGuider(params=params(HQ_GUIDANCE[0]), negative_context=nvc),
-        audio_guider=MultiModalGuider(params=params(HQ_GUIDANCE[1]), negative_context=nac),
-        v_context=vc, a_context=ac, transformer=model)
-    vs, as_ = res2s_audio_video_denoising_loop(sigmas=sig1, video_state=vs, audio_state=as_, stepper=Res2sDiffusionStep(),
-                                                denoise_fn=den1, model_dtype=torch.float32)
+    vs, as_ = _core_stage1(model, vs, as_, s1, steps, (vc, ac, nvc, nac))
     stage1 = (vs.latent.clone(), as_.latent.clone())
-    stats = PerChannelStatistics(16)
-    stats.get_buffer("mean-of-means").copy_(ours["vae"].latents_mean)
-    stats.get_buffer("std-of-means").copy_(ours["vae"].latents_std)
-    up = upsample_video(P.unpack_video(vs.latent, s1.frames, s1.height, s1.width),
-                        SimpleNamespace(per_channel_statistics=stats), upsampler)
-    sig2 = torch.tensor(HQ.STAGE2_SIGMAS)
-    vs2 = noiser(state(P.pack_video(up), img2), sig2[0])
-    as2 = noiser(state(as_.latent), sig2[0])
-    den2 = simple_denoising_func(video_context=vc, audio_context=ac, transformer=model)
-    vs2, as2 = res2s_audio_video_denoising_loop(sigmas=sig2, video_state=vs2, audio_state=as2, stepper=Res2sDiffusionStep(),
-                                                denoise_fn=den2, model_dtype=torch.float32)
+    up = _core_upsample(ours, vs.latent, s1, upsampler)
+    s0 = HQ.STAGE2_SIGMAS[0]
+    vs2 = noiser(state(P.pack_video(up), img2), s0)
+    as2 = noiser(state(as_.latent), s0)
+    vs2, as2 = _core_stage2(model, vs2, as2, vc, ac)
     return stage1, (vs2.latent, as2.latent)
 
 
@@ -373,18 +396,11 @@ def _hq_keyframe_reference(ours, upsampler, shape, seed, steps, first, keyframe,
     positions), ``VideoConditionByLatentIndex`` (frame 0) and ``VideoConditionByKeyframeIndex`` (appended),
     ``GaussianNoiser`` over the grown state, ``clear_conditioning`` after each stage. The video rotary tables
     come from ltx-core's positions (not ours)."""
-    from ltx_core.components.diffusion_steps import Res2sDiffusionStep
-    from ltx_core.components.guiders import MultiModalGuider, MultiModalGuiderParams
     from ltx_core.components.noisers import GaussianNoiser
     from ltx_core.components.patchifiers import VideoLatentPatchifier
-    from ltx_core.components.schedulers import LTX2Scheduler
     from ltx_core.conditioning import VideoConditionByKeyframeIndex, VideoConditionByLatentIndex
-    from ltx_core.model.upsampler.model import upsample_video
-    from ltx_core.model.video_vae.ops import PerChannelStatistics
     from ltx_core.tools import VideoLatentShape, VideoLatentTools
     from ltx_core.types import LatentState
-    from ltx_pipelines.utils.helpers import multi_modal_guider_denoising_func, simple_denoising_func
-    from ltx_pipelines.utils.samplers import res2s_audio_video_denoising_loop
 
     tr = ours["transformer"]
     s1 = HQ.half_shape(shape)
@@ -400,41 +416,23 @@ def _hq_keyframe_reference(ours, upsampler, shape, seed, steps, first, keyframe,
         st = VideoConditionByLatentIndex(latent=imgs[0], strength=strength, latent_idx=0).apply_to(st, tools)
         st = VideoConditionByKeyframeIndex(keyframes=imgs[1], frame_idx=frame_idx, strength=strength).apply_to(st, tools)
         assert st.attention_mask is None
-        ac_ = tr.audio_coords(1, sh.audio_frames)
-        ropes[st.latent.shape[1]] = tr.rope(st.positions.float(), ac_)
+        ropes[st.latent.shape[1]] = tr.rope(st.positions.float(), tr.audio_coords(1, sh.audio_frames))
         return tools, st
 
     def audio_state(latent):
         return LatentState(latent=latent.clone(), denoise_mask=torch.ones(*latent.shape[:2], 1),
                            positions=torch.zeros(1), clean_latent=latent.clone())
 
-    def params(g):
-        return MultiModalGuiderParams(cfg_scale=g.cfg, stg_scale=g.stg, stg_blocks=list(g.stg_blocks),
-                                      rescale_scale=g.rescale, modality_scale=g.modality)
-
     tools1, vs = video_state(s1, (first[0], keyframe[0]))
     vs = noiser(vs, 1.0)
     as_ = noiser(audio_state(torch.zeros(s1.audio_packed)), 1.0)
-    sig1 = LTX2Scheduler().execute(latent=torch.empty(s1.video_5d), steps=steps).to(torch.float32)
-    den1 = multi_modal_guider_denoising_func(
-        video_guider=MultiModalGuider(params=params(HQ_GUIDANCE[0]), negative_context=nvc),
-        audio_guider=MultiModalGuider(params=params(HQ_GUIDANCE[1]), negative_context=nac),
-        v_context=vc, a_context=ac, transformer=model)
-    vs, as_ = res2s_audio_video_denoising_loop(sigmas=sig1, video_state=vs, audio_state=as_, stepper=Res2sDiffusionStep(),
-                                                denoise_fn=den1, model_dtype=torch.float32)
-    vs = tools1.clear_conditioning(vs)
-    stats = PerChannelStatistics(16)
-    stats.get_buffer("mean-of-means").copy_(ours["vae"].latents_mean)
-    stats.get_buffer("std-of-means").copy_(ours["vae"].latents_std)
-    up = upsample_video(P.unpack_video(vs.latent, s1.frames, s1.height, s1.width),
-                        SimpleNamespace(per_channel_statistics=stats), upsampler)
-    sig2 = torch.tensor(HQ.STAGE2_SIGMAS)
+    vs, as_ = _core_stage1(model, vs, as_, s1, steps, (vc, ac, nvc, nac))
+    up = _core_upsample(ours, tools1.clear_conditioning(vs).latent, s1, upsampler)
+    s0 = HQ.STAGE2_SIGMAS[0]
     tools2, vs2 = video_state(shape, (first[1], keyframe[1]), initial=up)
-    vs2 = noiser(vs2, sig2[0])
-    as2 = noiser(audio_state(as_.latent), sig2[0])
-    den2 = simple_denoising_func(video_context=vc, audio_context=ac, transformer=model)
-    vs2, as2 = res2s_audio_video_denoising_loop(sigmas=sig2, video_state=vs2, audio_state=as2, stepper=Res2sDiffusionStep(),
-                                                denoise_fn=den2, model_dtype=torch.float32)
+    vs2 = noiser(vs2, s0)
+    as2 = noiser(audio_state(as_.latent), s0)
+    vs2, as2 = _core_stage2(model, vs2, as2, vc, ac)
     return tools2.clear_conditioning(vs2).latent, as2.latent
 
 
