@@ -342,6 +342,24 @@ def test_needed_passes_only(tmp_path_factory):
         handle.remove()
 
 
+@pytest.mark.parametrize("strategy", ["batched", "split"])
+def test_no_host_syncs_for_any_pass_combination(strategy, tmp_path_factory):
+    """Every subset of {cfg, stg, modality} (with and without rescale), two Euler steps: no scalar reads."""
+    import itertools
+
+    _, ours = _setup("2.3", tmp_path_factory)
+    shape = _shape()
+    vn, an = _noise(shape)
+    sigmas = ltx2_sigmas(2)
+    for cfg, stg, mod, rescale in itertools.product((1.0, 3.0), (0.0, 1.0), (1.0, 2.0), (0.0, 0.5)):
+        g = P.Guidance(cfg=cfg, stg=stg, stg_blocks=(1,) if stg else (), modality=mod, rescale=rescale)
+        model = _denoiser(ours, shape, (g, g), strategy)
+        counter = CountScalarReads()
+        with counter:
+            P.sample_euler_av(model, vn, an, sigmas)
+        assert counter.count == 0, (g, counter.count)
+
+
 def test_denoiser_single_step_matches_manual(tmp_path_factory):
     """The guided x0 equals the closed form over hand-run passes."""
     _, ours = _setup("2.3", tmp_path_factory)
