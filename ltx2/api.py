@@ -139,6 +139,8 @@ def generate(
     sde_noise: str = "seeded",
     strategy: str = "split",
     decode_chunk: int | None = 4,
+    decode_tile: int | None = None,
+    decode_tile_overlap: int = 64,
     device=None,
     dtype: str = "bf16",
     callback: Callable[[dict], None] | None = None,
@@ -167,6 +169,8 @@ def generate(
         sde_noise: ``"seeded"`` (res2s SDE noise from ``seed``) or ``"reference"`` (the official fixed seeds).
         strategy: guidance passes ``"split"`` (one call per pass, least memory) or ``"batched"``.
         decode_chunk: latent frames per VAE decode chunk (exact streaming; None = one pass).
+        decode_tile, decode_tile_overlap: spatial VAE tiles in pixels (long side; official 512 / 64) blended
+            over their overlap, for large frames on small GPUs (None = no spatial tiles).
         callback: called once per sampling step with the sampler's dict (HQ adds ``"stage"``: "stage1" /
             "stage2"); an exception it raises stops the run.
     """
@@ -240,7 +244,8 @@ def generate(
     finally:
         if owned:
             handle.remove()
-    frames, wave, rate = decode(vae, audio_vae, ck.vocoder, video, audio, shape, temporal_chunk=decode_chunk)
+    frames, wave, rate = decode(vae, audio_vae, ck.vocoder, video, audio, shape, temporal_chunk=decode_chunk,
+                                spatial_tile=decode_tile, spatial_overlap=decode_tile_overlap)
     return frames, wave[0], rate
 
 

@@ -21,6 +21,15 @@ its last two input frames (its context) in a per-call cache and emits the frames
 has seen, and the final chunk pads the end. A residual that skips over convolutions is queued until
 the convolution output it is added to arrives. Memory is bounded by the chunk size, not the clip.
 
+Spatial tiling (optional, ``decode(spatial_tile=...)``) follows ltx-core's tiled decode: the latent is cut
+into overlapping rectangles, each is decoded on its own (its borders padded like an image border, so
+tiling is an approximation, unlike the streaming), and the decoded tiles are averaged with weights that
+ramp linearly across each overlap. Tiles and ramps are laid out in latent cells: the tile side along
+the longer image axis is ``spatial_tile / 32`` cells, along the shorter axis that times the aspect
+ratio (rounded), as ltx-core does. Each tile may itself be streamed through time, so the two combine;
+the time axis is never tiled (ltx-core's blended temporal tiles are not reproduced: streaming is
+exact). Peak memory is then the output plus one tile's, or one tile-chunk's, activations.
+
 LTX-2.0 and LTX-2.3 differ only in their config (2.3: four up blocks with per-block upsample types and
 factors, optional residual upsamplers, zero padding); both are built from ``vae/config.json``.
 
@@ -76,6 +85,39 @@ _STRIDES = {"spatial": (1, 2, 2), "temporal": (2, 1, 1), "spatiotemporal": (2, 2
 
 # The official decoder's default timestep when it is timestep-conditioned (no released config is).
 DEFAULT_DECODE_TIMESTEP = 0.05
+
+
+def _tile_spans(length: int, size: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """Cut one latent axis of ``length`` cells into tiles of ``size`` cells, neighbours sharing ``overlap``.
+
+    Returns (start, stop, left ramp, right ramp) per tile, all in cells; the ramps are the overlaps with
+    the previous and next tile. Tiles step by size - overlap, as few as cover the axis, the last one
+    cut at the end (so it may be shorter). An axis no longer than a tile is one tile without ramps.
+    """
+    if length <= size:
+        return [(0, length, 0, 0)]
+    step = size - overlap
+    count = -(-(length - overlap) // step)  # ceil: the last tile starts before length - overlap
+    spans = []
+    for i in range(count):
+        start = i * step
+        spans.append((start, min(start + size, length), overlap if i else 0, overlap if i < count - 1 else 0))
+    return spans
+
+
+def _blend_ramp(n: int, rise: int, fall: int, device) -> torch.Tensor:
+    """Blend weights along one tile axis of n pixels (float32): 1 inside, a linear rise over the first
+    ``rise`` pixels (r / (rise + 1) for r = 1..rise) and a linear fall over the last ``fall`` (the mirror
+    image); where both ramps reach a pixel their values multiply. Two tiles meeting in an overlap of
+    width w therefore weigh every pixel there in proportions summing to 1.
+    """
+    w = torch.ones(n, device=device)
+    rise, fall = min(rise, n), min(fall, n)
+    if rise:
+        w[:rise] *= torch.linspace(0.0, 1.0, rise + 2, device=device)[1:-1]
+    if fall:
+        w[n - fall:] *= torch.linspace(1.0, 0.0, fall + 2, device=device)[1:-1]
+    return w
 
 
 class Stream:
@@ -492,45 +534,110 @@ class LTX2VideoVAE(nn.Module):
             raise ValueError(f"LTX2VideoVAE.decode: timestep has {t.numel()} values for a batch of {z.shape[0]}")
         return t
 
-    @torch.no_grad()
-    def decode(self, z: torch.Tensor, timestep: float | torch.Tensor | None = None,
-               callback: Callable[[int, int], None] | None = None, temporal_chunk: int | None = None,
-               dtype: torch.dtype | None = None) -> torch.Tensor:
-        """Raw latents [B, C, T, h, w] -> frames [B, 3, 1 + 8 (T - 1), 32 h, 32 w] (not clamped).
+    def _spatial_tiles(self, h: int, w: int, spatial_tile: int | None, spatial_overlap: int):
+        """The latent tiles of an h x w latent as (row span, column span) pairs (see :func:`_tile_spans`),
+        or None when tiling is off or one tile covers it all. Sizes are checked here."""
+        if not spatial_tile:
+            return None
+        s = self.spatial_compression_ratio
+        if isinstance(spatial_tile, bool) or not isinstance(spatial_tile, int) or spatial_tile % s \
+                or spatial_tile < 2 * s:
+            raise ValueError(f"LTX2VideoVAE.decode: spatial_tile must be a multiple of {s} of at least {2 * s} "
+                             f"pixels (or None for no tiling), got {spatial_tile!r}")
+        if isinstance(spatial_overlap, bool) or not isinstance(spatial_overlap, int) or spatial_overlap % s \
+                or not 0 <= spatial_overlap < spatial_tile:
+            raise ValueError(f"LTX2VideoVAE.decode: spatial_overlap must be a multiple of {s} from 0 to less than "
+                             f"spatial_tile ({spatial_tile}) pixels, got {spatial_overlap!r}")
+        size, overlap = spatial_tile // s, spatial_overlap // s
+        longest = max(h, w)
+        # The tile follows the image's aspect ratio; never below overlap + 1 cells (a tile must advance)
+        # nor 2 (a reflect-padded convolution needs two cells).
+        floor = max(2, overlap + 1)
+        rows = _tile_spans(h, max(floor, round(size * h / longest)), overlap)
+        cols = _tile_spans(w, max(floor, round(size * w / longest)), overlap)
+        if len(rows) == len(cols) == 1:
+            return None
+        return [(r, c) for r in rows for c in cols]
 
-        Equals diffusers' ``decode(z, temb=timestep).sample``. ``timestep`` is used only by
-        timestep-conditioned decoders (default 0.05; no released config is one). With
-        ``temporal_chunk=N`` the latents are fed N frames at a time through the streaming path
-        (exact, see the module docstring); otherwise in one pass. ``callback(done, total)`` is called
-        after each chunk (latent frames done / total); an exception it raises stops the decode.
+    def _decode_pieces(self, z: torch.Tensor, t: torch.Tensor | None, temporal_chunk: int | None):
+        """Decode z in one pass or streamed ``temporal_chunk`` latent frames at a time.
+
+        Yields (first output frame, decoded frames, latent frames done so far) after every pass.
         """
-        if z.ndim != 5 or z.shape[1] != self.latent_channels:
-            raise ValueError(f"LTX2VideoVAE.decode: expected latents [B, {self.latent_channels}, T, h, w], "
-                             f"got {list(z.shape)}")
         total = z.shape[2]
-        t = self._timestep(z, timestep)
-        if t is not None:
-            t = t.to(self.device)
         if not temporal_chunk or temporal_chunk >= total:
-            out = self.decoder(z.to(device=self.device, dtype=self.dtype), t)
-            if callback is not None:
-                callback(total, total)
-            return out if dtype is None else out.to(dtype)
-        stream, out, done = Stream(), None, 0
+            yield 0, self.decoder(z.to(device=self.device, dtype=self.dtype), t), total
+            return
+        stream, done = Stream(), 0
         frames = 1 + self.temporal_compression_ratio * (total - 1)
         for start in range(0, total, temporal_chunk):
             stop = min(start + temporal_chunk, total)
             stream.final = stop == total
             chunk = self.decoder(z[:, :, start:stop].to(device=self.device, dtype=self.dtype), t, stream)
-            if out is None:
-                out = chunk.new_empty(*chunk.shape[:2], frames, *chunk.shape[3:], dtype=dtype or chunk.dtype)
-            out[:, :, done : done + chunk.shape[2]] = chunk
+            yield done, chunk, stop
             done += chunk.shape[2]
-            if callback is not None:
-                callback(stop, total)
         if done != frames:  # a bookkeeping error, never expected
             raise RuntimeError(f"LTX2VideoVAE.decode: streamed {done} frames, expected {frames}")
-        return out
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, timestep: float | torch.Tensor | None = None,
+               callback: Callable[[int, int], None] | None = None, temporal_chunk: int | None = None,
+               dtype: torch.dtype | None = None, spatial_tile: int | None = None,
+               spatial_overlap: int = 64) -> torch.Tensor:
+        """Raw latents [B, C, T, h, w] -> frames [B, 3, 1 + 8 (T - 1), 32 h, 32 w] (not clamped).
+
+        Equals diffusers' ``decode(z, temb=timestep).sample``. ``timestep`` is used only by
+        timestep-conditioned decoders (default 0.05; no released config is one). With
+        ``temporal_chunk=N`` the latents are fed N frames at a time through the streaming path
+        (exact, see the module docstring); otherwise in one pass.
+
+        ``spatial_tile`` (pixels, a multiple of 32, at least 64; None or 0 = off) decodes overlapping
+        spatial tiles, ``spatial_overlap`` pixels apart (a multiple of 32, below the tile), and blends
+        them as ltx-core's tiled decode does (see the module docstring); a latent that fits one tile
+        is decoded untiled. Each tile is streamed through time when ``temporal_chunk`` is given too.
+
+        ``callback(done, total)`` is called after each chunk: latent frames done / total, counted over
+        all tiles when tiling (total = tiles x T). An exception it raises stops the decode. ``dtype``:
+        the output's (default the VAE's); tiles are blended in it.
+        """
+        if z.ndim != 5 or z.shape[1] != self.latent_channels:
+            raise ValueError(f"LTX2VideoVAE.decode: expected latents [B, {self.latent_channels}, T, h, w], "
+                             f"got {list(z.shape)}")
+        tiles = self._spatial_tiles(z.shape[3], z.shape[4], spatial_tile, spatial_overlap)
+        total = z.shape[2]
+        t = self._timestep(z, timestep)
+        if t is not None:
+            t = t.to(self.device)
+        if tiles is None:
+            out = None
+            for first, chunk, done in self._decode_pieces(z, t, temporal_chunk):
+                if done == total and first == 0:  # every frame in this piece (one pass)
+                    out = chunk if dtype is None else chunk.to(dtype)
+                else:
+                    if out is None:
+                        frames = 1 + self.temporal_compression_ratio * (total - 1)
+                        out = chunk.new_empty(*chunk.shape[:2], frames, *chunk.shape[3:], dtype=dtype or chunk.dtype)
+                    out[:, :, first : first + chunk.shape[2]] = chunk
+                if callback is not None:
+                    callback(done, total)
+            return out
+
+        # Tiled: sum weight * tile over the tiles, then divide by the summed weights.
+        s = self.spatial_compression_ratio
+        frames = 1 + self.temporal_compression_ratio * (total - 1)
+        out = torch.zeros(z.shape[0], self.config["out_channels"], frames, s * z.shape[3], s * z.shape[4],
+                          device=self.device, dtype=dtype or self.dtype)
+        weight = torch.zeros(out.shape[3:], device=self.device)
+        for i, ((h0, h1, top, bottom), (w0, w1, left, right)) in enumerate(tiles):
+            rows, cols = slice(s * h0, s * h1), slice(s * w0, s * w1)
+            mask = (_blend_ramp(s * (h1 - h0), s * top, s * bottom, self.device)[:, None]
+                    * _blend_ramp(s * (w1 - w0), s * left, s * right, self.device)[None, :])
+            weight[rows, cols] += mask
+            for first, chunk, done in self._decode_pieces(z[:, :, :, h0:h1, w0:w1], t, temporal_chunk):
+                out[:, :, first : first + chunk.shape[2], rows, cols] += chunk * mask
+                if callback is not None:
+                    callback(i * total + done, len(tiles) * total)
+        return out.div_(weight.clamp_(min=1e-8))
 
     # ---------------------------------------------------------------------------------------------
     # Latent statistics

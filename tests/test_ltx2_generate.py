@@ -43,6 +43,11 @@ def test_generate_runs_and_equals_the_stages(tiny, gemma_folder):  # noqa: F811
     vx, ax = P.sample_euler_av(model, *initial_noise(shape, 5), ltx2_sigmas(3))
     want, want_wave, _ = P.decode(ck.video_vae, ck.audio_vae, ck.vocoder, vx, ax, shape)
     assert torch.equal(frames, want) and torch.equal(wave, want_wave[0])
+    # Spatial VAE tiles (one 64-px tile: the same decode) and an invalid tile size.
+    tiled, _, _ = generate(ck, gemma, "a cat walks on the beach", "blurry", decode_tile=64, decode_tile_overlap=32, **KW)
+    assert torch.equal(tiled, frames)
+    with pytest.raises(ValueError, match="spatial_tile"):
+        generate(ck, gemma, "a cat walks on the beach", "blurry", decode_tile=50, **KW)
     # Another seed, another clip.
     other, _, _ = generate(ck, gemma, "a cat walks on the beach", "blurry", **{**KW, "seed": 6})
     assert not torch.equal(other, frames)
