@@ -531,20 +531,44 @@ class GemmaTextEncoder:
     __call__ = encode
 
 
-def load_gemma_text_encoder(path, *, device="cpu", dtype="bf16", max_length: int = 1024) -> GemmaTextEncoder:
-    """Gemma-3 from a Hugging Face folder (config.json, safetensors weights, tokenizer files), read with
-    ``local_files_only=True``. A full ``Gemma3ForConditionalGeneration`` folder (as LTX-2 ships) and a
-    text-only ``gemma3_text`` folder both work."""
+def load_gemma_text_encoder(path, *, device="cpu", dtype="bf16", max_length: int = 1024,
+                            tokenizer=None) -> GemmaTextEncoder:
+    """Gemma-3 (the LTX-2 / LTX-2.3 text encoder) from a Hugging Face folder or from one ``.safetensors`` file.
+
+    * Folder (config.json, safetensors weights, tokenizer files), read with ``local_files_only=True``: a full
+      ``Gemma3ForConditionalGeneration`` folder (as LTX-2 ships) and a text-only ``gemma3_text`` folder both
+      work.
+    * Single file, e.g. ComfyUI's ``models/text_encoders/gemma_3_12B_it.safetensors``: the text weights under
+      ``model.`` (or ``model.language_model.`` / ``language_model.model.`` as transformers saves them; vision
+      tensors are ignored) and the SentencePiece tokenizer in its ``spiece_model`` tensor (needs the
+      ``sentencepiece`` package). The config is the file's ``config`` metadata or, without one, read from the
+      tensor shapes with Gemma-3-12B's other settings. fp8 / quantised files are refused. See
+      :mod:`.gemma_file`.
+
+    ``tokenizer``: a Hugging Face tokenizer folder, ``tokenizer.json`` or ``tokenizer.model`` (or a tokenizer
+    object) to use instead of the one in the folder / file; a single file without ``spiece_model`` otherwise
+    uses a tokenizer found beside it. Either way the prompt is stripped, BOS prepended (no EOS), truncated to
+    ``max_length`` and left-padded with the pad id.
+    """
     p = Path(path).expanduser()
+    dt = _dtype(dtype)
+    if p.is_file() and p.suffix == ".safetensors":
+        from .gemma_file import load_gemma_single_file
+
+        model, tok = load_gemma_single_file(p, device=device, dtype=dt, tokenizer=tokenizer)
+        return GemmaTextEncoder(model, tok, max_length=max_length)
+    if not p.exists():
+        raise CheckpointError(
+            f"{p}: no such file or folder. Point it at the Gemma-3 folder (config.json, *.safetensors, "
+            "tokenizer files) or at a single gemma_3_12B_it.safetensors file.")
     if not p.is_dir():
         raise CheckpointError(
-            f"{p}: expected a Gemma-3 folder (config.json, *.safetensors, tokenizer.json / tokenizer.model); "
-            "a single-file Gemma checkpoint is not supported yet.")
+            f"{p}: expected a Gemma-3 folder (config.json, *.safetensors, tokenizer.json / tokenizer.model) or a "
+            "single .safetensors file (e.g. ComfyUI's gemma_3_12B_it.safetensors).")
     if not (p / "config.json").is_file():
         raise CheckpointError(f"{p}: no config.json; this is not a Hugging Face Gemma-3 folder.")
     import transformers
 
-    dt = _dtype(dtype)
     config = transformers.AutoConfig.from_pretrained(str(p), local_files_only=True)
     kind = getattr(config, "model_type", "")
     if kind == "gemma3":
@@ -553,17 +577,22 @@ def load_gemma_text_encoder(path, *, device="cpu", dtype="bf16", max_length: int
         cls = transformers.Gemma3ForCausalLM
     else:
         raise CheckpointError(f"{p}: config.json describes a {kind!r} model, not Gemma-3; LTX-2 needs Gemma-3.")
-    try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(str(p), local_files_only=True)
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{p}: the Gemma tokenizer could not be loaded ({e}).") from None
+    if tokenizer is not None:
+        from .gemma_file import load_tokenizer
+
+        tok = load_tokenizer(tokenizer)
+    else:
+        try:
+            tok = transformers.AutoTokenizer.from_pretrained(str(p), local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{p}: the Gemma tokenizer could not be loaded ({e}).") from None
     try:
         model = cls.from_pretrained(str(p), local_files_only=True, dtype=dt, use_safetensors=True)
     except OSError as e:
         raise CheckpointError(f"{p}: the Gemma-3 weights could not be loaded ({e}).") from None
     model = model.to(device).eval()
     model.requires_grad_(False)
-    return GemmaTextEncoder(model, tokenizer, max_length=max_length)
+    return GemmaTextEncoder(model, tok, max_length=max_length)
 
 
 # --------------------------------------------------------------------------------------------------
