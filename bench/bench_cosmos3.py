@@ -32,11 +32,9 @@ its own subprocess, so a side's RSS holds only its own model.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,6 +43,10 @@ import types
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (MemProbe, med as _med, ratio as _ratio, status_kb as _status_kb, sync, tensor_peak,  # noqa: E402
+                    trim_heap as _trim_heap, weight_bytes)
 
 SIDES = ("ours-batched", "ours-serial", "diffusers")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -135,11 +137,6 @@ def make_inputs(a) -> dict:
     )
 
 
-def weight_bytes(module: torch.nn.Module) -> int:
-    return sum(p.nbytes for p in module.parameters()) + sum(b.nbytes for b in module.buffers())
-
-
-# ---------------------------------------------------------------------------------------------- sides
 class Diffusers:
     """The per-step work of ``Cosmos3OmniPipeline.__call__`` (vision only, no sound/action)."""
 
@@ -258,69 +255,6 @@ def build_side(name: str, a, ckpt: Path, inputs: dict):
 
 
 # ---------------------------------------------------------------------------------------------- measuring
-_libc = None
-
-
-def _trim_heap() -> None:
-    global _libc
-    gc.collect()
-    try:
-        _libc = _libc or ctypes.CDLL("libc.so.6")
-        _libc.malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-class MemProbe:
-    """Peak memory of one run: CUDA allocator stats, or the CPU RSS high-water mark."""
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-        self.cpu_ok = False
-        if not self.cuda:
-            try:
-                with open("/proc/self/clear_refs", "w") as f:
-                    f.write("5")
-                self.cpu_ok = True
-            except OSError:
-                pass
-
-    def start(self) -> None:
-        _trim_heap()
-        if self.cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.before = torch.cuda.memory_allocated()
-        elif self.cpu_ok:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")  # VmHWM := current RSS
-            self.before = _status_kb("VmRSS") * 1024
-
-    def stop(self) -> tuple[int, int] | None:
-        """(peak - before, absolute peak) in bytes."""
-        if self.cuda:
-            torch.cuda.synchronize()
-            peak = torch.cuda.max_memory_allocated()
-        elif self.cpu_ok:
-            peak = _status_kb("VmHWM") * 1024
-        else:
-            return None
-        return peak - self.before, peak
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def measure(sides: list, noise: torch.Tensor, a) -> dict:
     """Warm-up once, then ``repeats`` timed runs per side, interleaved so drift hits every side alike."""
     device = torch.device(a.device)
@@ -329,7 +263,7 @@ def measure(sides: list, noise: torch.Tensor, a) -> dict:
     for s in sides:  # warm-up; also the run whose latents are compared, and (CPU) the tensor-level peak
         s.reset()
         if device.type == "cpu" and a.tensor_peak:
-            out, res[s.name]["tensor_peak"] = tensor_peak(s, noise)
+            out, res[s.name]["tensor_peak"] = tensor_peak(lambda: s.run(noise))
         else:
             out = s.run(noise)
         res[s.name]["latents"] = out.float().cpu()
@@ -349,28 +283,6 @@ def measure(sides: list, noise: torch.Tensor, a) -> dict:
                 r["peak"].append(mem[1])
     _trim_heap()
     return res
-
-
-def tensor_peak(side, noise: torch.Tensor) -> tuple[torch.Tensor, int | None]:
-    """Run once under the profiler's memory tracking; the peak of live tensor bytes above the start.
-
-    Unlike RSS this counts exactly the tensors the run allocates (no allocator slack, thread stacks or
-    library scratch), so it is deterministic; it reads the profiler's per-allocation records.
-    """
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        out = side.run(noise)
-    try:
-        events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-        events.sort(key=lambda e: e.start_ns())
-        live = peak = 0
-        for e in events:
-            live += e.nbytes()
-            peak = max(peak, live)
-    except (AttributeError, RuntimeError):  # private profiler API moved: skip the figure
-        peak = None
-    return out, peak
 
 
 def profile_side(side, noise: torch.Tensor, a) -> str:
@@ -417,14 +329,6 @@ def run_isolated(a, workdir: Path, argv: list[str]) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- report
-def _med(xs):
-    return statistics.median(xs) if xs else float("nan")
-
-
-def _ratio(x, y) -> str:
-    return f"{x / y:.3f}" if x is not None and y and x == x and y == y else "-"
-
-
 def report(a, res: dict, info: dict) -> str:
     mb = 1 / 2**20
     cuda = a.device.startswith("cuda")
