@@ -210,10 +210,11 @@ def _config_from_json(file: Path) -> dict:
     return cfg
 
 
-def metadata_config(file: PathLike) -> dict | None:
-    """The JSON object stored under ``config`` in a safetensors file's metadata, or None if absent."""
+def metadata_config(file: PathLike, metadata: dict | None = None) -> dict | None:
+    """The JSON object stored under ``config`` in a safetensors file's metadata (read from ``file`` unless
+    ``metadata`` is given), or None if absent."""
     file = Path(file)
-    text = safetensors_metadata(file).get("config")
+    text = (safetensors_metadata(file) if metadata is None else metadata).get("config")
     if text is None:
         return None
     try:

@@ -37,7 +37,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..core.checkpoint import CheckpointError, list_keys, load_into, safetensors_metadata
+from ..core.checkpoint import CheckpointError, list_keys, load_into, metadata_config, safetensors_metadata
 
 __all__ = [
     "GEMMA3_12B_DEFAULTS",
@@ -153,15 +153,9 @@ def _check_not_quantised(file: Path, keys, prefix: str, metadata: dict) -> None:
 
 
 def _meta_text_config(file: Path, metadata: dict) -> dict | None:
-    text = metadata.get("config")
-    if text is None:
+    cfg = metadata_config(file, metadata)
+    if cfg is None:
         return None
-    try:
-        cfg = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{file}: the 'config' entry in the metadata is not valid JSON ({e}).") from None
-    if not isinstance(cfg, dict):
-        raise CheckpointError(f"{file}: the 'config' entry in the metadata is not a JSON object.")
     if isinstance(cfg.get("text_config"), dict):
         kind = cfg.get("model_type")
         if kind not in (None, "gemma3"):
