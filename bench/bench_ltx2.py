@@ -89,6 +89,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--schedule-steps", type=int, default=15, help="stage-1 schedule length (official HQ: 15)")
     p.add_argument("--step-index", type=int, default=0, help="which step of the schedule to run (0 = first)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per side (after one warm-up run)")
+    p.add_argument("--stg-block", type=int, default=None,
+                   help="add the STG pass (scale 1, self-attention skipped in this block, both modalities) to the "
+                        "HQ guidance on both sides, as the official one-stage preset does at block 28 of 48")
+    p.add_argument("--no-share-prefix", dest="share_prefix", action="store_false",
+                   help="our STG pass recomputes the blocks before its perturbed block")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--sides", nargs="+", default=list(SIDES), choices=SIDES)
@@ -239,6 +244,16 @@ def schedule_slice(a, s1) -> list[float]:
 
 
 # ---------------------------------------------------------------------------------------------- sides
+def guidance(a) -> tuple:
+    """HQ guidance per modality, plus the STG pass with ``--stg-block``."""
+    from comfyui_cosmos3_ltx2.ltx2 import hq as HQ
+
+    gs = (HQ.HQ_VIDEO_GUIDANCE, HQ.HQ_AUDIO_GUIDANCE)
+    if a.stg_block is None:
+        return gs
+    return tuple(replace(g, stg=1.0, stg_blocks=(a.stg_block,)) for g in gs)
+
+
 class Ours:
     """``ConditionedDenoiser`` (HQ guidance) + ``hq.stage1`` (res2s) over the 2 sigmas."""
 
@@ -254,7 +269,8 @@ class Ours:
         self.denoiser = HQ.ConditionedDenoiser(
             model, inputs["vctx"].to(d, dt), inputs["actx"].to(d, dt), None,
             inputs["neg_vctx"].to(d, dt), inputs["neg_actx"].to(d, dt), None, rope=self.rope,
-            video=HQ.HQ_VIDEO_GUIDANCE, audio=HQ.HQ_AUDIO_GUIDANCE, strategy=strategy, condition=None)
+            video=guidance(a)[0], audio=guidance(a)[1], strategy=strategy, condition=None,
+            share_prefix=a.share_prefix)
         # run_hq keeps the noise (and so the res2s state between steps) in float32 whatever the model dtype
         self.video, self.audio = inputs["video"].to(d), inputs["audio"].to(d)
         self.sigmas = sigmas
@@ -283,8 +299,6 @@ class Reference:
         from ltx_core.tools import AudioLatentTools, VideoLatentTools
         from ltx_core.types import AudioLatentShape, VideoLatentShape
 
-        from comfyui_cosmos3_ltx2.ltx2 import hq as HQ
-
         self.device, self.dtype = torch.device(a.device), DTYPES[a.dtype]
         d, dt = self.device, self.dtype
         self.x0 = X0Model(model)
@@ -305,7 +319,7 @@ class Reference:
             return MultiModalGuiderParams(cfg_scale=g.cfg, stg_scale=g.stg, stg_blocks=list(g.stg_blocks),
                                           rescale_scale=g.rescale, modality_scale=g.modality, skip_step=0)
 
-        self.params = (params(HQ.HQ_VIDEO_GUIDANCE), params(HQ.HQ_AUDIO_GUIDANCE))
+        self.params = tuple(params(g) for g in guidance(a))
         self.sigmas = torch.tensor(sigmas, dtype=torch.float32).to(d)  # the pipeline's float32 device schedule
         self.weights = weight_bytes(model)
         self.persistent = 0
@@ -449,6 +463,9 @@ def report(a, res: dict, info: dict) -> str:
         + ("2 guided evaluations x 3 passes (cond, negative, modality) = 6 transformer passes"
            if info["sigmas"][1] > 0 else
            "last step: 2 guided evaluations to the terminal sigma, then the final denoise = 9 transformer passes")
+        + ("" if a.stg_block is None else
+           f"; plus the STG pass (self-attention skipped in block {a.stg_block}; ours "
+           f"{'starts it from the cond pass at that block' if a.share_prefix else 'recomputes every block'})")
         + "; SDE noise with the official seeds",
         f"run: 1 warm-up + {a.repeats} timed steps per side, interleaved; median / min / max",
     ]

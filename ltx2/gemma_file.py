@@ -29,7 +29,6 @@ tensors, or float8 weights) are refused for now.
 
 from __future__ import annotations
 
-import json
 import re
 from contextlib import contextmanager
 from pathlib import Path

@@ -219,6 +219,8 @@ class LTX2Denoiser:
         rope: tables from :func:`positions`.
         video, audio: :class:`Guidance` per modality.
         strategy: ``"batched"`` (passes sharing switches in one call) or ``"split"`` (one call per pass).
+        share_prefix: run the STG pass from the conditional pass's states at its first perturbed block
+            (identical numbers in ``"split"``, float rounding in ``"batched"``; saves those blocks' work).
 
     ``sigma`` is a Python float (one noise level for the whole batch). Inputs are packed normalised
     latents; x0 are returned in float32. No host synchronisation.
@@ -227,7 +229,8 @@ class LTX2Denoiser:
     def __init__(self, transformer, video_context: torch.Tensor, audio_context: torch.Tensor,
                  mask: torch.Tensor | None = None, neg_video_context: torch.Tensor | None = None,
                  neg_audio_context: torch.Tensor | None = None, neg_mask: torch.Tensor | None = None, *,
-                 rope, video: Guidance = Guidance(), audio: Guidance = Guidance(), strategy: str = "batched"):
+                 rope, video: Guidance = Guidance(), audio: Guidance = Guidance(), strategy: str = "batched",
+                 share_prefix: bool = True):
         if strategy not in ("batched", "split"):
             raise ValueError(f"LTX2Denoiser: strategy must be 'batched' or 'split', got {strategy!r}")
         layers = len(transformer.transformer_blocks)
@@ -275,6 +278,16 @@ class LTX2Denoiser:
             else:
                 groups.append([[name], ctx[0], ctx[1], ctx[2], switches])
         self.groups = [tuple(g) for g in groups]
+        # The STG pass equals the conditional pass up to the first block it perturbs: with ``share_prefix`` it
+        # starts there from the conditional pass's states (cond group, cond's row in it, STG group, block).
+        self._share = None
+        stg_blocks = set(specs["perturbed"][1]["skip_video_self_attn_blocks"]) | set(
+            specs["perturbed"][1]["skip_audio_self_attn_blocks"])
+        if share_prefix and "perturbed" in self.passes and stg_blocks and min(stg_blocks) > 0:
+            gc = next(i for i, g in enumerate(self.groups) if "cond" in g[0])
+            gp = next(i for i, g in enumerate(self.groups) if "perturbed" in g[0])
+            if gc < gp and len(self.groups[gp][0]) == 1:
+                self._share = (gc, self.groups[gc][0].index("cond"), gp, min(stg_blocks))
 
     def calls(self) -> int:
         """Transformer calls per evaluation."""
@@ -292,7 +305,8 @@ class LTX2Denoiser:
         vin, ain = vx.to(self.dtype), ax.to(self.dtype)
         vxf, axf = vx.float(), ax.float()
         est: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        for names, vctx, actx, mask, switches in self.groups:
+        shared = None
+        for gi, (names, vctx, actx, mask, switches) in enumerate(self.groups):
             n = len(names)
             if vctx.shape[0] != n * vx.shape[0]:
                 raise ValueError(f"{type(self).__name__}: prompt contexts have batch {vctx.shape[0] // n}, "
@@ -300,9 +314,16 @@ class LTX2Denoiser:
             v_in = vin if n == 1 else torch.cat([vin] * n)
             a_in = ain if n == 1 else torch.cat([ain] * n)
             extra = {} if timestep is None else {"timestep": timestep if n == 1 else timestep.repeat(n, 1)}
+            if self._share is not None and gi in (self._share[0], self._share[2]):
+                gc, row, _, k = self._share
+                extra["prefix"] = {"capture": k} if gi == gc else shared
             vel, avel = self.transformer(v_in, a_in, vctx, actx, sigma, rope=self.rope,
                                          encoder_attention_mask=mask, audio_encoder_attention_mask=mask,
                                          **extra, **switches)
+            if self._share is not None and gi == self._share[0]:
+                bx = vx.shape[0]
+                sv, sa = extra["prefix"]["states"]
+                shared = {"block": k, "states": (sv[row * bx:(row + 1) * bx], sa[row * bx:(row + 1) * bx])}
             for name, v_, a_ in zip(names, vel.chunk(n), avel.chunk(n)):
                 # x0 = x - sigma * v, in float32
                 v0 = (torch.sub(vxf, v_.float(), alpha=sigma) if video_sigma is None
@@ -356,12 +377,10 @@ def sample_euler_av(model: Callable, video: torch.Tensor, audio: torch.Tensor, s
         v0, a0 = model(split(x), sigma)
         return torch.cat([v0.reshape(b, -1), a0.reshape(b, -1)], dim=1)
 
-    cb = None
-    if callback is not None:
-        def cb(d):
-            callback({**d, "x": split(d["x"]), "denoised": split(d["denoised"])})
+    def cb(d):
+        callback({**d, "x": split(d["x"]), "denoised": split(d["denoised"])})
 
-    out = sample_euler(flat_model, flat, sigmas, callback=cb)
+    out = sample_euler(flat_model, flat, sigmas, callback=None if callback is None else cb)
     v, a = split(out)
     return v.to(video.dtype), a.to(audio.dtype)
 

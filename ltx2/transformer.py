@@ -530,6 +530,7 @@ class LTX2Transformer(nn.Module):
         skip_audio_self_attn_blocks: Sequence[int] = (),
         disable_a2v: bool = False,
         disable_v2a: bool = False,
+        prefix: dict | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Velocities for packed video tokens ``hidden_states`` [B, S, in] and audio tokens
         ``audio_hidden_states`` [B, Sa, audio_in].
@@ -544,6 +545,10 @@ class LTX2Transformer(nn.Module):
         * masks: optional [B, L] text masks (1 = keep).
         * ``skip_*_self_attn_blocks``: block indices where that stream's self-attention passes its values
           through (STG). ``disable_a2v`` / ``disable_v2a``: drop the cross-modal attention (modality pass).
+        * ``prefix``: share the first blocks between two calls that agree on them (e.g. the conditional
+          pass and an STG pass that first differs at block k). ``{"capture": k}`` stores the stream states
+          entering block k as ``prefix["states"]`` (and ``prefix["block"] = k``); a dict holding
+          ``"block"`` and ``"states"`` starts the blocks there from those states instead of from the inputs.
         """
         c = self.config
         b = hidden_states.shape[0]
@@ -567,8 +572,16 @@ class LTX2Transformer(nn.Module):
                 raise ValueError("LTX2Transformer.forward: pass `rope`, or both `video_coords` and `audio_coords`.")
             rope = self.rope(video_coords.to(dev), audio_coords.to(dev))
 
-        vx = self.proj_in(hidden_states)
-        ax = self.audio_proj_in(audio_hidden_states)
+        resume = prefix is not None and "states" in prefix
+        if resume:
+            first, (vx, ax) = int(prefix["block"]), prefix["states"]
+            if vx.shape[0] != b or ax.shape[0] != b:
+                raise ValueError(f"LTX2Transformer.forward: prefix states have batch {vx.shape[0]}, inputs {b}")
+        else:
+            first = 0
+            vx = self.proj_in(hidden_states)
+            ax = self.audio_proj_in(audio_hidden_states)
+        capture = None if prefix is None or resume else prefix.get("capture")
 
         temb, emb = self.time_embed(t_video, b)
         temb_audio, emb_audio = self.audio_time_embed(t_audio, b)
@@ -600,9 +613,12 @@ class LTX2Transformer(nn.Module):
             actx = self.audio_caption_projection(actx)
 
         skip_v, skip_a = set(skip_video_self_attn_blocks), set(skip_audio_self_attn_blocks)
-        for i, block in enumerate(self.transformer_blocks):
-            vx, ax = block(vx, ax, vctx, actx, tensors, skip_video_self=i in skip_v,
-                           skip_audio_self=i in skip_a, a2v=not disable_a2v, v2a=not disable_v2a)
+        for i in range(first, len(self.transformer_blocks)):
+            if i == capture:
+                prefix["block"], prefix["states"] = i, (vx, ax)
+            vx, ax = self.transformer_blocks[i](vx, ax, vctx, actx, tensors, skip_video_self=i in skip_v,
+                                                skip_audio_self=i in skip_a, a2v=not disable_a2v,
+                                                v2a=not disable_v2a)
 
         shift, scale = (self.scale_shift_table + emb.unsqueeze(2)).unbind(2)
         out = self.proj_out(_modulate(F.layer_norm(vx, (vx.shape[-1],), eps=1e-6), scale, shift))

@@ -205,13 +205,13 @@ def _noise(shape: P.LatentShape, seed: int = 5):
     return torch.randn(shape.video_packed, generator=g), torch.randn(shape.audio_packed, generator=g)
 
 
-def _denoiser(ours, shape, guidance, strategy, prompt_seed=0):
+def _denoiser(ours, shape, guidance, strategy, prompt_seed=0, **kw):
     pos, pos_mask, neg, neg_mask = _prompts(prompt_seed)
     vctx, actx, mask = P.encode_prompt(ours["connectors"], pos, pos_mask)
     nvctx, nactx, nmask = P.encode_prompt(ours["connectors"], neg, neg_mask)
     rope = P.positions(ours["transformer"], shape)
     return P.LTX2Denoiser(ours["transformer"], vctx, actx, mask, nvctx, nactx, nmask, rope=rope,
-                          video=guidance[0], audio=guidance[1], strategy=strategy)
+                          video=guidance[0], audio=guidance[1], strategy=strategy, **kw)
 
 
 def _reference(pipe, shape, guidance, video_noise, audio_noise, sigmas, output_type):
@@ -358,6 +358,34 @@ def test_no_host_syncs_for_any_pass_combination(strategy, tmp_path_factory):
         with counter:
             P.sample_euler_av(model, vn, an, sigmas)
         assert counter.count == 0, (g, counter.count)
+
+
+@pytest.mark.parametrize("strategy", ["split", "batched"])
+def test_stg_pass_shares_the_conditional_prefix(strategy, tmp_path_factory):
+    """The STG pass starts at its first perturbed block from the conditional pass's states: the same numbers
+    (bit-identical with split passes) for fewer block evaluations."""
+    _, ours = _setup("2.3", tmp_path_factory)
+    shape = _shape()
+    vn, an = _noise(shape)
+    tr = ours["transformer"]
+    calls = []
+    hooks = [blk.register_forward_hook(lambda m, a, o, i=i: calls.append(i)) for i, blk in enumerate(tr.transformer_blocks)]
+    try:
+        out = {}
+        for share in (False, True):
+            model = _denoiser(ours, shape, GUIDANCE["full"], strategy, share_prefix=share)
+            calls.clear()
+            out[share] = model((vn, an), 0.7)
+            out[share, "calls"] = len(calls)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert out[True, "calls"] == out[False, "calls"] - 1  # the STG pass skips block 0 (stg_blocks=(1,))
+    for a, b in zip(out[True], out[False]):
+        if strategy == "split":
+            assert torch.equal(a, b)
+        else:
+            assert _rel(a, b) < 1e-6
 
 
 def test_denoiser_single_step_matches_manual(tmp_path_factory):
