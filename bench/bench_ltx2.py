@@ -92,6 +92,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--stg-block", type=int, default=None,
                    help="add the STG pass (scale 1, self-attention skipped in this block, both modalities) to the "
                         "HQ guidance on both sides, as the official one-stage preset does at block 28 of 48")
+    p.add_argument("--i2v", action="store_true",
+                   help="condition the first latent frame on an image latent (strength 1) on both sides")
     p.add_argument("--no-share-prefix", dest="share_prefix", action="store_false",
                    help="our STG pass recomputes the blocks before its perturbed block")
     p.add_argument("--seed", type=int, default=0)
@@ -226,6 +228,7 @@ def make_inputs(a, s1, cfg) -> dict:
         video=torch.randn(s1.video_packed, generator=g), audio=torch.randn(s1.audio_packed, generator=g),
         vctx=torch.randn(1, n, dim, generator=g), actx=torch.randn(1, n, adim, generator=g),
         neg_vctx=torch.randn(1, n, dim, generator=g), neg_actx=torch.randn(1, n, adim, generator=g),
+        image=torch.randn(1, s1.video_channels, 1, s1.height, s1.width, generator=g) if a.i2v else None,
     )
 
 
@@ -266,11 +269,15 @@ class Ours:
         self.model = model
         d, dt = self.device, DTYPES[a.dtype]
         self.rope = P.positions(model, s1, d)  # built once per stage (run_hq does the same)
+        self.condition = None
+        if inputs["image"] is not None:
+            _, self.condition = HQ.condition_first_frame(torch.zeros(s1.video_packed, device=d),
+                                                         inputs["image"].to(d), s1)
         self.denoiser = HQ.ConditionedDenoiser(
             model, inputs["vctx"].to(d, dt), inputs["actx"].to(d, dt), None,
             inputs["neg_vctx"].to(d, dt), inputs["neg_actx"].to(d, dt), None, rope=self.rope,
-            video=guidance(a)[0], audio=guidance(a)[1], strategy=strategy, condition=None,
-            share_prefix=a.share_prefix)
+            video=guidance(a)[0], audio=guidance(a)[1], strategy=strategy, condition=self.condition,
+            blend=False, share_prefix=a.share_prefix)
         # run_hq keeps the noise (and so the res2s state between steps) in float32 whatever the model dtype
         self.video, self.audio = inputs["video"].to(d), inputs["audio"].to(d)
         self.sigmas = sigmas
@@ -283,7 +290,7 @@ class Ours:
         from comfyui_cosmos3_ltx2.ltx2 import hq as HQ
 
         return HQ.stage1(self.denoiser, self.video, self.audio, self.sigmas,
-                         noise_sampler=reference_noise_sampler(self.device))
+                         noise_sampler=reference_noise_sampler(self.device), condition=self.condition)
 
 
 class Reference:
@@ -311,7 +318,14 @@ class Reference:
         vs = vtools.create_initial_state(d, torch.float32)
         as_ = atools.create_initial_state(d, torch.float32)
         assert vs.latent.shape == inputs["video"].shape and as_.latent.shape == inputs["audio"].shape
-        self.video_state = replace(vs, latent=inputs["video"].to(d, dt), clean_latent=vs.clean_latent.to(dt))
+        if inputs["image"] is not None:  # frame-0 latent replaced (mask 0 there), then the noiser's blend
+            from ltx_core.conditioning import VideoConditionByLatentIndex
+
+            vs = VideoConditionByLatentIndex(latent=inputs["image"].to(d), strength=1.0, latent_idx=0).apply_to(vs, vtools)
+            noised = inputs["video"].to(d) * vs.denoise_mask + vs.latent * (1 - vs.denoise_mask)
+            self.video_state = replace(vs, latent=noised.to(dt), clean_latent=vs.clean_latent.to(dt))
+        else:
+            self.video_state = replace(vs, latent=inputs["video"].to(d, dt), clean_latent=vs.clean_latent.to(dt))
         self.audio_state = replace(as_, latent=inputs["audio"].to(d, dt), clean_latent=as_.clean_latent.to(dt))
         self.ctx = tuple(inputs[k].to(d, dt) for k in ("vctx", "actx", "neg_vctx", "neg_actx"))
 
@@ -463,6 +477,7 @@ def report(a, res: dict, info: dict) -> str:
         + ("2 guided evaluations x 3 passes (cond, negative, modality) = 6 transformer passes"
            if info["sigmas"][1] > 0 else
            "last step: 2 guided evaluations to the terminal sigma, then the final denoise = 9 transformer passes")
+        + ("; first latent frame conditioned on an image (per-token timesteps)" if a.i2v else "")
         + ("" if a.stg_block is None else
            f"; plus the STG pass (self-attention skipped in block {a.stg_block}; ours "
            f"{'starts it from the cond pass at that block' if a.share_prefix else 'recomputes every block'})")

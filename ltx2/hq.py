@@ -39,6 +39,7 @@ import torch
 from ..core.sampling.ltx_schedule import ltx2_sigmas
 from ..core.sampling.res2s import reference_noise_sampler, sample_res2s, seeded_noise_sampler
 from .pipeline import Guidance, LatentShape, LTX2Denoiser, pack_video, positions, unpack_video
+from .transformer import TokenTimesteps
 from .upsampler import upsample_normalized_latents
 
 __all__ = [
@@ -244,7 +245,12 @@ class ConditionedDenoiser(LTX2Denoiser):
         if condition is not None:
             self._mask = condition.mask.float()
             self._clean = condition.clean.float()
-            self._token_mask = self._mask.squeeze(-1)  # [B, S]
+            # the mask's few distinct values (read once, here) -> levels and a per-token index, so that the
+            # transformer embeds K timesteps instead of one per token (TokenTimesteps)
+            token_mask = self._mask.squeeze(-1)  # [B, S]
+            levels = torch.unique(token_mask)
+            self._levels = levels.unsqueeze(0).expand(token_mask.shape[0], -1).contiguous()  # [B, K]
+            self._index = torch.searchsorted(levels, token_mask.contiguous())  # [B, S]
 
     @torch.no_grad()
     def __call__(self, x: tuple[torch.Tensor, torch.Tensor], sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -256,7 +262,7 @@ class ConditionedDenoiser(LTX2Denoiser):
         if mask.shape[:2] != vx.shape[:2]:
             raise ValueError(f"ConditionedDenoiser: mask {tuple(mask.shape)} does not match latent {tuple(vx.shape)}")
         tok_sigma = mask * sigma  # [B, S, 1]
-        ts = self._token_mask.to(vx.device) * sigma  # [B, S]
+        ts = TokenTimesteps(self._levels.to(vx.device) * sigma, self._index.to(vx.device))
         out = self.guided(vx, ax, sigma, timestep=ts, video_sigma=tok_sigma)
         if not self.blend:
             return out[0], out[1]

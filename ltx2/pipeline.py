@@ -300,7 +300,8 @@ class LTX2Denoiser:
 
     def guided(self, vx: torch.Tensor, ax: torch.Tensor, sigma: float, timestep: torch.Tensor | None = None,
                video_sigma: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Guided (video_x0, audio_x0). ``timestep`` ([B, S] per-token video sigmas) and ``video_sigma``
+        """Guided (video_x0, audio_x0). ``timestep`` ([B, S] per-token video sigmas, or a
+        :class:`~ltx2.transformer.TokenTimesteps`) and ``video_sigma``
         ([B, S, 1], the sigma of each video token in ``x0 = x - sigma * v``) serve conditioned tokens."""
         vin, ain = vx.to(self.dtype), ax.to(self.dtype)
         vxf, axf = vx.float(), ax.float()
@@ -313,7 +314,10 @@ class LTX2Denoiser:
                                  f"latents {vx.shape[0]}")
             v_in = vin if n == 1 else torch.cat([vin] * n)
             a_in = ain if n == 1 else torch.cat([ain] * n)
-            extra = {} if timestep is None else {"timestep": timestep if n == 1 else timestep.repeat(n, 1)}
+            extra = {}
+            if timestep is not None:
+                extra["timestep"] = timestep if n == 1 else (
+                    timestep.repeat(n) if hasattr(timestep, "index") else timestep.repeat(n, 1))
             if self._share is not None and gi in (self._share[0], self._share[2]):
                 gc, row, _, k = self._share
                 extra["prefix"] = {"capture": k} if gi == gc else shared

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +58,7 @@ __all__ = [
     "LTX2Transformer",
     "video_coords",
     "keyframe_coords",
+    "TokenTimesteps",
     "audio_coords",
     "official_to_module_key",
     "config_from_official",
@@ -248,18 +249,47 @@ class Attention(nn.Module):
         return self.to_out[0](out)
 
 
+class TokenTimesteps(NamedTuple):
+    """Per-token timesteps given as a few levels: token s of sample b has ``values[b, index[b, s]]``.
+
+    Conditioned tokens take only a handful of values (``sigma * mask`` with mask 0, 1 - strength or 1), so
+    the timestep MLP runs on the K levels and each block gathers its modulation rows per token, instead
+    of embedding every token ([B, S, rows*D]) as a per-token [B, S] timestep does. Same numbers up to
+    float rounding of the MLP's matrix products.
+    """
+
+    values: torch.Tensor  # [B, K] sigmas (not scaled)
+    index: torch.Tensor  # [B, S] int64 in [0, K)
+
+    def per_token(self) -> torch.Tensor:
+        """The equivalent [B, S] per-token timestep."""
+        return torch.gather(self.values, 1, self.index)
+
+    def repeat(self, n: int) -> "TokenTimesteps":
+        """The levels of a batch repeated ``n`` times (passes concatenated along the batch)."""
+        return TokenTimesteps(self.values.repeat(n, 1), self.index.repeat(n, 1))
+
+
+def _per_token(x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+    """[B, K, D] level rows -> [B, S, D] token rows (identity without an index)."""
+    if index is None:
+        return x
+    return torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
 class _Rows:
     """Modulation rows ``table[i] + temb[..., i*D:(i+1)*D]`` ([B, N, D]), each formed when indexed, so
-    that per-token timesteps ([B, S, K*D]) never materialise all K rows of a block at once."""
+    that per-token timesteps ([B, S, K*D]) never materialise all K rows of a block at once. With an
+    ``index`` (:class:`TokenTimesteps`) the rows are formed per level and gathered per token."""
 
-    __slots__ = ("table", "temb")
+    __slots__ = ("table", "temb", "index")
 
-    def __init__(self, table: torch.Tensor, temb: torch.Tensor):
-        self.table, self.temb = table, temb
+    def __init__(self, table: torch.Tensor, temb: torch.Tensor, index: torch.Tensor | None = None):
+        self.table, self.temb, self.index = table, temb, index
 
     def __getitem__(self, i: int) -> torch.Tensor:
         d = self.table.shape[1]
-        return self.table[i] + self.temb[..., i * d:(i + 1) * d]
+        return _per_token(self.table[i] + self.temb[..., i * d:(i + 1) * d], self.index)
 
 
 def _ada(table: torch.Tensor, temb: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -326,7 +356,7 @@ class LTX2Block(nn.Module):
         eps = self.eps
         # rows: 0 shift_msa, 1 scale_msa, 2 gate_msa, 3 shift_mlp, 4 scale_mlp, 5 gate_mlp,
         # (9-row tables) 6 shift_q, 7 scale_q, 8 gate_q of the text cross-attention
-        v = _Rows(self.scale_shift_table, t["temb"])
+        v = _Rows(self.scale_shift_table, t["temb"], t["temb_index"])
         a = _Rows(self.audio_scale_shift_table, t["temb_audio"])
 
         # 1. self-attention
@@ -540,6 +570,7 @@ class LTX2Transformer(nn.Module):
         * ``sigma`` / ``audio_sigma``: per-sample sigmas ([B] tensor or float; audio defaults to video).
         * ``timestep`` / ``audio_timestep``: optional per-token sigmas [B, S] / [B, Sa] for the block and
           output AdaLN (e.g. ``sigma * denoise_mask``; 0 for clean conditioning tokens); default sigma.
+          The video one may be a :class:`TokenTimesteps` (a few levels and a per-token index).
         * positions: ``rope`` from :meth:`rope`, or ``video_coords`` [B, 3, S, 2] and ``audio_coords``
           [B, 1, Sa, 2] (:meth:`video_coords`, :meth:`audio_coords`).
         * masks: optional [B, L] text masks (1 = keep).
@@ -564,6 +595,13 @@ class LTX2Transformer(nn.Module):
 
         sigma = per_sample(sigma)
         audio_sigma = sigma if audio_sigma is None else per_sample(audio_sigma)
+        index = None
+        if isinstance(timestep, TokenTimesteps):
+            if use_cross_timestep:
+                index = timestep.index.to(dev)
+                timestep = timestep.values
+            else:  # the legacy cross-modal modulation follows each token's own timestep
+                timestep = timestep.per_token()
         t_video = (sigma if timestep is None else timestep.to(device=dev, dtype=torch.float32)) * mult
         t_audio = (audio_sigma if audio_timestep is None else audio_timestep.to(device=dev, dtype=torch.float32)) * mult
 
@@ -595,6 +633,7 @@ class LTX2Transformer(nn.Module):
         ca_a = sigma * mult if use_cross_timestep else t_audio
         tensors = {
             "temb": temb,
+            "temb_index": index,
             "temb_audio": temb_audio,
             "temb_prompt": temb_prompt,
             "temb_prompt_audio": temb_prompt_audio,
@@ -620,7 +659,8 @@ class LTX2Transformer(nn.Module):
                                                 skip_audio_self=i in skip_a, a2v=not disable_a2v,
                                                 v2a=not disable_v2a)
 
-        shift, scale = (self.scale_shift_table + emb.unsqueeze(2)).unbind(2)
+        shift, scale = (_per_token(self.scale_shift_table[0] + emb, index),
+                        _per_token(self.scale_shift_table[1] + emb, index))
         out = self.proj_out(_modulate(F.layer_norm(vx, (vx.shape[-1],), eps=1e-6), scale, shift))
         ashift, ascale = (self.audio_scale_shift_table + emb_audio.unsqueeze(2)).unbind(2)
         aout = self.audio_proj_out(_modulate(F.layer_norm(ax, (ax.shape[-1],), eps=1e-6), ascale, ashift))

@@ -486,3 +486,36 @@ def test_keyframe_positions_and_condition():
     with pytest.raises(ValueError, match="images\\[0\\]"):
         HQ.build_condition(shape, [HQ.ImageLatent(torch.zeros(1, 4, 1, 4, 4), 13)], tr)
     assert HQ.strip_appended(torch.zeros(1, n + k, 4), shape).shape == (1, n, 4)
+
+
+def test_token_timesteps_equal_per_token_timesteps(tmp_path_factory):
+    """Conditioned tokens as timestep levels + index: the timestep MLP sees K rows, not S, and the velocities
+    equal the per-token [B, S] path up to the MLP's float rounding."""
+    from comfyui_cosmos3_ltx2.ltx2.transformer import TokenTimesteps
+
+    _, ours = _setup("2.3", tmp_path_factory)
+    tr = ours["transformer"]
+    shape = _hq_shape()
+    (vc, ac, m), _ = _contexts(ours)
+    g = torch.Generator().manual_seed(4)
+    vx, ax = torch.randn(shape.video_packed, generator=g), torch.randn(shape.audio_packed, generator=g)
+    levels = torch.tensor([[0.0, 0.4, 1.0]])
+    index = torch.randint(0, 3, (1, shape.video_tokens), generator=g)
+    sigma = 0.7
+    rows = []
+    hook = tr.time_embed.linear.register_forward_hook(lambda mod, a, o: rows.append(a[0].shape[0]))
+    try:
+        rope = P.positions(tr, shape)
+        want = tr(vx, ax, vc, ac, sigma, timestep=torch.gather(levels, 1, index) * sigma, rope=rope)
+        got = tr(vx, ax, vc, ac, sigma, timestep=TokenTimesteps(levels * sigma, index), rope=rope)
+    finally:
+        hook.remove()
+    assert rows == [shape.video_tokens, 3]
+    for a, b in zip(got, want):
+        assert _rel(a, b) < 1e-6, _rel(a, b)
+    # the legacy cross-modal timestep (each token's own) falls back to the per-token path
+    legacy = tr(vx, ax, vc, ac, sigma, timestep=TokenTimesteps(levels * sigma, index), rope=rope,
+                use_cross_timestep=False)
+    ref = tr(vx, ax, vc, ac, sigma, timestep=torch.gather(levels, 1, index) * sigma, rope=rope,
+             use_cross_timestep=False)
+    assert all(torch.equal(a, b) for a, b in zip(legacy, ref))
