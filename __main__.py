@@ -1,6 +1,7 @@
-"""Command line: ``python -m comfyui_cosmos3_ltx2 generate ...`` and ``... run WORKFLOW.json``.
+"""Command line: ``python -m comfyui_cosmos3_ltx2 generate ...`` (Cosmos3), ``... ltx-generate ...``
+(LTX-2 / LTX-2.3 with sound) and ``... run WORKFLOW.json``.
 
-Without ``--checkpoint`` it runs on the embedded default: a tiny, randomly initialised Cosmos3 checkpoint
+Without ``--checkpoint``, ``generate`` runs on the embedded default: a tiny, randomly initialised Cosmos3 checkpoint
 in the real on-disk format, written once into a cache folder. Its frames are noise; point
 ``--checkpoint`` at a real diffusers-format Cosmos3 folder (e.g. a local copy of nvidia/Cosmos3-Nano)
 for real videos. Nothing is ever downloaded.
@@ -78,6 +79,82 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def _keyframe_arg(text: str):
+    """IMAGE:FRAME[:STRENGTH] -> Keyframe (the image path may itself hold colons)."""
+    from .ltx2.api import Keyframe
+
+    parts = text.rsplit(":", 2)
+    try:
+        if len(parts) == 3 and parts[1].lstrip("-").isdigit():
+            return Keyframe(parts[0], int(parts[1]), float(parts[2]))
+        path, frame = text.rsplit(":", 1)
+        return Keyframe(path, int(frame), 1.0)
+    except ValueError:
+        raise SystemExit(f"--keyframe {text!r}: expected IMAGE:FRAME or IMAGE:FRAME:STRENGTH") from None
+
+
+def save_clip_with_sound(frames, waveform, sample_rate: int, path: Path, fps: float) -> Path:
+    """MP4 (H.264 + AAC) with PyAV; a .webp / .gif clip plus a .wav beside it otherwise."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".mp4":
+        try:
+            import av  # noqa: F401
+        except ImportError:
+            raise SystemExit(f"--output {path}: MP4 needs PyAV (pip install av); or write .webp and get a .wav") from None
+        from .nodes.standins import Video
+
+        Video(frames, fps, {"waveform": waveform[None], "sample_rate": sample_rate}).save_to(path)
+        return path
+    save_frames(frames, path, fps)
+    import wave
+
+    import numpy as np
+
+    pcm = (waveform.clamp(-1, 1).mul(32767).round().to("cpu").numpy().astype(np.int16)).T  # [samples, channels]
+    with wave.open(str(path.with_suffix(".wav")), "wb") as w:
+        w.setnchannels(pcm.shape[1])
+        w.setsampwidth(2)
+        w.setframerate(int(sample_rate))
+        w.writeframes(np.ascontiguousarray(pcm).tobytes())
+    return path
+
+
+def cmd_ltx_generate(args) -> int:
+    import torch
+
+    from .ltx2 import generate
+
+    keyframes = [_keyframe_arg(k) for k in args.keyframe]
+
+    def progress(info):
+        stage = f" {info['stage']}" if "stage" in info else ""
+        print(f"\r[ltx2]{stage} step {info['i'] + 1}", end="", flush=True)
+
+    guidance = {}
+    if args.stg_block is not None:
+        from dataclasses import replace
+
+        from .ltx2.api import DEFAULT_GUIDANCE
+
+        stg = {} if args.stg_block >= 0 else {"stg": 0.0, "stg_blocks": ()}
+        presets = DEFAULT_GUIDANCE[args.pipeline]
+        guidance = {name: replace(g, **(stg or {"stg_blocks": (args.stg_block,)}))
+                    for name, g in zip(("video_guidance", "audio_guidance"), presets)}
+    t0 = time.perf_counter()
+    frames, waveform, rate = generate(
+        args.checkpoint, args.text_encoder, args.prompt, args.negative_prompt, width=args.width,
+        height=args.height, num_frames=args.frames, fps=args.fps, steps=args.steps, seed=args.seed,
+        pipeline=args.pipeline, image=args.image, image_strength=args.image_strength, image_crf=args.image_crf,
+        keyframes=keyframes, upsampler=args.upsampler, distilled_lora=args.lora,
+        lora_strengths=tuple(args.lora_strengths), sde_noise=args.sde_noise, device=args.device,
+        dtype=args.dtype, callback=progress, **guidance)
+    print()
+    out = save_clip_with_sound(frames, waveform, rate, Path(args.output), args.fps)
+    print(f"[ltx2] {frames.shape[0]} frames {frames.shape[2]}x{frames.shape[1]} + {waveform.shape[-1] / rate:.2f}s "
+          f"of sound at {rate} Hz -> {out} ({time.perf_counter() - t0:.1f}s, torch {torch.__version__})")
+    return 0
+
+
 def cmd_run(args) -> int:
     """Run an API-format workflow in-process on the pack's nodes, or on a ComfyUI server with --server."""
     from .nodes import runner
@@ -148,6 +225,34 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], help="default: bf16 on GPU, fp32 on CPU")
     g.add_argument("--output", help="output file: .webp/.gif for clips, .png for images")
     g.set_defaults(func=cmd_generate)
+    x = sub.add_parser("ltx-generate", help="LTX-2 / LTX-2.3 video with sound (one-stage or HQ two-stage)")
+    x.add_argument("--checkpoint", required=True, help="official single file (e.g. ltx-2.3-22b-dev.safetensors) or "
+                                                       "a diffusers folder")
+    x.add_argument("--text-encoder", required=True,
+                   help="Gemma-3 folder, or ComfyUI's single gemma_3_12B_it.safetensors")
+    x.add_argument("--prompt", default="A fox trots through fresh snow at dawn; wind, crunching steps.")
+    x.add_argument("--negative-prompt", default="")
+    x.add_argument("--pipeline", choices=["one-stage", "hq"], default="one-stage")
+    x.add_argument("--upsampler", help="x2 latent upsampler file (required for --pipeline hq)")
+    x.add_argument("--lora", help="distilled LoRA file (HQ: stage strengths from --lora-strengths)")
+    x.add_argument("--lora-strengths", type=float, nargs=2, default=[0.25, 0.5], metavar=("STAGE1", "STAGE2"))
+    x.add_argument("--image", help="first-frame image")
+    x.add_argument("--image-strength", type=float, default=1.0)
+    x.add_argument("--image-crf", type=float, default=33, help="H.264 CRF of the image preparation (0 = none)")
+    x.add_argument("--keyframe", action="append", default=[], metavar="IMAGE:FRAME[:STRENGTH]",
+                   help="a conditioning image at a pixel frame (repeatable)")
+    x.add_argument("--width", type=int, default=768)
+    x.add_argument("--height", type=int, default=512)
+    x.add_argument("--frames", type=int, default=121, help="8k+1 frames")
+    x.add_argument("--fps", type=float, default=24.0)
+    x.add_argument("--steps", type=int, help="default 30 (one-stage) / 15 (HQ stage 1)")
+    x.add_argument("--seed", type=int, default=0)
+    x.add_argument("--stg-block", type=int, help="block of the STG pass in the one-stage preset (default 28); -1: no STG")
+    x.add_argument("--sde-noise", choices=["seeded", "reference"], default="seeded")
+    x.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
+    x.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
+    x.add_argument("--output", default="ltx2.mp4", help=".mp4 (needs PyAV), or .webp/.gif plus a .wav beside it")
+    x.set_defaults(func=cmd_ltx_generate)
     r = sub.add_parser("run", help="run an API-format workflow headless (in-process, or on a ComfyUI server)")
     r.add_argument("workflow", help="API-format workflow JSON (ComfyUI: Export (API)); e.g. workflows/*_api.json")
     r.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE",
