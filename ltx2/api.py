@@ -100,6 +100,15 @@ def _image_latents(vae, frames: list[Keyframe], height: int, width: int, crf: fl
             for k in frames]
 
 
+def _release(device) -> None:
+    """Return freed blocks to the device (CUDA caches them otherwise)."""
+    import gc
+
+    gc.collect()
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def _lora(transformer, distilled_lora) -> tuple[LoraHandle | None, bool]:
     """(handle, whether this call merged it and must remove it)."""
     if distilled_lora is None:
@@ -202,12 +211,19 @@ def generate(
     frames_in = _keyframes(image, image_strength, keyframes, num_frames)
 
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not isinstance(text_encoder, GemmaTextEncoder):
+    # Gemma first: encode both prompts, and free Gemma before the checkpoint loads when this call loaded it
+    # (the official order; the two never need to share the device).
+    own_gemma = not isinstance(text_encoder, GemmaTextEncoder)
+    if own_gemma:
         text_encoder = load_gemma_text_encoder(text_encoder, device=device, dtype=dtype)
-    if not isinstance(checkpoint, LTX2Checkpoint):
-        checkpoint = load_ltx2_checkpoint(checkpoint, device=device, dtype=dtype,
-                                          text_hidden_size=text_encoder.hidden_size,
-                                          text_num_hidden_states=text_encoder.num_hidden_states)
+    text_dims = dict(text_hidden_size=text_encoder.hidden_size, text_num_hidden_states=text_encoder.num_hidden_states)
+    encoded = [text_encoder.encode(text) for text in (prompt, negative_prompt)]
+    if own_gemma:
+        del text_encoder
+        _release(device)
+    own_checkpoint = not isinstance(checkpoint, LTX2Checkpoint)
+    if own_checkpoint:
+        checkpoint = load_ltx2_checkpoint(checkpoint, device=device, dtype=dtype, **text_dims)
     ck = checkpoint
     tr, vae, audio_vae = ck.transformer, ck.video_vae, ck.audio_vae
     shape = latent_shape(num_frames, height, width, fps, video_channels=tr.config["in_channels"],
@@ -219,11 +235,8 @@ def generate(
         raise ValueError(f"upsampler: it takes {upsampler.config['in_channels']} latent channels, the checkpoint's "
                          f"video latent has {shape.video_channels} (an upsampler of another model?)")
 
-    contexts = []
-    for text in (prompt, negative_prompt):
-        hidden, mask = text_encoder.encode(text)
-        contexts.append(encode_prompt(ck.connectors, hidden, mask))
-    positive, negative = contexts
+    positive, negative = (encode_prompt(ck.connectors, hidden, mask) for hidden, mask in encoded)
+    del encoded
 
     handle, owned = _lora(tr, distilled_lora)
     try:
@@ -244,6 +257,10 @@ def generate(
     finally:
         if owned:
             handle.remove()
+    handle = None
+    if own_checkpoint:  # the transformer is done: free it before the VAE decodes
+        ck.transformer = tr = None
+        _release(device)
     frames, wave, rate = decode(vae, audio_vae, ck.vocoder, video, audio, shape, temporal_chunk=decode_chunk,
                                 spatial_tile=decode_tile, spatial_overlap=decode_tile_overlap)
     return frames, wave[0], rate

@@ -135,3 +135,40 @@ def test_generate_rejects_bad_requests(tiny, gemma_folder):  # noqa: F811
     for extra, match in bad:
         with pytest.raises(ValueError, match=match):
             generate(ck, gemma, "x", **{**KW, **extra})
+
+
+def test_generate_frees_what_it_loaded(tiny, gemma_folder, monkeypatch):  # noqa: F811
+    """Given paths, generate frees Gemma before the checkpoint loads and the transformer before the decode."""
+    import gc
+    import weakref
+
+    from comfyui_cosmos3_ltx2.ltx2 import api, loader
+
+    _, _, _, file, _, _ = tiny
+    folder, _ = gemma_folder
+    refs, seen = {}, {}
+    real_gemma, real_ck, real_decode = loader.load_gemma_text_encoder, loader.load_ltx2_checkpoint, api.decode
+
+    def gemma(*a, **kw):
+        enc = real_gemma(*a, **{**kw, "dtype": "fp32", "max_length": 256})
+        refs["gemma"] = weakref.ref(enc.model)
+        return enc
+
+    def checkpoint(*a, **kw):
+        gc.collect()
+        seen["gemma alive at checkpoint load"] = refs["gemma"]() is not None
+        ck = real_ck(*a, **kw)
+        refs["transformer"] = weakref.ref(ck.transformer)
+        return ck
+
+    def decode(*a, **kw):
+        gc.collect()
+        seen["transformer alive at decode"] = refs["transformer"]() is not None
+        return real_decode(*a, **kw)
+
+    monkeypatch.setattr(loader, "load_gemma_text_encoder", gemma)
+    monkeypatch.setattr(loader, "load_ltx2_checkpoint", checkpoint)
+    monkeypatch.setattr(api, "decode", decode)
+    frames, _, _ = generate(file, folder, "a cat", "blurry", **KW)
+    assert frames.shape == (9, 64, 64, 3)
+    assert seen == {"gemma alive at checkpoint load": False, "transformer alive at decode": False}
