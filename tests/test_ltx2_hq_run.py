@@ -474,3 +474,24 @@ def test_hq_generate_rejects_bad_inputs(change, field, hq_ckpt, gemma_folder, tm
     with pytest.raises(ValueError, match=field):
         generate(ck, _LOADED["gemma"], PROMPT, NEGATIVE, **kw)
     _assert_unchanged(ck, before)
+
+
+def test_hq_generate_in_bf16_with_image_keyframe_and_lora(hq_ckpt, gemma_folder, tmp_path_factory):  # noqa: F811
+    """The whole HQ path in bfloat16 (checkpoint, Gemma, upsampler, LoRA merge, image and keyframe latents,
+    timestep levels, decode): runs, stays finite, and lands near the float32 run."""
+    from comfyui_cosmos3_ltx2.ltx2.api import Keyframe
+
+    file, _ = hq_ckpt
+    files = _files(tmp_path_factory)
+    image = torch.from_numpy(files["image"]) / 255.0
+    kw = dict(KW, upsampler=files["up_file"], distilled_lora=files["lora_file"], image=image, image_crf=0,
+              keyframes=[Keyframe(files["png"], 8, 0.8)])
+    out = {}
+    for dtype in ("fp32", "bf16"):
+        out[dtype] = generate(file, gemma_folder[0], PROMPT, NEGATIVE, **{**kw, "dtype": dtype})
+    frames, wave, rate = out["bf16"]
+    assert frames.dtype == wave.dtype == torch.float32 and rate == 48000
+    assert frames.shape == out["fp32"][0].shape and torch.isfinite(frames).all() and torch.isfinite(wave).all()
+    psnr = _psnr(frames, out["fp32"][0])
+    print(f"\nHQ bf16 vs fp32 (image + keyframe + LoRA): frames PSNR {psnr:.1f} dB")
+    assert psnr > 15.0, psnr  # bf16 drifts on random tiny models; this catches broken dtypes, not rounding
