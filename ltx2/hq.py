@@ -310,7 +310,8 @@ def stage1(denoiser: Callable, video_noise: torch.Tensor, audio_noise: torch.Ten
     """Stage 1: res2s from pure noise over ``sigmas`` with the guided ``denoiser``.
 
     With a ``condition`` the starting video latent is ``noise * mask + clean * (1 - mask)`` (the official
-    noise scale 1) and every x0 / re-noised sample keeps the clean tokens.
+    noise scale 1) and every x0 / re-noised sample is blended with the clean latent here, once: give a
+    :class:`ConditionedDenoiser` built with ``blend=False``.
     """
     v = video_noise
     if condition is not None:
