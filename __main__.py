@@ -132,6 +132,8 @@ def cmd_ltx_generate(args) -> int:
 
     guidance = {}
     if args.stg_block is not None:
+        if args.pipeline == "distilled":
+            raise SystemExit("--stg-block: the distilled pipeline runs without guidance")
         from dataclasses import replace
 
         from .ltx2.api import DEFAULT_GUIDANCE
@@ -232,8 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Gemma-3 folder, or ComfyUI's single gemma_3_12B_it.safetensors")
     x.add_argument("--prompt", default="A fox trots through fresh snow at dawn; wind, crunching steps.")
     x.add_argument("--negative-prompt", default="")
-    x.add_argument("--pipeline", choices=["one-stage", "hq"], default="one-stage")
-    x.add_argument("--upsampler", help="x2 latent upsampler file (required for --pipeline hq)")
+    x.add_argument("--pipeline", choices=["one-stage", "hq", "distilled"], default="one-stage",
+                   help="distilled: the distilled checkpoint's unguided two-stage flow (fixed 8 + 3 sigmas)")
+    x.add_argument("--upsampler", help="x2 latent upsampler file (required for --pipeline hq / distilled)")
     x.add_argument("--lora", help="distilled LoRA file (HQ: stage strengths from --lora-strengths)")
     x.add_argument("--lora-strengths", type=float, nargs=2, default=[0.25, 0.5], metavar=("STAGE1", "STAGE2"))
     x.add_argument("--image", help="first-frame image")

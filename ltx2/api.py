@@ -1,14 +1,16 @@
 """``comfyui_cosmos3_ltx2.ltx2.generate`` (defined here): LTX-2 / LTX-2.3 video with its sound track in one call.
 
-Two pipelines over the stages of :mod:`.pipeline` and :mod:`.hq`:
+Three pipelines over the stages of :mod:`.pipeline` and :mod:`.hq`:
 
 * ``"one-stage"``: Gemma-3 hidden states -> connectors -> seeded packed noise -> guided Euler over the
   LTX-2 schedule at full resolution -> decode.
 * ``"hq"`` (official ``TI2VidTwoStagesHQPipeline``): res2s with the guider at half resolution, x2 latent
   upsampler, re-noise, three distilled res2s steps at full resolution with the positive prompt only, decode.
-  The distilled LoRA, when given, is merged once and switched between its stage strengths in place.
+* ``"distilled"`` (official ``DistilledPipeline``, for the distilled checkpoint): the same two stages with
+  Euler over the fixed 8 + 3 sigma lists and no guidance.
 
-Both take conditioning images: a first frame (``image``, replaces the frame-0 latent) and keyframes at
+A LoRA (the distilled LoRA for "hq"), when given, is merged once and switched between its stage strengths in
+place. All take conditioning images: a first frame (``image``, replaces the frame-0 latent) and keyframes at
 other frames (``keyframes``, appended tokens), prepared as the official pipelines do (:mod:`.image`).
 Whatever the call merges into a loaded checkpoint is taken out again when it returns, fails or is
 interrupted (a ``callback`` that raises stops the run).
@@ -32,6 +34,7 @@ from .hq import (
     conditioned_positions,
     half_shape,
     noise_latent,
+    run_distilled,
     run_hq,
     strip_appended,
 )
@@ -45,9 +48,11 @@ __all__ = ["AUDIO_GUIDANCE", "DEFAULT_STEPS", "PIPELINES", "VIDEO_GUIDANCE", "Ke
 VIDEO_GUIDANCE = Guidance(cfg=3.0, stg=1.0, stg_blocks=(28,), modality=3.0, rescale=0.7)
 AUDIO_GUIDANCE = Guidance(cfg=7.0, stg=1.0, stg_blocks=(28,), modality=3.0, rescale=0.7)
 
-PIPELINES = ("one-stage", "hq")
-DEFAULT_STEPS = {"one-stage": 30, "hq": 15}
-DEFAULT_GUIDANCE = {"one-stage": (VIDEO_GUIDANCE, AUDIO_GUIDANCE), "hq": (HQ_VIDEO_GUIDANCE, HQ_AUDIO_GUIDANCE)}
+PIPELINES = ("one-stage", "hq", "distilled")
+DEFAULT_STEPS = {"one-stage": 30, "hq": 15, "distilled": None}  # distilled: the fixed 8 + 3 sigma lists
+DEFAULT_GUIDANCE = {"one-stage": (VIDEO_GUIDANCE, AUDIO_GUIDANCE), "hq": (HQ_VIDEO_GUIDANCE, HQ_AUDIO_GUIDANCE),
+                    "distilled": (None, None)}
+_PIPELINE_NAMES = {"hq": "HQ two-stage", "distilled": "distilled two-stage"}
 
 
 @dataclass(frozen=True)
@@ -161,12 +166,14 @@ def generate(
         checkpoint: an LTX-2 / LTX-2.3 checkpoint (official single file or diffusers folder) or a loaded
             ``LTX2Checkpoint``; ``text_encoder``: a Gemma-3 folder or a loaded ``GemmaTextEncoder``.
         width, height, num_frames, fps: pixel size (multiples of 32, of 64 for ``"hq"``), 8k + 1 frames.
-        steps: sampling steps (default 30 one-stage, 15 for the HQ stage 1; stage 2 has its fixed 3).
+        steps: sampling steps (default 30 one-stage, 15 for the HQ stage 1; stage 2 has its fixed 3; the
+            distilled pipeline takes none: its 8 + 3 sigmas are fixed).
         video_guidance, audio_guidance: :class:`Guidance` per modality (default: the official preset of the
             pipeline; HQ stage 2 is unguided).
         seed: drives all noise: the starting noise (packed video, then audio, from one CPU generator; for
             ``"hq"`` stage-1 video, stage-1 audio, stage-2 video, stage-2 audio) and res2s's SDE noise.
-        pipeline: ``"one-stage"`` or ``"hq"`` (two-stage, needs ``upsampler``).
+        pipeline: ``"one-stage"``, ``"hq"`` (two-stage, needs ``upsampler``) or ``"distilled"`` (two-stage
+            Euler over fixed sigmas without guidance, for the distilled checkpoint; needs ``upsampler``).
         image, image_strength: first-frame picture (ComfyUI IMAGE tensor, array, PIL image or path) and its
             strength (1 = kept as is). ``image_crf``: H.264 rate factor of the official preparation (0 = none).
         keyframes: more pictures as :class:`Keyframe` (image, pixel frame index, strength); frame 0 replaces
@@ -174,7 +181,7 @@ def generate(
         upsampler: the x2 latent upsampler (``.safetensors`` file, folder or loaded module), HQ only.
         distilled_lora: the distilled LoRA (file, state dict or a handle already merged into the checkpoint's
             transformer); merged at ``lora_strengths[0]`` for stage 1 (and one-stage) and
-            ``lora_strengths[1]`` for HQ stage 2, removed (or set back) afterwards.
+            ``lora_strengths[1]`` for stage 2 of the two-stage pipelines, removed (or set back) afterwards.
         sde_noise: ``"seeded"`` (res2s SDE noise from ``seed``) or ``"reference"`` (the official fixed seeds).
         strategy: guidance passes ``"split"`` (one call per pass, least memory) or ``"batched"``.
         decode_chunk: latent frames per VAE decode chunk (exact streaming; None = one pass).
@@ -189,19 +196,27 @@ def generate(
     if pipeline not in PIPELINES:
         raise ValueError(f"pipeline must be one of {PIPELINES}, got {pipeline!r}")
     hq = pipeline == "hq"
-    if hq:
+    distilled = pipeline == "distilled"
+    two_stage = hq or distilled
+    if two_stage:
+        what = _PIPELINE_NAMES[pipeline]
         for name, value in (("width", width), ("height", height)):
             if isinstance(value, int) and value % 64:
-                raise ValueError(f"{name} must be a multiple of 64 for the HQ two-stage pipeline (stage 1 runs at "
+                raise ValueError(f"{name} must be a multiple of 64 for the {what} pipeline (stage 1 runs at "
                                  f"half size), got {value}")
         if upsampler is None:
-            raise ValueError("upsampler: the HQ two-stage pipeline needs the x2 latent upsampler "
+            raise ValueError(f"upsampler: the {what} pipeline needs the x2 latent upsampler "
                              "(e.g. ltx-2.3-spatial-upscaler-x2-1.0.safetensors)")
+    if distilled:
+        for name, value in (("steps", steps), ("video_guidance", video_guidance), ("audio_guidance", audio_guidance)):
+            if value is not None:
+                raise ValueError(f"{name}: the distilled pipeline runs its fixed 8 + 3 sigmas without guidance; "
+                                 "leave it unset")
     if sde_noise not in ("seeded", "reference"):
         raise ValueError(f"sde_noise must be 'seeded' or 'reference', got {sde_noise!r}")
     if steps is None:
         steps = DEFAULT_STEPS[pipeline]
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+    if not distilled and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     if len(lora_strengths) != 2:
         raise ValueError(f"lora_strengths must be (stage 1, stage 2), got {lora_strengths!r}")
@@ -217,7 +232,8 @@ def generate(
     if own_gemma:
         text_encoder = load_gemma_text_encoder(text_encoder, device=device, dtype=dtype)
     text_dims = dict(text_hidden_size=text_encoder.hidden_size, text_num_hidden_states=text_encoder.num_hidden_states)
-    encoded = [text_encoder.encode(text) for text in (prompt, negative_prompt)]
+    # (the distilled pipeline is unguided: no negative prompt to encode)
+    encoded = [text_encoder.encode(text) for text in ((prompt,) if distilled else (prompt, negative_prompt))]
     if own_gemma:
         del text_encoder
         _release(device)
@@ -229,22 +245,28 @@ def generate(
     shape = latent_shape(num_frames, height, width, fps, video_channels=tr.config["in_channels"],
                          audio_channels=audio_vae.latent_channels,
                          mel_bins=audio_vae.mel_bins // audio_vae.mel_compression_ratio)
-    if hq and not isinstance(upsampler, LTX2LatentUpsampler):
+    if two_stage and not isinstance(upsampler, LTX2LatentUpsampler):
         upsampler = load_latent_upsampler(upsampler, device=device, dtype=vae.dtype)
-    if hq and upsampler.config["in_channels"] != shape.video_channels:
+    if two_stage and upsampler.config["in_channels"] != shape.video_channels:
         raise ValueError(f"upsampler: it takes {upsampler.config['in_channels']} latent channels, the checkpoint's "
                          f"video latent has {shape.video_channels} (an upsampler of another model?)")
 
-    positive, negative = (encode_prompt(ck.connectors, hidden, mask) for hidden, mask in encoded)
-    del encoded
+    contexts = [encode_prompt(ck.connectors, hidden, mask) for hidden, mask in encoded]
+    positive, negative = contexts[0], (contexts[1] if len(contexts) > 1 else None)
+    del encoded, contexts
 
     handle, owned = _lora(tr, distilled_lora)
     try:
-        if hq:
+        if two_stage:
             s1 = half_shape(shape)
             images = list(zip(_image_latents(vae, frames_in, s1.height * 32, s1.width * 32, image_crf),
                               _image_latents(vae, frames_in, height, width, image_crf)))
             cb = None if callback is None else (lambda stage, d: callback({**d, "stage": stage}))
+        if distilled:
+            video, audio = run_distilled(tr, upsampler, vae.latents_mean, vae.latents_std, positive=positive,
+                                         shape=shape, seed=seed, images=images, lora=handle,
+                                         lora_strengths=tuple(lora_strengths), device=device, callback=cb)
+        elif hq:
             video, audio = run_hq(tr, upsampler, vae.latents_mean, vae.latents_std, positive=positive,
                                   negative=negative, shape=shape, seed=seed, steps=steps,
                                   video_guidance=video_guidance, audio_guidance=audio_guidance, images=images,

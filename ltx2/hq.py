@@ -17,7 +17,8 @@
   :func:`upsample_stage1` -- x2 latent upsampler on the normalised video latent;
   :func:`noise_latent` -- re-noise to the first stage-2 sigma, ``x = noise*(s*mask) + x*(1 - s*mask)``;
   :func:`stage2` -- full resolution, positive prompt only, the fixed distilled :data:`STAGE2_SIGMAS`.
-  :func:`run_hq` chains them.
+  :func:`run_hq` chains them. :func:`run_distilled` is the distilled checkpoint's two-stage flow (official
+  ``DistilledPipeline``): the same stages with Euler over fixed sigma lists and no guidance.
 
 Noise: the initial / re-noising noise is drawn in packed token shape from one CPU generator seeded with the
 user's seed, in float32 (stage-1 video, stage-1 audio, stage-2 video, stage-2 audio; video noise covers the
@@ -36,9 +37,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..core.sampling.ltx_schedule import ltx2_sigmas
+from ..core.sampling.ltx_schedule import DISTILLED_SIGMAS, STAGE2_DISTILLED_SIGMAS, ltx2_sigmas
 from ..core.sampling.res2s import reference_noise_sampler, sample_res2s, seeded_noise_sampler
-from .pipeline import Guidance, LatentShape, LTX2Denoiser, pack_video, positions, unpack_video
+from .pipeline import Guidance, LatentShape, LTX2Denoiser, pack_video, positions, sample_euler_av, unpack_video
 from .transformer import TokenTimesteps
 from .upsampler import upsample_normalized_latents
 
@@ -56,15 +57,18 @@ __all__ = [
     "half_shape",
     "hq_noise",
     "noise_latent",
+    "run_distilled",
     "run_hq",
     "stage1",
+    "stage1_start",
     "stage2",
+    "stage2_start",
     "strip_appended",
     "upsample_stage1",
 ]
 
 # official distilled stage-2 schedule (LP constants STAGE_2_DISTILLED_SIGMA_VALUES)
-STAGE2_SIGMAS: tuple[float, ...] = (0.909375, 0.725, 0.421875, 0.0)
+STAGE2_SIGMAS: tuple[float, ...] = STAGE2_DISTILLED_SIGMAS
 # official HQ guidance (LP constants): STG off, rescale 0.45 / 1.0, modality 3
 HQ_VIDEO_GUIDANCE = Guidance(cfg=3.0, stg=0.0, stg_blocks=(), modality=3.0, rescale=0.45)
 HQ_AUDIO_GUIDANCE = Guidance(cfg=7.0, stg=0.0, stg_blocks=(), modality=3.0, rescale=1.0)
@@ -303,6 +307,32 @@ def _masks(condition: VideoCondition | None):
     return (condition.mask, None), (condition.clean, None)
 
 
+def stage1_start(video_noise: torch.Tensor, condition: VideoCondition | None) -> torch.Tensor:
+    """The stage-1 starting video latent: the noise, or ``noise * mask + clean * (1 - mask)`` with a
+    condition (the official noise scale 1)."""
+    if condition is None:
+        return video_noise
+    return noise_latent(condition.clean.to(video_noise.dtype), video_noise, 1.0, condition.mask)
+
+
+def stage2_start(video: torch.Tensor, audio: torch.Tensor, video_noise: torch.Tensor, audio_noise: torch.Tensor,
+                 s0: float, condition: VideoCondition | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The stage-2 starting latents: the upsampled video and the stage-1 audio re-noised to ``s0``. With a
+    condition the frame-0 tokens are first overwritten by the image (official replacement, whatever the
+    strength) and keyframe tokens appended; conditioned tokens are noised by ``s0 * mask``."""
+    if condition is not None:
+        if condition.appended and video.shape[1] + condition.appended == condition.mask.shape[1]:
+            video = torch.cat([video, condition.clean[:, video.shape[1]:].to(video.dtype)], dim=1)
+        n0 = condition.replaced
+        if n0:
+            video = torch.cat([condition.clean[:, :n0].to(device=video.device, dtype=video.dtype), video[:, n0:]],
+                              dim=1)
+        v = noise_latent(video, video_noise, s0, condition.mask)
+    else:
+        v = noise_latent(video, video_noise, s0)
+    return v, noise_latent(audio, audio_noise, s0)
+
+
 @torch.no_grad()
 def stage1(denoiser: Callable, video_noise: torch.Tensor, audio_noise: torch.Tensor, sigmas: Sequence[float], *,
            noise_sampler: Callable, condition: VideoCondition | None = None,
@@ -313,9 +343,7 @@ def stage1(denoiser: Callable, video_noise: torch.Tensor, audio_noise: torch.Ten
     noise scale 1) and every x0 / re-noised sample is blended with the clean latent here, once: give a
     :class:`ConditionedDenoiser` built with ``blend=False``.
     """
-    v = video_noise
-    if condition is not None:
-        v = noise_latent(condition.clean.to(video_noise.dtype), video_noise, 1.0, condition.mask)
+    v = stage1_start(video_noise, condition)
     mask, clean = _masks(condition)
     return sample_res2s(denoiser, (v, audio_noise), sigmas, callback=callback, noise_sampler=noise_sampler,
                         denoise_mask=mask, clean_latent=clean, **res2s_kwargs)
@@ -339,23 +367,24 @@ def stage2(denoiser: Callable, video: torch.Tensor, audio: torch.Tensor, video_n
     over ``sigmas`` with ``denoiser`` (positive prompt only in the official flow). With a ``condition`` the
     conditioned tokens of ``video`` are replaced first and are not re-noised; appended keyframe tokens are
     added after ``video`` when it does not hold them yet (and are returned with it)."""
-    s0 = float(sigmas[0])
-    if condition is not None:
-        if condition.appended and video.shape[1] + condition.appended == condition.mask.shape[1]:
-            video = torch.cat([video, condition.clean[:, video.shape[1]:].to(video.dtype)], dim=1)
-        m = condition.mask
-        # the frame-0 tokens are overwritten (official replacement, whatever the strength), then noised
-        n0 = condition.replaced
-        if n0:
-            video = torch.cat([condition.clean[:, :n0].to(device=video.device, dtype=video.dtype), video[:, n0:]],
-                              dim=1)
-        v = noise_latent(video, video_noise, s0, m)
-    else:
-        v = noise_latent(video, video_noise, s0)
-    a = noise_latent(audio, audio_noise, s0)
+    v, a = stage2_start(video, audio, video_noise, audio_noise, float(sigmas[0]), condition)
     mask, clean = _masks(condition)
     return sample_res2s(denoiser, (v, a), sigmas, callback=callback, noise_sampler=noise_sampler,
                         denoise_mask=mask, clean_latent=clean, **res2s_kwargs)
+
+
+def _two_stage_setup(transformer, shape: LatentShape, seed: int, pairs, noise, device):
+    """(device, stage-1 shape, stage-1 and stage-2 conditions, the four packed noises) of a two-stage run."""
+    dev = device if device is not None else next(transformer.parameters()).device
+    s1 = half_shape(shape)
+    cond1 = build_condition(s1, [p[0] for p in pairs], transformer, dev)
+    cond2 = build_condition(shape, [p[1] for p in pairs], transformer, dev)
+    k1 = 0 if cond1 is None else cond1.appended
+    k2 = 0 if cond2 is None else cond2.appended
+    noise = tuple(t.to(dev) for t in (noise if noise is not None else hq_noise(seed, shape, appended=(k1, k2))))
+    if noise[0].shape[1] != s1.video_tokens + k1 or noise[2].shape[1] != shape.video_tokens + k2:
+        raise ValueError("explicit noise does not match the stage-1 / stage-2 latent shapes")
+    return dev, s1, cond1, cond2, noise
 
 
 @torch.no_grad()
@@ -390,20 +419,11 @@ def run_hq(transformer, upsampler, latents_mean: torch.Tensor, latents_std: torc
     """
     if sde_noise not in ("seeded", "reference"):
         raise ValueError(f"run_hq: sde_noise must be 'seeded' or 'reference', got {sde_noise!r}")
-    dev = device if device is not None else next(transformer.parameters()).device
-    s1 = half_shape(shape)
     pairs = list(images)
     if image_latents is not None:
         pairs.insert(0, (ImageLatent(image_latents[0], 0, image_strength),
                          ImageLatent(image_latents[1], 0, image_strength)))
-    cond1 = build_condition(s1, [p[0] for p in pairs], transformer, dev)
-    cond2 = build_condition(shape, [p[1] for p in pairs], transformer, dev)
-    k1 = 0 if cond1 is None else cond1.appended
-    k2 = 0 if cond2 is None else cond2.appended
-    v1n, a1n, v2n, a2n = (t.to(dev) for t in (noise if noise is not None else hq_noise(seed, shape,
-                                                                                        appended=(k1, k2))))
-    if v1n.shape[1] != s1.video_tokens + k1 or v2n.shape[1] != shape.video_tokens + k2:
-        raise ValueError("run_hq: explicit noise does not match the stage-1 / stage-2 latent shapes")
+    dev, s1, cond1, cond2, (v1n, a1n, v2n, a2n) = _two_stage_setup(transformer, shape, seed, pairs, noise, device)
 
     def sampler():
         return seeded_noise_sampler(seed, dev) if sde_noise == "seeded" else reference_noise_sampler(dev)
@@ -431,6 +451,48 @@ def run_hq(transformer, upsampler, latents_mean: torch.Tensor, latents_std: torc
         den2 = ConditionedDenoiser(tr2, pv, pa, pm, rope=conditioned_positions(tr2, shape, cond2, dev),
                                    strategy=strategy, condition=cond2, blend=False)
         v, a = stage2(den2, up, a, v2n, a2n, noise_sampler=sampler(), condition=cond2, callback=cb("stage2"))
+    finally:
+        if lora is not None:
+            lora.set_strength(before)
+    return strip_appended(v, shape), a
+
+
+@torch.no_grad()
+def run_distilled(transformer, upsampler, latents_mean: torch.Tensor, latents_std: torch.Tensor, *,
+                  positive: tuple, shape: LatentShape, seed: int,
+                  images: Sequence[tuple[ImageLatent, ImageLatent]] = (), lora=None,
+                  lora_strengths: tuple[float, float] = (1.0, 1.0), noise: tuple[torch.Tensor, ...] | None = None,
+                  device=None, callback: Callable[[str, dict], None] | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distilled two-stage flow (official ``DistilledPipeline``, for the distilled checkpoint): Euler over
+    the fixed :data:`~core.sampling.ltx_schedule.DISTILLED_SIGMAS` at half resolution with the positive prompt
+    only, the x2 upsampler, re-noise to the first stage-2 sigma and Euler over :data:`STAGE2_SIGMAS`.
+
+    Same noise convention, conditioning and ``lora`` handling as :func:`run_hq` (no guidance, no SDE noise).
+    Returns packed normalised (video [B, S, C] at ``shape``, audio [B, T, C*M]).
+    """
+    dev, s1, cond1, cond2, (v1n, a1n, v2n, a2n) = _two_stage_setup(transformer, shape, seed, list(images), noise,
+                                                                   device)
+
+    def cb(stage):
+        return None if callback is None else (lambda d: callback(stage, d))
+
+    pv, pa, pm = positive
+    before = None if lora is None else lora.strength
+    try:
+        if lora is not None:
+            lora.set_strength(lora_strengths[0])
+        den1 = ConditionedDenoiser(transformer, pv, pa, pm, rope=conditioned_positions(transformer, s1, cond1, dev),
+                                   condition=cond1)
+        v, a = sample_euler_av(den1, stage1_start(v1n, cond1), a1n, DISTILLED_SIGMAS, callback=cb("stage1"))
+        del den1
+        up = upsample_stage1(upsampler, strip_appended(v, s1), s1, latents_mean, latents_std)
+        if lora is not None:
+            lora.set_strength(lora_strengths[1])
+        den2 = ConditionedDenoiser(transformer, pv, pa, pm, rope=conditioned_positions(transformer, shape, cond2, dev),
+                                   condition=cond2)
+        v, a = stage2_start(up, a, v2n, a2n, STAGE2_SIGMAS[0], cond2)
+        v, a = sample_euler_av(den2, v, a, STAGE2_SIGMAS, callback=cb("stage2"))
     finally:
         if lora is not None:
             lora.set_strength(before)

@@ -172,3 +172,40 @@ def test_generate_frees_what_it_loaded(tiny, gemma_folder, monkeypatch):  # noqa
     frames, _, _ = generate(file, folder, "a cat", "blurry", **KW)
     assert frames.shape == (9, 64, 64, 3)
     assert seen == {"gemma alive at checkpoint load": False, "transformer alive at decode": False}
+
+
+def test_generate_distilled_pipeline(tiny, gemma_folder, tmp_path):  # noqa: F811
+    """pipeline="distilled": the stages of hq.run_distilled (oracle-tested against ltx-core in test_ltx2_hq.py)
+    wired with the prompt, seed, upsampler file and decode; unguided, so steps / guidance are refused."""
+    import json
+
+    from safetensors.torch import save_file
+
+    import test_ltx2_upsampler as t_up
+    from comfyui_cosmos3_ltx2.ltx2 import hq as HQ
+    from comfyui_cosmos3_ltx2.ltx2.upsampler import load_latent_upsampler
+
+    if tiny[0] != "2.3":
+        pytest.skip("the distilled checkpoint is an LTX-2.3 release")
+    ck, gemma = _loaded(tiny, gemma_folder)
+    kw = t_up.VARIANTS["2.3"]
+    up_file = tmp_path / "upsampler.safetensors"
+    save_file({k: v.contiguous() for k, v in t_up.build_reference(kw, seed=3).state_dict().items()}, str(up_file),
+              metadata={"config": json.dumps(t_up.official_config(kw))})
+    args = dict(width=128, height=128, num_frames=9, fps=24.0, seed=3, device="cpu", dtype="fp32",
+                pipeline="distilled", upsampler=up_file)
+    stages = []
+    frames, wave, _ = generate(ck, gemma, "a cat", callback=lambda d: stages.append(d["stage"]), **args)
+    assert stages == ["stage1"] * 8 + ["stage2"] * 3 and frames.shape == (9, 128, 128, 3)
+    shape = P.latent_shape(9, 128, 128, 24.0, video_channels=16, audio_channels=ck.audio_vae.latent_channels,
+                           mel_bins=ck.audio_vae.mel_bins // ck.audio_vae.mel_compression_ratio)
+    pos = P.encode_prompt(ck.connectors, *gemma.encode("a cat"))
+    up = load_latent_upsampler(up_file, dtype=torch.float32)
+    v, a = HQ.run_distilled(ck.transformer, up, ck.video_vae.latents_mean, ck.video_vae.latents_std, positive=pos,
+                            shape=shape, seed=3)
+    want, want_wave, _ = P.decode(ck.video_vae, ck.audio_vae, ck.vocoder, v, a, shape)
+    assert torch.equal(frames, want) and torch.equal(wave, want_wave[0])
+    for extra, match in (({"steps": 8}, "steps"), ({"video_guidance": P.Guidance(cfg=2.0)}, "video_guidance"),
+                         ({"upsampler": None}, "upsampler"), ({"width": 96}, "width must be a multiple of 64")):
+        with pytest.raises(ValueError, match=match):
+            generate(ck, gemma, "a cat", **{**args, **extra})

@@ -391,37 +391,54 @@ def test_stage2_partial_strength_replaces_then_noises():
 # 3. Keyframes (appended tokens) against ltx-core's own conditioning items and positions
 
 
+def _core_video_state(tr, sh, imgs, strength, frame_idx, ropes, initial=None):
+    """ltx-core's conditioned video state: ``VideoLatentTools`` initial state (optionally from ``initial``), the
+    first frame (``VideoConditionByLatentIndex``) and a keyframe (``VideoConditionByKeyframeIndex``); registers
+    the rotary tables of ltx-core's positions in ``ropes`` (keyed by token count). Returns (tools, state)."""
+    from ltx_core.components.patchifiers import VideoLatentPatchifier
+    from ltx_core.conditioning import VideoConditionByKeyframeIndex, VideoConditionByLatentIndex
+    from ltx_core.tools import VideoLatentShape, VideoLatentTools
+
+    tools = VideoLatentTools(VideoLatentPatchifier(1), VideoLatentShape(1, sh.video_channels, sh.frames, sh.height,
+                                                                       sh.width), sh.fps)
+    st = tools.create_initial_state("cpu", torch.float32, initial)
+    st = VideoConditionByLatentIndex(latent=imgs[0], strength=strength, latent_idx=0).apply_to(st, tools)
+    st = VideoConditionByKeyframeIndex(keyframes=imgs[1], frame_idx=frame_idx, strength=strength).apply_to(st, tools)
+    assert st.attention_mask is None
+    ropes[st.latent.shape[1]] = tr.rope(st.positions.float(), tr.audio_coords(1, sh.audio_frames))
+    return tools, st
+
+
+def _core_audio_state(latent):
+    from ltx_core.types import LatentState
+
+    return LatentState(latent=latent.clone(), denoise_mask=torch.ones(*latent.shape[:2], 1),
+                       positions=torch.zeros(1), clean_latent=latent.clone())
+
+
+def _core_conditioned(tr, seed, strength, frame_idx):
+    """(X0 adapter whose rotary tables come from ltx-core's positions, GaussianNoiser on a CPU generator seeded
+    with ``seed``, a ``video_state(shape, (first, keyframe), initial=None)`` builder)."""
+    from ltx_core.components.noisers import GaussianNoiser
+
+    ropes = {}
+
+    def video_state(sh, imgs, initial=None):
+        return _core_video_state(tr, sh, imgs, strength, frame_idx, ropes, initial)
+
+    return _CoreX0(tr, ropes), GaussianNoiser(torch.Generator("cpu").manual_seed(seed)), video_state
+
+
 def _hq_keyframe_reference(ours, upsampler, shape, seed, steps, first, keyframe, frame_idx, strength):
     """The HQ flow with ltx-core building the conditioned states: ``VideoLatentTools`` (initial state and
     positions), ``VideoConditionByLatentIndex`` (frame 0) and ``VideoConditionByKeyframeIndex`` (appended),
     ``GaussianNoiser`` over the grown state, ``clear_conditioning`` after each stage. The video rotary tables
     come from ltx-core's positions (not ours)."""
-    from ltx_core.components.noisers import GaussianNoiser
-    from ltx_core.components.patchifiers import VideoLatentPatchifier
-    from ltx_core.conditioning import VideoConditionByKeyframeIndex, VideoConditionByLatentIndex
-    from ltx_core.tools import VideoLatentShape, VideoLatentTools
-    from ltx_core.types import LatentState
-
     tr = ours["transformer"]
     s1 = HQ.half_shape(shape)
     (vc, ac, m), (nvc, nac, _) = _contexts(ours)
-    ropes = {}
-    model = _CoreX0(tr, ropes)
-    noiser = GaussianNoiser(torch.Generator("cpu").manual_seed(seed))
-
-    def video_state(sh, imgs, initial=None):
-        tools = VideoLatentTools(VideoLatentPatchifier(1), VideoLatentShape(1, sh.video_channels, sh.frames, sh.height,
-                                                                           sh.width), sh.fps)
-        st = tools.create_initial_state("cpu", torch.float32, initial)
-        st = VideoConditionByLatentIndex(latent=imgs[0], strength=strength, latent_idx=0).apply_to(st, tools)
-        st = VideoConditionByKeyframeIndex(keyframes=imgs[1], frame_idx=frame_idx, strength=strength).apply_to(st, tools)
-        assert st.attention_mask is None
-        ropes[st.latent.shape[1]] = tr.rope(st.positions.float(), tr.audio_coords(1, sh.audio_frames))
-        return tools, st
-
-    def audio_state(latent):
-        return LatentState(latent=latent.clone(), denoise_mask=torch.ones(*latent.shape[:2], 1),
-                           positions=torch.zeros(1), clean_latent=latent.clone())
+    model, noiser, video_state = _core_conditioned(tr, seed, strength, frame_idx)
+    audio_state = _core_audio_state
 
     tools1, vs = video_state(s1, (first[0], keyframe[0]))
     vs = noiser(vs, 1.0)
@@ -519,3 +536,52 @@ def test_token_timesteps_equal_per_token_timesteps(tmp_path_factory):
     ref = tr(vx, ax, vc, ac, sigma, timestep=torch.gather(levels, 1, index) * sigma, rope=rope,
              use_cross_timestep=False)
     assert all(torch.equal(a, b) for a, b in zip(legacy, ref))
+
+
+@pytest.mark.skipif(not ltx_oracles_available(), reason="ltx-core / ltx-pipelines not installed")
+def test_distilled_flow_matches_ltx_core(tmp_path_factory):
+    """run_distilled (first frame + keyframe at strength 0.7) against ltx-pipelines' DistilledPipeline order
+    built from ltx-core parts: conditioning items, GaussianNoiser, euler_denoising_loop with
+    simple_denoising_func over DISTILLED_SIGMA_VALUES, upsample_video, stage 2 over the stage-2 sigmas."""
+    from ltx_core.components.diffusion_steps import EulerDiffusionStep
+    from ltx_pipelines.utils.constants import DISTILLED_SIGMA_VALUES, STAGE_2_DISTILLED_SIGMA_VALUES
+    from ltx_pipelines.utils.helpers import simple_denoising_func
+    from ltx_pipelines.utils.samplers import euler_denoising_loop
+
+    _, ours = _setup("2.3", tmp_path_factory)
+    tr = ours["transformer"]
+    shape = _hq_shape()
+    s1 = HQ.half_shape(shape)
+    upsampler = _upsampler()
+    seed, frame_idx, strength = 7, 8, 0.7
+    first = (_image_latent(s1, 41), _image_latent(shape, 42))
+    key = (_image_latent(s1, 43), _image_latent(shape, 44))
+    (vc, ac, m), _ = _contexts(ours)
+
+    model, noiser, video_state = _core_conditioned(tr, seed, strength, frame_idx)
+    audio_state = _core_audio_state
+
+    den = simple_denoising_func(video_context=vc, audio_context=ac, transformer=model)
+    tools1, vs = video_state(s1, (first[0], key[0]))
+    vs = noiser(vs, 1.0)
+    as_ = noiser(audio_state(torch.zeros(s1.audio_packed)), 1.0)
+    vs, as_ = euler_denoising_loop(sigmas=torch.tensor(DISTILLED_SIGMA_VALUES), video_state=vs, audio_state=as_,
+                                   stepper=EulerDiffusionStep(), denoise_fn=den)
+    up = _core_upsample(ours, tools1.clear_conditioning(vs).latent, s1, upsampler)
+    sig2 = torch.tensor(STAGE_2_DISTILLED_SIGMA_VALUES)
+    tools2, vs2 = video_state(shape, (first[1], key[1]), initial=up)
+    vs2 = noiser(vs2, sig2[0])
+    as2 = noiser(audio_state(as_.latent), sig2[0])
+    vs2, as2 = euler_denoising_loop(sigmas=sig2, video_state=vs2, audio_state=as2, stepper=EulerDiffusionStep(),
+                                    denoise_fn=den)
+    ref_v, ref_a = tools2.clear_conditioning(vs2).latent, as2.latent
+
+    images = [(HQ.ImageLatent(first[0], 0, strength), HQ.ImageLatent(first[1], 0, strength)),
+              (HQ.ImageLatent(key[0], frame_idx, strength), HQ.ImageLatent(key[1], frame_idx, strength))]
+    stages = []
+    v, a = HQ.run_distilled(tr, upsampler, ours["vae"].latents_mean, ours["vae"].latents_std, positive=(vc, ac, m),
+                            shape=shape, seed=seed, images=images, callback=lambda st, d: stages.append(st))
+    assert stages == ["stage1"] * 8 + ["stage2"] * 3
+    rv, ra = _rel(v, ref_v), _rel(a, ref_a)
+    print(f"distilled flow vs ltx-core: video {rv:.2e} audio {ra:.2e}")
+    assert v.shape == shape.video_packed and rv < 1e-4 and ra < 1e-4, (rv, ra)
