@@ -40,6 +40,7 @@ an error that names the first unmatched keys; nothing is changed in that case.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Union
 
@@ -290,3 +291,18 @@ def merge_lora(
     _stack(module).append(handle)
     handle.set_strength(strength)
     return handle
+
+
+@contextmanager
+def strength_scope(handle: LoraHandle | None):
+    """``with strength_scope(handle) as use: use(s1); ...; use(s2); ...`` moves a merged LoRA between
+    strengths (``use`` does nothing for ``handle=None``) and sets it back to its strength on entry when the
+    block ends, errors and interruptions included."""
+    if handle is None:
+        yield lambda strength: None
+        return
+    before = handle.strength
+    try:
+        yield handle.set_strength
+    finally:
+        handle.set_strength(before)

@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..core.lora import LoraHandle
+from ..core.lora import LoraHandle, strength_scope
 from ..core.sampling.ltx_schedule import ltx2_sigmas
 from .hq import (
     HQ_AUDIO_GUIDANCE,
@@ -33,12 +33,12 @@ from .hq import (
     build_condition,
     conditioned_positions,
     half_shape,
-    noise_latent,
     run_distilled,
     run_hq,
+    stage1_start,
     strip_appended,
 )
-from .image import DEFAULT_IMAGE_CRF, encode_image, prepare_image
+from .image import DEFAULT_IMAGE_CRF, conditioning_pixels, encode_image, source_rgb
 from .pipeline import Guidance, decode, encode_prompt, latent_shape, sample_euler_av
 
 __all__ = ["AUDIO_GUIDANCE", "DEFAULT_STEPS", "PIPELINES", "VIDEO_GUIDANCE", "Keyframe", "generate",
@@ -100,9 +100,11 @@ def _keyframes(image, image_strength, keyframes, num_frames: int) -> list[Keyfra
     return sorted(out, key=lambda k: k.frame_idx != 0)
 
 
-def _image_latents(vae, frames: list[Keyframe], height: int, width: int, crf: float) -> list[ImageLatent]:
-    return [ImageLatent(encode_image(vae, prepare_image(k.image, height, width, crf)), k.frame_idx, float(k.strength))
-            for k in frames]
+def _image_latents(vae, frames: list[Keyframe], pictures: list[torch.Tensor], height: int, width: int
+                   ) -> list[ImageLatent]:
+    """The conditioning latents at one pixel size; ``pictures``: the frames' :func:`~.image.source_rgb`."""
+    return [ImageLatent(encode_image(vae, conditioning_pixels(rgb, height, width)), k.frame_idx, float(k.strength))
+            for k, rgb in zip(frames, pictures)]
 
 
 def _release(device) -> None:
@@ -224,6 +226,8 @@ def generate(
     video_guidance = vg if video_guidance is None else video_guidance
     audio_guidance = ag if audio_guidance is None else audio_guidance
     frames_in = _keyframes(image, image_strength, keyframes, num_frames)
+    # decoded and H.264-round-tripped once, then sized per stage
+    pictures = [source_rgb(k.image, image_crf) for k in frames_in]
 
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     # Gemma first: encode both prompts, and free Gemma before the checkpoint loads when this call loaded it
@@ -259,8 +263,8 @@ def generate(
     try:
         if two_stage:
             s1 = half_shape(shape)
-            images = list(zip(_image_latents(vae, frames_in, s1.height * 32, s1.width * 32, image_crf),
-                              _image_latents(vae, frames_in, height, width, image_crf)))
+            images = list(zip(_image_latents(vae, frames_in, pictures, s1.height * 32, s1.width * 32),
+                              _image_latents(vae, frames_in, pictures, height, width)))
             cb = None if callback is None else (lambda stage, d: callback({**d, "stage": stage}))
         if distilled:
             video, audio = run_distilled(tr, upsampler, vae.latents_mean, vae.latents_std, positive=positive,
@@ -273,7 +277,7 @@ def generate(
                                   lora=handle, lora_strengths=tuple(lora_strengths), sde_noise=sde_noise,
                                   strategy=strategy, device=device, callback=cb)
         else:
-            video, audio = _one_stage(ck, shape, positive, negative, frames_in, width, height, image_crf, steps,
+            video, audio = _one_stage(ck, shape, positive, negative, frames_in, pictures, width, height, steps,
                                       video_guidance, audio_guidance, seed, strategy, device, handle,
                                       lora_strengths[0], callback)
     finally:
@@ -288,22 +292,16 @@ def generate(
     return frames, wave[0], rate
 
 
-def _one_stage(ck, shape, positive, negative, frames_in, width, height, crf, steps, video_guidance,
+def _one_stage(ck, shape, positive, negative, frames_in, pictures, width, height, steps, video_guidance,
                audio_guidance, seed, strategy, device, handle, strength, callback):
     tr = ck.transformer
-    cond = build_condition(shape, _image_latents(ck.video_vae, frames_in, height, width, crf), tr, device)
+    cond = build_condition(shape, _image_latents(ck.video_vae, frames_in, pictures, height, width), tr, device)
     appended = 0 if cond is None else cond.appended
     video, audio = (t.to(device) for t in initial_noise(shape, seed, appended))
-    if cond is not None:
-        video = noise_latent(cond.clean, video, 1.0, cond.mask)
-    before = None if handle is None else handle.strength
-    try:
-        if handle is not None:
-            handle.set_strength(strength)
+    video = stage1_start(video, cond)
+    with strength_scope(handle) as use_lora:
+        use_lora(strength)
         model = ConditionedDenoiser(tr, *positive, *negative, rope=conditioned_positions(tr, shape, cond, device),
                                     video=video_guidance, audio=audio_guidance, strategy=strategy, condition=cond)
         video, audio = sample_euler_av(model, video, audio, ltx2_sigmas(steps), callback=callback)
-    finally:
-        if handle is not None:
-            handle.set_strength(before)
     return strip_appended(video, shape), audio

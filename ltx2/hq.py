@@ -37,6 +37,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..core.lora import strength_scope
 from ..core.sampling.ltx_schedule import DISTILLED_SIGMAS, STAGE2_DISTILLED_SIGMAS, ltx2_sigmas
 from ..core.sampling.res2s import reference_noise_sampler, sample_res2s, seeded_noise_sampler
 from .pipeline import Guidance, LatentShape, LTX2Denoiser, pack_video, positions, sample_euler_av, unpack_video
@@ -210,12 +211,8 @@ def build_condition(shape: LatentShape, images: Sequence[ImageLatent], transform
 
 def conditioned_positions(transformer, shape: LatentShape, condition: VideoCondition | None, device=None):
     """:func:`ltx2.pipeline.positions` for a sequence grown by appended keyframe tokens."""
-    if condition is None or not condition.appended:
-        return positions(transformer, shape, device)
-    vc = transformer.video_coords(1, shape.frames, shape.height, shape.width, fps=shape.fps, device=device)
-    vc = torch.cat([vc, condition.keyframe_coords[:1].to(device=vc.device)], dim=2)
-    ac = transformer.audio_coords(1, shape.audio_frames, device=device)
-    return transformer.rope(vc, ac)
+    extra = None if condition is None else condition.keyframe_coords
+    return positions(transformer, shape, device, extra_video_coords=extra)
 
 
 def strip_appended(video: torch.Tensor, shape: LatentShape) -> torch.Tensor:
@@ -373,6 +370,11 @@ def stage2(denoiser: Callable, video: torch.Tensor, audio: torch.Tensor, video_n
                         denoise_mask=mask, clean_latent=clean, **res2s_kwargs)
 
 
+def _stage_callback(callback: Callable[[str, dict], None] | None, stage: str):
+    """A sampler callback that reports ``stage`` with each step (None without a callback)."""
+    return None if callback is None else (lambda d: callback(stage, d))
+
+
 def _two_stage_setup(transformer, shape: LatentShape, seed: int, pairs, noise, device):
     """(device, stage-1 shape, stage-1 and stage-2 conditions, the four packed noises) of a two-stage run."""
     dev = device if device is not None else next(transformer.parameters()).device
@@ -428,32 +430,25 @@ def run_hq(transformer, upsampler, latents_mean: torch.Tensor, latents_std: torc
     def sampler():
         return seeded_noise_sampler(seed, dev) if sde_noise == "seeded" else reference_noise_sampler(dev)
 
-    def cb(stage):
-        return None if callback is None else (lambda d: callback(stage, d))
-
     pv, pa, pm = positive
     nv, na, nm = negative
-    before = None if lora is None else lora.strength
-    try:
-        if lora is not None:
-            lora.set_strength(lora_strengths[0])
+    with strength_scope(lora) as use_lora:
+        use_lora(lora_strengths[0])
         den1 = ConditionedDenoiser(transformer, pv, pa, pm, nv, na, nm,
                                    rope=conditioned_positions(transformer, s1, cond1, dev),
                                    video=video_guidance, audio=audio_guidance, strategy=strategy, condition=cond1,
                                    blend=False)
         sig1 = ltx2_sigmas(steps, tokens=s1.video_tokens)
-        v, a = stage1(den1, v1n, a1n, sig1, noise_sampler=sampler(), condition=cond1, callback=cb("stage1"))
+        v, a = stage1(den1, v1n, a1n, sig1, noise_sampler=sampler(), condition=cond1,
+                      callback=_stage_callback(callback, "stage1"))
         del den1
         up = upsample_stage1(upsampler, strip_appended(v, s1), s1, latents_mean, latents_std)
-        if lora is not None:
-            lora.set_strength(lora_strengths[1])
+        use_lora(lora_strengths[1])
         tr2 = transformer if stage2_transformer is None else stage2_transformer
         den2 = ConditionedDenoiser(tr2, pv, pa, pm, rope=conditioned_positions(tr2, shape, cond2, dev),
                                    strategy=strategy, condition=cond2, blend=False)
-        v, a = stage2(den2, up, a, v2n, a2n, noise_sampler=sampler(), condition=cond2, callback=cb("stage2"))
-    finally:
-        if lora is not None:
-            lora.set_strength(before)
+        v, a = stage2(den2, up, a, v2n, a2n, noise_sampler=sampler(), condition=cond2,
+                      callback=_stage_callback(callback, "stage2"))
     return strip_appended(v, shape), a
 
 
@@ -474,26 +469,18 @@ def run_distilled(transformer, upsampler, latents_mean: torch.Tensor, latents_st
     dev, s1, cond1, cond2, (v1n, a1n, v2n, a2n) = _two_stage_setup(transformer, shape, seed, list(images), noise,
                                                                    device)
 
-    def cb(stage):
-        return None if callback is None else (lambda d: callback(stage, d))
-
     pv, pa, pm = positive
-    before = None if lora is None else lora.strength
-    try:
-        if lora is not None:
-            lora.set_strength(lora_strengths[0])
+    with strength_scope(lora) as use_lora:
+        use_lora(lora_strengths[0])
         den1 = ConditionedDenoiser(transformer, pv, pa, pm, rope=conditioned_positions(transformer, s1, cond1, dev),
                                    condition=cond1)
-        v, a = sample_euler_av(den1, stage1_start(v1n, cond1), a1n, DISTILLED_SIGMAS, callback=cb("stage1"))
+        v, a = sample_euler_av(den1, stage1_start(v1n, cond1), a1n, DISTILLED_SIGMAS,
+                               callback=_stage_callback(callback, "stage1"))
         del den1
         up = upsample_stage1(upsampler, strip_appended(v, s1), s1, latents_mean, latents_std)
-        if lora is not None:
-            lora.set_strength(lora_strengths[1])
+        use_lora(lora_strengths[1])
         den2 = ConditionedDenoiser(transformer, pv, pa, pm, rope=conditioned_positions(transformer, shape, cond2, dev),
                                    condition=cond2)
         v, a = stage2_start(up, a, v2n, a2n, STAGE2_SIGMAS[0], cond2)
-        v, a = sample_euler_av(den2, v, a, STAGE2_SIGMAS, callback=cb("stage2"))
-    finally:
-        if lora is not None:
-            lora.set_strength(before)
+        v, a = sample_euler_av(den2, v, a, STAGE2_SIGMAS, callback=_stage_callback(callback, "stage2"))
     return strip_appended(v, shape), a

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["DEFAULT_IMAGE_CRF", "encode_image", "h264_round_trip", "prepare_image", "resize_and_center_crop",
-           "to_rgb255"]
+__all__ = ["DEFAULT_IMAGE_CRF", "conditioning_pixels", "encode_image", "h264_round_trip", "prepare_image",
+           "resize_and_center_crop", "source_rgb", "to_rgb255"]
 
 DEFAULT_IMAGE_CRF = 33
 
@@ -98,14 +98,23 @@ def resize_and_center_crop(rgb255: torch.Tensor, height: int, width: int) -> tor
     return x[:, :, top : top + height, left : left + width].unsqueeze(2)
 
 
-def prepare_image(image, height: int, width: int, crf: float = DEFAULT_IMAGE_CRF) -> torch.Tensor:
-    """A picture -> float32 [1, 3, 1, height, width] in [-1, 1], ready for the VAE encoder."""
+def source_rgb(image, crf: float = DEFAULT_IMAGE_CRF) -> torch.Tensor:
+    """Steps 1-2, the part that does not depend on the target size: a picture -> float32 [H, W, 3] in
+    0..255, after the H.264 round trip when ``crf > 0``. Prepare once, size with :func:`conditioning_pixels`."""
     if crf < 0:
         raise ValueError(f"image_crf must be >= 0 (0 = no compression), got {crf!r}")
     rgb = to_rgb255(image)
-    if crf > 0:
-        rgb = h264_round_trip(rgb, crf)
-    return resize_and_center_crop(rgb, height, width) / 127.5 - 1.0
+    return h264_round_trip(rgb, crf) if crf > 0 else rgb
+
+
+def conditioning_pixels(rgb255: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Steps 3-4: [H, W, 3] in 0..255 -> float32 [1, 3, 1, height, width] in [-1, 1]."""
+    return resize_and_center_crop(rgb255, height, width) / 127.5 - 1.0
+
+
+def prepare_image(image, height: int, width: int, crf: float = DEFAULT_IMAGE_CRF) -> torch.Tensor:
+    """A picture -> float32 [1, 3, 1, height, width] in [-1, 1], ready for the VAE encoder."""
+    return conditioning_pixels(source_rgb(image, crf), height, width)
 
 
 @torch.no_grad()

@@ -35,6 +35,7 @@ import torch
 
 from ..core.guidance import multipass_guidance, needed_passes
 from ..core.sampling.euler import sample_euler
+from .transformer import TokenTimesteps
 
 __all__ = [
     "Guidance",
@@ -170,10 +171,14 @@ def unpack_audio(tokens: torch.Tensor, channels: int) -> torch.Tensor:
     return tokens.reshape(b, t, channels, f // channels).transpose(1, 2)
 
 
-def positions(transformer, shape: LatentShape, device=None):
+def positions(transformer, shape: LatentShape, device=None, extra_video_coords: torch.Tensor | None = None):
     """The transformer's rotary tables for this latent geometry (batch 1: they broadcast over any batch,
-    including the pass-expanded one). Build once per resolution and pass to :class:`LTX2Denoiser`."""
+    including the pass-expanded one). Build once per resolution and pass to :class:`LTX2Denoiser`.
+    ``extra_video_coords`` ([B, 3, K, 2]) are the positions of tokens appended after the video tokens
+    (keyframes; see :mod:`.hq`)."""
     vc = transformer.video_coords(1, shape.frames, shape.height, shape.width, fps=shape.fps, device=device)
+    if extra_video_coords is not None:
+        vc = torch.cat([vc, extra_video_coords[:1].to(device=vc.device)], dim=2)
     ac = transformer.audio_coords(1, shape.audio_frames, device=device)
     return transformer.rope(vc, ac)
 
@@ -317,7 +322,7 @@ class LTX2Denoiser:
             extra = {}
             if timestep is not None:
                 extra["timestep"] = timestep if n == 1 else (
-                    timestep.repeat(n) if hasattr(timestep, "index") else timestep.repeat(n, 1))
+                    timestep.repeat(n) if isinstance(timestep, TokenTimesteps) else timestep.repeat(n, 1))
             if self._share is not None and gi in (self._share[0], self._share[2]):
                 gc, row, _, k = self._share
                 extra["prefix"] = {"capture": k} if gi == gc else shared

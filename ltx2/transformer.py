@@ -402,19 +402,25 @@ class LTX2Block(nn.Module):
 # Positions
 
 
+def _pixel_bounds(frames: int, height: int, width: int, scale_factors: Sequence[int], device) -> torch.Tensor:
+    """[3, F*H*W, 2] pixel-space [start, end) bounds of each latent cell, tokens in (f, h, w) order."""
+    axes = [torch.arange(n, dtype=torch.float32, device=device) for n in (frames, height, width)]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0).flatten(1)  # [3, S]
+    scale = torch.tensor([float(s) for s in scale_factors], device=device).view(3, 1, 1)
+    return torch.stack([grid, grid + 1], dim=-1) * scale
+
+
+def _with_time(pix: torch.Tensor, t: torch.Tensor, batch: int) -> torch.Tensor:
+    return torch.cat([t[None], pix[1:]], dim=0).unsqueeze(0).expand(batch, -1, -1, -1).contiguous()
+
+
 def video_coords(batch: int, frames: int, height: int, width: int, *, fps: float = 24.0,
                  scale_factors: Sequence[int] = (8, 32, 32), causal_offset: int = 1,
                  device=None) -> torch.Tensor:
     """[B, 3, F*H*W, 2] pixel-space [start, end) bounds of each latent token, tokens in (f, h, w)
     order; the time axis is shifted for the causal first frame, clamped at 0 and given in seconds."""
-    axes = [torch.arange(n, dtype=torch.float32, device=device) for n in (frames, height, width)]
-    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0).flatten(1)  # [3, S]
-    bounds = torch.stack([grid, grid + 1], dim=-1)  # [3, S, 2]
-    scale = torch.tensor([float(s) for s in scale_factors], device=device).view(3, 1, 1)
-    pix = bounds * scale
-    t = (pix[0] + causal_offset - scale_factors[0]).clamp(min=0) / fps
-    pix = torch.cat([t[None], pix[1:]], dim=0)
-    return pix.unsqueeze(0).expand(batch, -1, -1, -1).contiguous()
+    pix = _pixel_bounds(frames, height, width, scale_factors, device)
+    return _with_time(pix, (pix[0] + causal_offset - scale_factors[0]).clamp(min=0) / fps, batch)
 
 
 def keyframe_coords(batch: int, frames: int, height: int, width: int, frame_idx: int, *, fps: float = 24.0,
@@ -422,13 +428,8 @@ def keyframe_coords(batch: int, frames: int, height: int, width: int, frame_idx:
     """[B, 3, F*H*W, 2] bounds of keyframe tokens appended after the video tokens (official
     ``VideoConditionByKeyframeIndex``): the keyframe latent's own pixel grid with no causal shift, its time
     axis moved by the pixel frame index ``frame_idx`` and then given in seconds."""
-    axes = [torch.arange(n, dtype=torch.float32, device=device) for n in (frames, height, width)]
-    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0).flatten(1)
-    scale = torch.tensor([float(s) for s in scale_factors], device=device).view(3, 1, 1)
-    pix = torch.stack([grid, grid + 1], dim=-1) * scale
-    t = (pix[0] + float(frame_idx)) / fps
-    pix = torch.cat([t[None], pix[1:]], dim=0)
-    return pix.unsqueeze(0).expand(batch, -1, -1, -1).contiguous()
+    pix = _pixel_bounds(frames, height, width, scale_factors, device)
+    return _with_time(pix, (pix[0] + float(frame_idx)) / fps, batch)
 
 
 def audio_coords(batch: int, frames: int, *, scale_factor: int = 4, causal_offset: int = 1,

@@ -9,7 +9,7 @@ from ltx_oracle import ltx_oracles_available
 import torch
 from safetensors.torch import save_file
 
-from comfyui_cosmos3_ltx2.core.lora import LoraError, load_lora_state, merge_lora
+from comfyui_cosmos3_ltx2.core.lora import LoraError, load_lora_state, merge_lora, strength_scope
 
 
 def _ltx_core_fuse():
@@ -158,6 +158,22 @@ def test_repeated_changes_do_not_drift():
     fresh = tiny(dtype)
     merge_lora(fresh, lora, 1.0)
     assert_same_bits(m, snapshot(fresh))
+
+
+def test_strength_scope_moves_then_restores():
+    m = tiny()
+    h = merge_lora(m, make_lora(), 0.7)
+    at_entry = snapshot(m)
+    with pytest.raises(KeyboardInterrupt):
+        with strength_scope(h) as use:
+            use(0.25)
+            assert h.strength == 0.25
+            use(0.5)
+            raise KeyboardInterrupt
+    assert h.strength == 0.7
+    assert_same_bits(m, at_entry)
+    with strength_scope(None) as use:  # no LoRA: nothing to move
+        use(0.5)
 
 
 def test_stacked_loras_change_in_any_order():
