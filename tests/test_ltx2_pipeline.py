@@ -24,6 +24,7 @@ from comfyui_cosmos3_ltx2.ltx2.transformer import LTX2Transformer
 from comfyui_cosmos3_ltx2.ltx2.video_vae import LTX2VideoVAE
 from comfyui_cosmos3_ltx2.ltx2.vocoder import build_vocoder
 from sync_count import CountScalarReads
+from test_ltx2_audio import _stft_buffers
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -112,21 +113,6 @@ def _stats(module: torch.nn.Module, seed: int) -> None:
     g = torch.Generator().manual_seed(seed)
     module.latents_mean.copy_(torch.randn(module.latents_mean.shape, generator=g) * 0.5)
     module.latents_std.copy_(torch.rand(module.latents_std.shape, generator=g) * 1.5 + 0.5)
-
-
-def _stft_buffers(mel_stft: torch.nn.Module, n_fft: int, n_mels: int) -> None:
-    n = torch.arange(n_fft, dtype=torch.float64)
-    k = torch.arange(n_fft // 2 + 1, dtype=torch.float64)[:, None]
-    window = 0.5 - 0.5 * torch.cos(2 * math.pi * n / n_fft)
-    ang = 2 * math.pi * k * n / n_fft
-    basis = torch.cat([window * torch.cos(ang), -window * torch.sin(ang)]).float()[:, None]
-    mel_stft.stft_fn.forward_basis.copy_(basis)
-    mel_stft.stft_fn.inverse_basis.copy_(basis.flip(-1))
-    bins = n_fft // 2 + 1
-    edges = torch.linspace(0, bins - 1, n_mels + 2)
-    f = torch.arange(bins, dtype=torch.float32)
-    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    mel_stft.mel_basis.copy_(torch.clamp(torch.minimum((f - lo) / (mid - lo), (hi - f) / (hi - mid)), min=0))
 
 
 def _load(cls, folder):
