@@ -222,8 +222,8 @@ class LoraHandle:
             return
         back = (w.float() - self._delta(name, w, self.strength)).to(w.dtype).contiguous()
         if fix is not None:
-            idx, vals = fix
-            back.view(-1)[idx] = vals
+            idx, vals = fix  # (moved along in case the model changed device since the merge)
+            back.view(-1)[idx.to(w.device)] = vals.to(w.device)
         w.data.copy_(back)
 
     # -- public -----------------------------------------------------------------------------------------

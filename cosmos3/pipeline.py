@@ -109,9 +109,10 @@ def encode_prompts(
 
 
 # ---------------------------------------------------------------------------------------------- latents
-def empty_latents(num_frames: int, height: int, width: int, batch: int = 1, channels: int = 48) -> torch.Tensor:
+def empty_latents(num_frames: int, height: int, width: int, batch: int = 1, channels: int = 48,
+                  device=None) -> torch.Tensor:
     """Zero latents ``[B, C, T, H/16, W/16]`` for text-to-video (text-to-image when ``num_frames == 1``)."""
-    return torch.zeros(batch, channels, *latent_shape(num_frames, height, width))
+    return torch.zeros(batch, channels, *latent_shape(num_frames, height, width), device=device)
 
 
 def preprocess_image(image, height: int, width: int) -> torch.Tensor:
@@ -158,16 +159,18 @@ def encode_image(vae, image: torch.Tensor) -> torch.Tensor:
 
 
 def image_latents(vae, image, num_frames: int, height: int, width: int, batch: int = 1) -> tuple[torch.Tensor, list[int]]:
-    """Image-to-video start: latents whose frame 0 holds the encoded image; the list of clean frames."""
-    first = encode_image(vae, preprocess_image(image, height, width)).cpu()
-    latents = empty_latents(num_frames, height, width, batch, first.shape[1])
+    """Image-to-video start: latents whose frame 0 holds the encoded image; the list of clean frames.
+    The latents are on the VAE's device."""
+    first = encode_image(vae, preprocess_image(image, height, width))
+    latents = empty_latents(num_frames, height, width, batch, first.shape[1], device=first.device)
     latents[:, :, :1] = first
     return latents, [0]
 
 
 def start_latents(latents: torch.Tensor, noise: torch.Tensor, condition_frames: list[int]) -> torch.Tensor:
-    """Noise everywhere except the clean conditioning frames, which keep their latents."""
-    x = noise.to(latents.dtype).clone()
+    """Noise everywhere except the clean conditioning frames, which keep their latents; on the latents'
+    device (the noise is drawn on the CPU, for the same numbers on every device)."""
+    x = noise.to(latents.device, latents.dtype, copy=True)
     for f in condition_frames:
         x[:, :, f] = latents[:, :, f]
     return x

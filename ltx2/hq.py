@@ -85,13 +85,16 @@ class VideoCondition:
 
     ``keyframe_coords`` ([B, 3, K, 2], :func:`~ltx2.transformer.keyframe_coords`) are the positions of the K
     tokens appended after the S video tokens by :func:`append_keyframe` (None when nothing is appended);
-    ``replaced`` counts the leading tokens that :func:`condition_first_frame` wrote over.
+    ``replaced`` counts the leading tokens that :func:`condition_first_frame` wrote over. ``levels`` are the
+    mask's distinct values, ascending, as float32-rounded Python floats, when the builder knows them (so that
+    the denoiser need not read the mask back from the device); None = read them from the mask.
     """
 
     mask: torch.Tensor
     clean: torch.Tensor
     keyframe_coords: torch.Tensor | None = None
     replaced: int = 0  # leading tokens written over by a frame-0 image (whatever its strength)
+    levels: tuple[float, ...] | None = None
 
     @property
     def appended(self) -> int:
@@ -140,7 +143,13 @@ def condition_first_frame(latent: torch.Tensor, image_latent: torch.Tensor, shap
     out[:, :n] = tokens
     mask = torch.ones(latent.shape[0], latent.shape[1], 1, dtype=torch.float32, device=latent.device)
     mask[:, :n] = 1.0 - float(strength)
-    return out, VideoCondition(mask=mask, clean=out.clone(), replaced=n)
+    levels = _mask_levels([1.0 - float(strength)] + ([1.0] if latent.shape[1] > n else []))
+    return out, VideoCondition(mask=mask, clean=out.clone(), replaced=n, levels=levels)
+
+
+def _mask_levels(values) -> tuple[float, ...]:
+    """The distinct float32 roundings of ``values`` (Python floats written into a float32 mask), ascending."""
+    return tuple(sorted(set(torch.tensor(list(values), dtype=torch.float32).tolist())))
 
 
 def _check_strength(strength: float, what: str) -> float:
@@ -170,14 +179,15 @@ def append_keyframe(latent: torch.Tensor, condition: VideoCondition | None, keyf
     tokens = pack_video(keyframe).to(device=latent.device, dtype=latent.dtype).expand(b, -1, -1)
     if condition is None:
         condition = VideoCondition(mask=torch.ones(b, latent.shape[1], 1, device=latent.device),
-                                   clean=latent.clone())
+                                   clean=latent.clone(), levels=_mask_levels([1.0] if latent.shape[1] else []))
     mask = torch.full((b, tokens.shape[1], 1), 1.0 - strength, device=latent.device)
     coords = transformer.keyframe_coords(b, f, h, w, int(frame_idx), fps=fps, device=latent.device)
     if condition.keyframe_coords is not None:
         coords = torch.cat([condition.keyframe_coords.to(latent.device), coords], dim=2)
+    levels = None if condition.levels is None else _mask_levels(condition.levels + (1.0 - strength,))
     new = VideoCondition(mask=torch.cat([condition.mask, mask], dim=1),
                          clean=torch.cat([condition.clean.to(latent.dtype), tokens], dim=1),
-                         keyframe_coords=coords, replaced=condition.replaced)
+                         keyframe_coords=coords, replaced=condition.replaced, levels=levels)
     return torch.cat([latent, tokens], dim=1), new
 
 
@@ -246,10 +256,13 @@ class ConditionedDenoiser(LTX2Denoiser):
         if condition is not None:
             self._mask = condition.mask.float()
             self._clean = condition.clean.float()
-            # the mask's few distinct values (read once, here) -> levels and a per-token index, so that the
-            # transformer embeds K timesteps instead of one per token (TokenTimesteps)
+            # the mask's few distinct values -> levels and a per-token index, so that the transformer embeds
+            # K timesteps instead of one per token (TokenTimesteps). Known from the builder, or read once here.
             token_mask = self._mask.squeeze(-1)  # [B, S]
-            levels = torch.unique(token_mask)
+            if condition.levels is not None:
+                levels = torch.tensor(condition.levels, dtype=torch.float32, device=token_mask.device)
+            else:
+                levels = torch.unique(token_mask)
             self._levels = levels.unsqueeze(0).expand(token_mask.shape[0], -1).contiguous()  # [B, K]
             self._index = torch.searchsorted(levels, token_mask.contiguous())  # [B, S]
 

@@ -505,6 +505,24 @@ def test_keyframe_positions_and_condition():
     assert HQ.strip_appended(torch.zeros(1, n + k, 4), shape).shape == (1, n, 4)
 
 
+@pytest.mark.parametrize("strengths", [(1.0,), (0.7,), (0.7, 0.7), (1.0, 0.3, 0.9), (None, 0.0), (None, 1.0, 0.6)])
+def test_condition_levels_are_the_mask_values(strengths):
+    """The builders know the mask's distinct values (so the denoiser reads nothing back from the device):
+    they are exactly ``torch.unique`` of the mask, whatever the strengths (None = no frame-0 image), also
+    for a one-frame latent that the image fills entirely."""
+    from comfyui_cosmos3_ltx2.ltx2.transformer import keyframe_coords
+
+    tr = SimpleNamespace(keyframe_coords=lambda b, f, h, w, i, fps, device=None: keyframe_coords(
+        b, f, h, w, i, fps=fps, device=device))
+    g = torch.Generator().manual_seed(1)
+    for frames in (17, 1):
+        shape = P.latent_shape(frames, 64, 96, 25.0, video_channels=4, audio_channels=2, mel_bins=2)
+        images = [HQ.ImageLatent(torch.randn(1, 4, 1, 2, 3, generator=g), 0 if i == 0 else 8 * i, s)
+                  for i, s in enumerate(strengths) if s is not None]
+        cond = HQ.build_condition(shape, images, tr)
+        assert cond.levels == tuple(torch.unique(cond.mask).tolist()), (frames, cond.levels)
+
+
 def test_token_timesteps_equal_per_token_timesteps(tmp_path_factory):
     """Conditioned tokens as timestep levels + index: the timestep MLP sees K rows, not S, and the velocities
     equal the per-token [B, S] path up to the MLP's float rounding."""
