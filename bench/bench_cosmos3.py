@@ -45,8 +45,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (MemProbe, med as _med, ratio as _ratio, status_kb as _status_kb, sync, tensor_peak,  # noqa: E402
-                    trim_heap as _trim_heap, weight_bytes)
+from common import (MemProbe, count_ops, med as _med, ops_table, ratio as _ratio,  # noqa: E402
+                    status_kb as _status_kb, sync, tensor_peak, trim_heap as _trim_heap, weight_bytes)
 
 SIDES = ("ours-batched", "ours-serial", "diffusers")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -85,6 +85,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--profile-rows", type=int, default=18)
     p.add_argument("--no-tensor-peak", dest="tensor_peak", action="store_false",
                    help="CPU: skip the profiler-based tensor peak (measured during the warm-up run)")
+    p.add_argument("--no-op-count", dest="op_count", action="store_false",
+                   help="skip the extra run per side that counts dispatched aten ops")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     # internal: one side in a subprocess
     p.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
@@ -267,6 +269,9 @@ def measure(sides: list, noise: torch.Tensor, a) -> dict:
         else:
             out = s.run(noise)
         res[s.name]["latents"] = out.float().cpu()
+        if a.op_count:
+            s.reset()
+            _, res[s.name]["ops"] = count_ops(lambda: s.run(noise))
     for _ in range(a.repeats):
         for s in sides:
             s.reset()
@@ -383,6 +388,8 @@ def report(a, res: dict, info: dict) -> str:
                              "process RSS at the peak" + (" (this side's own process)" if a.isolate
                                                           else " (one process holding every side's model)")),
     ]
+
+    lines += ops_table(names, res, "diffusers", a.steps)
 
     # parity
     if ref is not None:

@@ -59,8 +59,8 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # ltx-pipelines' loops draw progress
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (MemProbe, med as _med, ratio as _ratio, sync, tensor_peak,  # noqa: E402
-                    trim_heap as _trim_heap, weight_bytes)
+from common import (MemProbe, count_ops, med as _med, ops_table, ratio as _ratio, sync,  # noqa: E402
+                    tensor_peak, trim_heap as _trim_heap, weight_bytes)
 
 SIDES = ("ours-split", "ours-batched", "ltx-core")
 REF = "ltx-core"
@@ -104,6 +104,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--profile-rows", type=int, default=18)
     p.add_argument("--no-tensor-peak", dest="tensor_peak", action="store_false",
                    help="CPU: skip the profiler-based tensor peak (measured during the warm-up run)")
+    p.add_argument("--no-op-count", dest="op_count", action="store_false",
+                   help="skip the extra step per side that counts dispatched aten ops")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     return p.parse_args(argv)
 
@@ -369,6 +371,8 @@ def measure(sides: list, a) -> dict:
         else:
             out = s.run()
         res[s.name]["out"] = tuple(o.float().cpu() for o in out)
+        if a.op_count:
+            _, res[s.name]["ops"] = count_ops(s.run)
     for _ in range(a.repeats):
         for s in sides:
             probe.start()
@@ -530,6 +534,7 @@ def report(a, res: dict, info: dict) -> str:
         "held: tensors built once per stage before the steps (our rotary tables; ltx-core rebuilds its own "
         "in every transformer call, inside the step)",
     ]
+    lines += ops_table(names, res, REF, 1)
     if ref is not None:
         lines.append("")
         for n in names:

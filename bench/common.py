@@ -99,6 +99,87 @@ def tensor_peak(run) -> tuple[object, int | None]:
     return out, peak
 
 
+_NO_KERNEL = {"_unsafe_view", "detach", "lift_fresh", "alias", "empty", "empty_strided", "sym_size",
+              "sym_stride", "sym_numel", "sym_storage_offset", "_local_scalar_dense"}
+
+
+def _is_view(func) -> bool:
+    """An op whose output aliases its input without writing it (view, transpose, slice, expand, ...)."""
+    schema = func._schema
+    return not schema.is_mutable and any(r.alias_info is not None for r in schema.returns)
+
+
+def count_ops(run, by_op: bool = False) -> tuple[object, dict]:
+    """Call ``run()`` once under a dispatch mode that counts the aten ops it dispatches; returns (its result,
+    counts). ``kernels``: ops that compute (not views, not allocations of uninitialised memory); on a GPU
+    each is one or more kernel launches, so at sizes where launches and Python dominate, time follows it.
+    ``host_reads``: ``aten._local_scalar_dense`` calls (``.item()``, ``bool(t)``), each a host-device sync on
+    a GPU. ``all``: every dispatched op. Counts do not depend on the machine. ``by_op``: also a ``Counter``
+    of the kernels per op name."""
+    import collections
+
+    from torch.overrides import TorchFunctionMode
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    counts = dict(all=0, kernels=0, host_reads=0)
+    names = collections.Counter()
+    inside = [0]  # > 0 while a call that CUDA runs as one fused kernel is being decomposed
+
+    class _Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__
+            if name == "_local_scalar_dense":
+                counts["host_reads"] += 1
+            if not inside[0]:
+                counts["all"] += 1
+                if name not in _NO_KERNEL and not _is_view(func):
+                    counts["kernels"] += 1
+                    names[name] += 1
+            return func(*args, **(kwargs or {}))
+
+    class _Fused(TorchFunctionMode):
+        """F.rms_norm is one kernel on CUDA (``_fused_rms_norm``) but a chain of ops on the CPU: count it once."""
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func in _FUSED_ON_CUDA and not inside[0]:
+                counts["all"] += 1
+                counts["kernels"] += 1
+                names[func.__name__] += 1
+                inside[0] += 1
+                try:
+                    return func(*args, **(kwargs or {}))
+                finally:
+                    inside[0] -= 1
+            return func(*args, **(kwargs or {}))
+
+    with _Fused(), _Count():
+        out = run()
+    if by_op:
+        counts["by_op"] = names
+    return out, counts
+
+
+_FUSED_ON_CUDA = {torch.nn.functional.rms_norm, torch.rms_norm}
+
+
+def ops_table(names: list[str], res: dict, ref: str, per: int = 1) -> list[str]:
+    """Report lines for the ``count_ops`` results in ``res[name]["ops"]`` (divided by ``per`` steps), with
+    ratios to side ``ref``; empty when a side has none."""
+    if not all("ops" in res[n] for n in names):
+        return []
+    ro = res[ref]["ops"] if ref in res else None
+    head = f"{'aten ops/step':<13} {'kernels':>9} {'x ref':>7} {'host reads':>11} {'all ops':>9}"
+    lines = ["", head, "-" * len(head)]
+    for n in names:
+        o = res[n]["ops"]
+        lines.append(f"{n:<13} {o['kernels'] / per:9.0f} {ratio(o['kernels'], ro['kernels'] if ro else None):>7} "
+                     f"{o['host_reads'] / per:11.1f} {o['all'] / per:9.0f}")
+    lines.append(f"kernels: dispatched aten ops that compute (not views; F.rms_norm counted once, as CUDA runs it), "
+                 f"each one or more kernel launches on a GPU; host reads: .item() / bool(tensor), each a host-device "
+                 f"sync on a GPU; ref = {ref} (counts are the same on any machine of the same device type)")
+    return lines
+
+
 def med(xs):
     return statistics.median(xs) if xs else float("nan")
 

@@ -91,7 +91,10 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
         heads, r = cos.shape[-2], cos.shape[-1]
         pairs = xf.unflatten(-1, (heads, 2, r))
         x1, x2 = pairs[..., 0, :], pairs[..., 1, :]
-        out = torch.stack((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-2).flatten(-3)
+        out = pairs * cos.unsqueeze(-2)  # (x1 cos, x2 cos), then finished in place: 5 ops, no stack
+        out[..., 0, :].sub_(x2 * sin)  # (not `-=`, whose __setitem__ would copy the slice onto itself)
+        out[..., 1, :].add_(x1 * sin)
+        out = out.flatten(-3)
     else:  # interleaved: channel pairs (2j, 2j+1)
         pairs = xf.unflatten(-1, (-1, 2))
         rotated = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)

@@ -121,9 +121,8 @@ DEFAULT_CONFIG: dict = {
 
 
 def _rms(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """Weightless RMS normalisation, statistics in float32, result in x's dtype."""
-    xf = x.float()
-    return (xf * torch.rsqrt(xf.square().mean(-1, keepdim=True) + eps)).to(x.dtype)
+    """Weightless RMS normalisation, statistics in float32, result in x's dtype (one fused kernel)."""
+    return F.rms_norm(x.float(), (x.shape[-1],), None, eps).to(x.dtype)
 
 
 def _modulate(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -278,18 +277,33 @@ def _per_token(x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
 
 
 class _Rows:
-    """Modulation rows ``table[i] + temb[..., i*D:(i+1)*D]`` ([B, N, D]), each formed when indexed, so
-    that per-token timesteps ([B, S, K*D]) never materialise all K rows of a block at once. With an
-    ``index`` (:class:`TokenTimesteps`) the rows are formed per level and gathered per token."""
+    """Modulation rows ``table[i] + temb[..., i*D:(i+1)*D]`` ([B, N, D]) of one block and stream.
 
-    __slots__ = ("table", "temb", "index")
+    When they are few (one shared timestep, N = 1, or the levels of :class:`TokenTimesteps`), all K rows
+    and their ``1 + row`` are formed up front in one op each (fewer kernel launches); with an ``index`` the
+    rows are then gathered per token when used. With one timestep per token ([B, S, K*D]) each row is
+    formed only when used, so all K rows never exist at once."""
+
+    __slots__ = ("table", "temb", "index", "_rows", "_plus")
 
     def __init__(self, table: torch.Tensor, temb: torch.Tensor, index: torch.Tensor | None = None):
         self.table, self.temb, self.index = table, temb, index
+        self._rows = self._plus = None
+        if index is not None or temb.shape[-2] == 1:
+            self._rows = table + temb.unflatten(-1, tuple(table.shape))  # [B, N, K, D]
+            self._plus = 1 + self._rows
 
     def __getitem__(self, i: int) -> torch.Tensor:
+        if self._rows is not None:
+            return _per_token(self._rows[:, :, i], self.index)
         d = self.table.shape[1]
-        return _per_token(self.table[i] + self.temb[..., i * d:(i + 1) * d], self.index)
+        return self.table[i] + self.temb[..., i * d:(i + 1) * d]
+
+    def modulate(self, x: torch.Tensor, scale: int, shift: int) -> torch.Tensor:
+        """``x * (1 + row[scale]) + row[shift]``."""
+        plus = (_per_token(self._plus[:, :, scale], self.index) if self._plus is not None
+                else 1 + self[scale])
+        return x * plus + self[shift]
 
 
 def _ada(table: torch.Tensor, temb: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -340,7 +354,7 @@ class LTX2Block(nn.Module):
         """Text cross-attention residual for one stream."""
         n = _rms(x, self.eps)
         if adaln:
-            n = _modulate(n, rows[7], rows[6])
+            n = rows.modulate(n, 7, 6)
         if self.cross_attn_adaln:
             if temb_prompt is not None:
                 shift_kv, scale_kv = _ada(prompt_table, temb_prompt)
@@ -360,9 +374,9 @@ class LTX2Block(nn.Module):
         a = _Rows(self.audio_scale_shift_table, t["temb_audio"])
 
         # 1. self-attention
-        n = _modulate(_rms(vx, eps), v[1], v[0])
+        n = v.modulate(_rms(vx, eps), 1, 0)
         vx = vx + self.attn1(n, q_rope=t["rope"][0], value_only=skip_video_self) * v[2]
-        n = _modulate(_rms(ax, eps), a[1], a[0])
+        n = a.modulate(_rms(ax, eps), 1, 0)
         ax = ax + self.audio_attn1(n, q_rope=t["rope"][1], value_only=skip_audio_self) * a[2]
 
         # 2. text cross-attention
@@ -393,8 +407,8 @@ class LTX2Block(nn.Module):
                 ax = ax + gate * out
 
         # 4. feed-forward
-        vx = vx + self.ff(_modulate(_rms(vx, eps), v[4], v[3])) * v[5]
-        ax = ax + self.audio_ff(_modulate(_rms(ax, eps), a[4], a[3])) * a[5]
+        vx = vx + self.ff(v.modulate(_rms(vx, eps), 4, 3)) * v[5]
+        ax = ax + self.audio_ff(a.modulate(_rms(ax, eps), 4, 3)) * a[5]
         return vx, ax
 
 
