@@ -91,9 +91,9 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
         heads, r = cos.shape[-2], cos.shape[-1]
         pairs = xf.unflatten(-1, (heads, 2, r))
         x1, x2 = pairs[..., 0, :], pairs[..., 1, :]
-        out = pairs * cos.unsqueeze(-2)  # (x1 cos, x2 cos), then finished in place: 5 ops, no stack
-        out[..., 0, :].sub_(x2 * sin)  # (not `-=`, whose __setitem__ would copy the slice onto itself)
-        out[..., 1, :].add_(x1 * sin)
+        out = pairs * cos.unsqueeze(-2)  # (x1 cos, x2 cos), then finished in place by two fused
+        out[..., 0, :].addcmul_(x2, sin, value=-1.0)  # multiply-adds: 3 ops, no stack
+        out[..., 1, :].addcmul_(x1, sin)
         out = out.flatten(-3)
     else:  # interleaved: channel pairs (2j, 2j+1)
         pairs = xf.unflatten(-1, (-1, 2))

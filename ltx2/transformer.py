@@ -126,7 +126,8 @@ def _rms(x: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def _modulate(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    return x * (1 + scale) + shift
+    """``x * (1 + scale) + shift`` (the product and sum as one fused multiply-add)."""
+    return torch.addcmul(shift, x, 1 + scale)
 
 
 def sinusoid(t: torch.Tensor, channels: int = 256) -> torch.Tensor:
@@ -300,10 +301,14 @@ class _Rows:
         return self.table[i] + self.temb[..., i * d:(i + 1) * d]
 
     def modulate(self, x: torch.Tensor, scale: int, shift: int) -> torch.Tensor:
-        """``x * (1 + row[scale]) + row[shift]``."""
+        """``x * (1 + row[scale]) + row[shift]`` (one fused multiply-add)."""
         plus = (_per_token(self._plus[:, :, scale], self.index) if self._plus is not None
                 else 1 + self[scale])
-        return x * plus + self[shift]
+        return torch.addcmul(self[shift], x, plus)
+
+    def gated(self, x: torch.Tensor, out: torch.Tensor, gate: int) -> torch.Tensor:
+        """The gated residual ``x + out * row[gate]`` (one fused multiply-add)."""
+        return torch.addcmul(x, out, self[gate])
 
 
 def _ada(table: torch.Tensor, temb: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -362,7 +367,7 @@ class LTX2Block(nn.Module):
                 shift_kv, scale_kv = prompt_table.to(ctx.dtype).unbind(0)
             ctx = _modulate(ctx, scale_kv, shift_kv)
         out = attn(n, ctx, mask=mask)
-        return x + (out * rows[8] if adaln else out)
+        return rows.gated(x, out, 8) if adaln else x + out
 
     def forward(self, vx, ax, vctx, actx, t, *, skip_video_self: bool = False,
                 skip_audio_self: bool = False, a2v: bool = True, v2a: bool = True):
@@ -375,9 +380,9 @@ class LTX2Block(nn.Module):
 
         # 1. self-attention
         n = v.modulate(_rms(vx, eps), 1, 0)
-        vx = vx + self.attn1(n, q_rope=t["rope"][0], value_only=skip_video_self) * v[2]
+        vx = v.gated(vx, self.attn1(n, q_rope=t["rope"][0], value_only=skip_video_self), 2)
         n = a.modulate(_rms(ax, eps), 1, 0)
-        ax = ax + self.audio_attn1(n, q_rope=t["rope"][1], value_only=skip_audio_self) * a[2]
+        ax = a.gated(ax, self.audio_attn1(n, q_rope=t["rope"][1], value_only=skip_audio_self), 2)
 
         # 2. text cross-attention
         pv = getattr(self, "prompt_scale_shift_table", None)
@@ -391,24 +396,22 @@ class LTX2Block(nn.Module):
         if a2v or v2a:
             vn, an = _rms(vx, eps), _rms(ax, eps)
             vt, at = self.video_a2v_cross_attn_scale_shift_table, self.audio_a2v_cross_attn_scale_shift_table
-            v_scale_a2v, v_shift_a2v, v_scale_v2a, v_shift_v2a = _ada(vt[:4], t["temb_ca"])
-            a_scale_a2v, a_shift_a2v, a_scale_v2a, a_shift_v2a = _ada(at[:4], t["temb_ca_audio"])
+            # rows: 0 scale_a2v, 1 shift_a2v, 2 scale_v2a, 3 shift_v2a
+            vr, ar = _Rows(vt[:4], t["temb_ca"]), _Rows(at[:4], t["temb_ca_audio"])
             if a2v:
                 gate = _ada(vt[4:], t["temb_ca_gate"])[0]
-                out = self.audio_to_video_attn(
-                    _modulate(vn, v_scale_a2v, v_shift_a2v), _modulate(an, a_scale_a2v, a_shift_a2v),
-                    q_rope=t["rope"][2], k_rope=t["rope"][3])
-                vx = vx + gate * out
+                out = self.audio_to_video_attn(vr.modulate(vn, 0, 1), ar.modulate(an, 0, 1),
+                                               q_rope=t["rope"][2], k_rope=t["rope"][3])
+                vx = torch.addcmul(vx, gate, out)
             if v2a:
                 gate = _ada(at[4:], t["temb_ca_gate_audio"])[0]
-                out = self.video_to_audio_attn(
-                    _modulate(an, a_scale_v2a, a_shift_v2a), _modulate(vn, v_scale_v2a, v_shift_v2a),
-                    q_rope=t["rope"][3], k_rope=t["rope"][2])
-                ax = ax + gate * out
+                out = self.video_to_audio_attn(ar.modulate(an, 2, 3), vr.modulate(vn, 2, 3),
+                                               q_rope=t["rope"][3], k_rope=t["rope"][2])
+                ax = torch.addcmul(ax, gate, out)
 
         # 4. feed-forward
-        vx = vx + self.ff(v.modulate(_rms(vx, eps), 4, 3)) * v[5]
-        ax = ax + self.audio_ff(a.modulate(_rms(ax, eps), 4, 3)) * a[5]
+        vx = v.gated(vx, self.ff(v.modulate(_rms(vx, eps), 4, 3)), 5)
+        ax = a.gated(ax, self.audio_ff(a.modulate(_rms(ax, eps), 4, 3)), 5)
         return vx, ax
 
 

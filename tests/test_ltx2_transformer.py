@@ -260,12 +260,17 @@ def test_bfloat16_matches_diffusers_bfloat16(variant, tmp_path_factory):
     ours_bf = LTX2Transformer(ours.config).eval()
     ours_bf.load_state_dict(ours.state_dict())
     ours_bf = ours_bf.to(torch.bfloat16)
-    inp = {k: (x if k == "mask" else x.to(torch.bfloat16)) for k, x in _inputs(variant, seed=10).items()}
+    inp32 = _inputs(variant, seed=10)
+    inp = {k: (x if k == "mask" else x.to(torch.bfloat16)) for k, x in inp32.items()}
     sigma = torch.tensor([0.7, 0.2])
     got, want = _ours(ours_bf, inp, sigma, sigma), _ref(ref_bf, inp, sigma, sigma)
-    for g, w in zip(got, want):
+    # the float32 reference on the same (bf16-rounded) inputs: our fused multiply-adds round once where
+    # diffusers rounds twice, so our bf16 run must land at least as close to it as diffusers' bf16 run
+    truth = _ref(ref, {k: (x if k == "mask" else x.to(torch.bfloat16).float()) for k, x in inp32.items()}, sigma, sigma)
+    for g, w, t in zip(got, want, truth):
         assert g.dtype == torch.bfloat16
-        assert _rel(g.float(), w.float()) < 2e-2
+        assert _rel(g.float(), w.float()) < 8e-2
+        assert _rel(g.float(), t) <= 1.1 * _rel(w.float(), t), (_rel(g.float(), t), _rel(w.float(), t))
 
 
 def test_legacy_cross_timestep(tmp_path_factory):
