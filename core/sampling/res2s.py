@@ -198,6 +198,28 @@ def reference_noise_sampler(device=None) -> Callable[[str, int, torch.Tensor], t
 # --------------------------------------------------------------------------------------------------
 # sampler
 # --------------------------------------------------------------------------------------------------
+def _refine_anchor(x_mid: list, den1: list, eps1: list, ha21: float, iters: int) -> tuple[list, list]:
+    """The bong fixed point: ``iters`` rounds of ``anchor = x_mid - ha21 * eps1; eps1 = den1 - anchor``.
+
+    Elementwise, so the states (video, audio) run as one flat buffer: 3 ops per round instead of 3 per
+    round and state (the same numbers; it matters on a GPU, where each op is a kernel launch). Returns
+    fresh (anchor, eps1) lists shaped like ``x_mid``."""
+    def flat(ts, fresh=False):
+        if len(ts) > 1:
+            return torch.cat([t.reshape(-1) for t in ts])
+        return ts[0].reshape(-1).clone() if fresh else ts[0].reshape(-1)
+
+    m, d, e = flat(x_mid), flat(den1), flat(eps1, fresh=True)
+    a, t = torch.empty_like(m), torch.empty_like(m)
+    for _ in range(iters):
+        torch.mul(e, ha21, out=t)
+        torch.sub(m, t, out=a)
+        torch.sub(d, a, out=e)
+    sizes = [x.numel() for x in x_mid]
+    return ([p.view_as(x) for p, x in zip(a.split(sizes), x_mid)],
+            [p.view_as(x) for p, x in zip(e.split(sizes), x_mid)])
+
+
 def _per_item(value, n: int, what: str) -> list:
     if value is None:
         return [None] * n
@@ -349,15 +371,7 @@ def sample_res2s(
             for a, m, z, mk, cl in zip(anchor, mid_det, noise_mid, masks, cleans)
         ]
         if refine:
-            # fixed-point refinement of the anchor given the re-noised midpoint; written into fresh buffers
-            anchor = [torch.empty_like(m) for m in x_mid]
-            eps1 = [e.clone() for e in eps1]
-            tmp = [torch.empty_like(m) for m in x_mid]
-            for _ in range(bongmath_iters):
-                for a, e, t, m, d in zip(anchor, eps1, tmp, x_mid, den1_s):
-                    torch.mul(e, ha21, out=t)
-                    torch.sub(m, t, out=a)
-                    torch.sub(d, a, out=e)
+            anchor, eps1 = _refine_anchor(x_mid, den1_s, eps1, ha21, bongmath_iters)
 
         den2 = call([m.to(d) for m, d in zip(x_mid, mdts)], s_mid)
         eps2 = [d.to(sd) - a for d, a in zip(den2, anchor)]
