@@ -95,8 +95,10 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
         out[..., 0, :].addcmul_(x2, sin, value=-1.0)  # multiply-adds: 3 ops, no stack
         out[..., 1, :].addcmul_(x1, sin)
         out = out.flatten(-3)
-    else:  # interleaved: channel pairs (2j, 2j+1)
+    else:  # interleaved: channel pairs (2j, 2j+1), the tables repeated per pair; same 3-op finish
         pairs = xf.unflatten(-1, (-1, 2))
-        rotated = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
-        out = xf * cos + rotated * sin
+        out = xf * cos
+        halves, s = out.unflatten(-1, (-1, 2)), sin.unflatten(-1, (-1, 2))
+        halves[..., 0].addcmul_(pairs[..., 1], s[..., 0], value=-1.0)
+        halves[..., 1].addcmul_(pairs[..., 0], s[..., 1])
     return out.to(x.dtype)

@@ -47,6 +47,23 @@ def test_split_rope_equals_the_formula(dtype):
     assert torch.equal(x, before)  # the input is not touched by the in-place finish
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_interleaved_rope_equals_the_formula(dtype):
+    b, t, dim = 2, 11, 48
+    x = _x((b, t, dim), dtype)
+    angles = _x((b, t, dim // 2), torch.float32, seed=2)
+    cos, sin = angles.cos().repeat_interleave(2, -1), angles.sin().repeat_interleave(2, -1)
+
+    def rope(v, c, s):
+        p = v.unflatten(-1, (-1, 2))
+        return v * c + torch.stack((-p[..., 1], p[..., 0]), dim=-1).flatten(-2) * s
+
+    before = x.clone()
+    _no_less_accurate(apply_rope(x, cos, sin), rope(x.float(), cos, sin).to(dtype),
+                      rope(x.double(), cos.double(), sin.double()))
+    assert torch.equal(x, before)
+
+
 def _split_rope64(x, cos, sin):
     heads, r = cos.shape[-2:]
     x1, x2 = x.double().unflatten(-1, (heads, 2, r)).unbind(-2)
