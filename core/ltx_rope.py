@@ -83,10 +83,11 @@ def rope_tables(
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate ``x`` [B, T, heads * head_dim] with tables from :func:`rope_tables`.
 
-    The rope type is read from the table shape (4-D tables are "split"). Works in float32 and
+    The rope type is read from the table shape (4-D tables are "split"). Works in float32 (the tables
+    are float32, so type promotion lifts ``x`` inside the first product, without a separate cast) and
     returns ``x``'s dtype.
     """
-    xf = x.float()
+    xf = x if cos.dtype == torch.float32 else x.float()
     if cos.ndim == 4:  # split: per head, first half against second half
         heads, r = cos.shape[-2], cos.shape[-1]
         pairs = xf.unflatten(-1, (heads, 2, r))

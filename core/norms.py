@@ -12,15 +12,19 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
 
     For a float32 weight the product stays float32 (the usual rule of type promotion).
     """
-    # (F.rms_norm is one fused kernel; on float32 it is bit-identical to x * rsqrt(mean(x^2) + eps))
-    y = F.rms_norm(x.float(), (x.shape[-1],), None, eps)
+    # F.rms_norm is one fused kernel; it normalises in float32 and rounds once to its input's dtype, so on
+    # the CPU it is bit-identical to x * rsqrt(mean(x^2) + eps) done in float32 and then cast
     if weight.dtype in (torch.float16, torch.bfloat16):
-        y = y.to(weight.dtype)
-    return y * weight
+        if x.dtype == weight.dtype:
+            return F.rms_norm(x, (x.shape[-1],), None, eps) * weight
+        return F.rms_norm(x.float(), (x.shape[-1],), None, eps).to(weight.dtype) * weight
+    return F.rms_norm(x.float(), (x.shape[-1],), None, eps) * weight
 
 
 def rms_norm_fp32_weight(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """Nemotron-style RMSNorm: normalise and scale entirely in float32, then back to x's dtype."""
+    if weight.dtype == x.dtype:  # one fused kernel, float32 inside, one rounding at the end
+        return F.rms_norm(x, (x.shape[-1],), weight, eps)
     return F.rms_norm(x.float(), (x.shape[-1],), weight.float(), eps).to(x.dtype)
 
 

@@ -121,8 +121,9 @@ DEFAULT_CONFIG: dict = {
 
 
 def _rms(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """Weightless RMS normalisation, statistics in float32, result in x's dtype (one fused kernel)."""
-    return F.rms_norm(x.float(), (x.shape[-1],), None, eps).to(x.dtype)
+    """Weightless RMS normalisation, statistics in float32, result in x's dtype (one fused kernel, which
+    computes in float32 and rounds once, also for bf16 / fp16 input)."""
+    return F.rms_norm(x, (x.shape[-1],), None, eps)
 
 
 def _modulate(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:

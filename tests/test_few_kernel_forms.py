@@ -1,4 +1,4 @@
-"""The forms that launch fewer kernels, against the plain formulas they replace, in float32 and bfloat16.
+"""The forms that launch fewer kernels, against the plain formulas they replace, in float32, bfloat16 and float16.
 
 * ``F.rms_norm`` and the modulation rows formed in one op: the same numbers, bit for bit.
 * The fused multiply-adds (``torch.addcmul``: AdaLN modulation, gated residuals, RoPE finished in place):
@@ -12,7 +12,7 @@ from comfyui_cosmos3_ltx2.core.ltx_rope import apply_rope
 from comfyui_cosmos3_ltx2.core.norms import rms_norm, rms_norm_fp32_weight
 from comfyui_cosmos3_ltx2.ltx2.transformer import _Rows, _rms
 
-DTYPES = [torch.float32, torch.bfloat16]
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 
 
 def _x(shape, dtype, seed=0):
