@@ -18,10 +18,9 @@ Latents between the stages are the diffusion model's *normalised* packed tokens:
 
 Two ways to run the guidance passes (``strategy``), giving the same numbers up to float32 rounding:
 
-* ``"batched"``: the transformer takes its perturbation switches (STG blocks, cross-modal attention off)
-  per *call*, not per batch item, so passes that share switches are concatenated along the batch and run
-  in one call -- ``cond`` and ``neg`` (CFG) always share one -- and the passes with their own switches
-  (``perturbed``, ``modality``) run as separate calls.
+* ``"batched"``: all passes concatenated along the batch and run in one call, each with its own switches
+  (the transformer's ``per_item``: STG blocks and cross-modal attention off per sample). Only prompt
+  contexts of different lengths (which cannot share a batch) split it into more calls.
 * ``"split"``: one transformer call per pass (the official / HQ path; lowest peak memory).
 """
 
@@ -223,9 +222,10 @@ class LTX2Denoiser:
         neg_video_context, neg_audio_context, neg_mask: negative prompt (needed when a cfg is not 1).
         rope: tables from :func:`positions`.
         video, audio: :class:`Guidance` per modality.
-        strategy: ``"batched"`` (passes sharing switches in one call) or ``"split"`` (one call per pass).
-        share_prefix: run the STG pass from the conditional pass's states at its first perturbed block
-            (identical numbers in ``"split"``, float rounding in ``"batched"``; saves those blocks' work).
+        strategy: ``"batched"`` (all passes in one call, per-sample switches) or ``"split"`` (one call per
+            pass).
+        share_prefix: in ``"split"``, run the STG pass from the conditional pass's states at its first
+            perturbed block (identical numbers; saves those blocks' work).
 
     ``sigma`` is a Python float (one noise level for the whole batch). Inputs are packed normalised
     latents; x0 are returned in float32. No host synchronisation.
@@ -266,29 +266,30 @@ class LTX2Denoiser:
             }),
             "modality": (pos, {"disable_a2v": True, "disable_v2a": True}),
         }
-        # groups of passes run in one call: (names, video ctx, audio ctx, mask, switches)
+        # groups of passes run in one call: (names, video ctx, audio ctx, mask, switches of each pass)
         groups: list[list] = []
         for name in self.passes:
             ctx, switches = specs[name]
             if strategy == "batched":
                 for g in groups:
-                    if g[4] == switches and g[1].shape[1:] == ctx[0].shape[1:] and g[2].shape[1:] == ctx[1].shape[1:]:
+                    if g[1].shape[1:] == ctx[0].shape[1:] and g[2].shape[1:] == ctx[1].shape[1:]:
                         g[0].append(name)
                         g[1] = torch.cat([g[1], ctx[0]])
                         g[2] = torch.cat([g[2], ctx[1]])
                         g[3] = _cat_masks(g[3], ctx[2], g[1].shape[0] - ctx[0].shape[0], ctx[0])
+                        g[4].append(switches)
                         break
                 else:
-                    groups.append([[name], ctx[0], ctx[1], ctx[2], switches])
+                    groups.append([[name], ctx[0], ctx[1], ctx[2], [switches]])
             else:
-                groups.append([[name], ctx[0], ctx[1], ctx[2], switches])
+                groups.append([[name], ctx[0], ctx[1], ctx[2], [switches]])
         self.groups = [tuple(g) for g in groups]
         # The STG pass equals the conditional pass up to the first block it perturbs: with ``share_prefix`` it
         # starts there from the conditional pass's states (cond group, cond's row in it, STG group, block).
         self._share = None
         stg_blocks = set(specs["perturbed"][1]["skip_video_self_attn_blocks"]) | set(
             specs["perturbed"][1]["skip_audio_self_attn_blocks"])
-        if share_prefix and "perturbed" in self.passes and stg_blocks and min(stg_blocks) > 0:
+        if share_prefix and strategy == "split" and "perturbed" in self.passes and stg_blocks and min(stg_blocks) > 0:
             gc = next(i for i, g in enumerate(self.groups) if "cond" in g[0])
             gp = next(i for i, g in enumerate(self.groups) if "perturbed" in g[0])
             if gc < gp and len(self.groups[gp][0]) == 1:
@@ -326,9 +327,12 @@ class LTX2Denoiser:
             if self._share is not None and gi in (self._share[0], self._share[2]):
                 gc, row, _, k = self._share
                 extra["prefix"] = {"capture": k} if gi == gc else shared
+            if all(sw == switches[0] for sw in switches):  # one set for the whole call
+                extra.update(switches[0])
+            else:
+                extra["per_item"] = switches
             vel, avel = self.transformer(v_in, a_in, vctx, actx, sigma, rope=self.rope,
-                                         encoder_attention_mask=mask, audio_encoder_attention_mask=mask,
-                                         **extra, **switches)
+                                         encoder_attention_mask=mask, audio_encoder_attention_mask=mask, **extra)
             if self._share is not None and gi == self._share[0]:
                 bx = vx.shape[0]
                 sv, sa = extra["prefix"]["states"]

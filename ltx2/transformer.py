@@ -231,10 +231,12 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, *,
                 q_rope: Rope | None = None, k_rope: Rope | None = None,
-                mask: torch.Tensor | None = None, value_only: bool = False) -> torch.Tensor:
+                mask: torch.Tensor | None = None, value_only: bool | torch.Tensor = False) -> torch.Tensor:
+        """``value_only``: True passes the values through instead of attending (STG); a boolean [B, 1, 1]
+        tensor does so for the rows where it is True (per-sample switches of a batched call)."""
         ctx = x if context is None else context
         v = self.to_v(ctx)
-        if value_only:  # STG: skip the attention itself, pass the values through
+        if value_only is True:  # STG: skip the attention itself, pass the values through
             out = v
         else:
             q = self.norm_q(self.to_q(x))
@@ -242,8 +244,10 @@ class Attention(nn.Module):
             if q_rope is not None:
                 q = apply_rope(q, *q_rope)
                 k = apply_rope(k, *(k_rope if k_rope is not None else q_rope))
-            q, k, v = (z.unflatten(-1, (self.heads, -1)).transpose(1, 2) for z in (q, k, v))
-            out = attention(q, k, v, mask=mask).transpose(1, 2).flatten(2)
+            qh, kh, vh = (z.unflatten(-1, (self.heads, -1)).transpose(1, 2) for z in (q, k, v))
+            out = attention(qh, kh, vh, mask=mask).transpose(1, 2).flatten(2)
+            if isinstance(value_only, torch.Tensor):
+                out = torch.where(value_only, v, out)
         if self.to_gate_logits is not None:
             gates = 2.0 * torch.sigmoid(self.to_gate_logits(x))
             out = (out.unflatten(-1, (self.heads, -1)) * gates.unsqueeze(-1)).flatten(2)
@@ -312,6 +316,11 @@ class _Rows:
         return torch.addcmul(x, out, self[gate])
 
 
+def _keep_rows(keep: bool | torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """``new``, or per row ``new`` where the boolean [B, 1, 1] ``keep`` is True and ``old`` elsewhere."""
+    return new if keep is True else torch.where(keep, new, old)
+
+
 def _ada(table: torch.Tensor, temb: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """All rows of ``table`` [K, D] plus the matching D-slices of ``temb`` [B, N, K*D] -> K x [B, N, D]."""
     k, d = table.shape
@@ -370,9 +379,12 @@ class LTX2Block(nn.Module):
         out = attn(n, ctx, mask=mask)
         return rows.gated(x, out, 8) if adaln else x + out
 
-    def forward(self, vx, ax, vctx, actx, t, *, skip_video_self: bool = False,
-                skip_audio_self: bool = False, a2v: bool = True, v2a: bool = True):
-        """``t`` holds the per-call tensors built by :meth:`LTX2Transformer.forward` (see there)."""
+    def forward(self, vx, ax, vctx, actx, t, *, skip_video_self: bool | torch.Tensor = False,
+                skip_audio_self: bool | torch.Tensor = False, a2v: bool | torch.Tensor = True,
+                v2a: bool | torch.Tensor = True):
+        """``t`` holds the per-call tensors built by :meth:`LTX2Transformer.forward` (see there). Each switch is
+        a bool for the whole call or a boolean [B, 1, 1] tensor per row (``skip_*``: True = values passed
+        through; ``a2v`` / ``v2a``: True = cross-modal attention kept)."""
         eps = self.eps
         # rows: 0 shift_msa, 1 scale_msa, 2 gate_msa, 3 shift_mlp, 4 scale_mlp, 5 gate_mlp,
         # (9-row tables) 6 shift_q, 7 scale_q, 8 gate_q of the text cross-attention
@@ -394,21 +406,21 @@ class LTX2Block(nn.Module):
                         self.audio_cross_attn_adaln)
 
         # 3. audio <-> video cross-attention, both from the norms taken before either update
-        if a2v or v2a:
+        if a2v is not False or v2a is not False:
             vn, an = _rms(vx, eps), _rms(ax, eps)
             vt, at = self.video_a2v_cross_attn_scale_shift_table, self.audio_a2v_cross_attn_scale_shift_table
             # rows: 0 scale_a2v, 1 shift_a2v, 2 scale_v2a, 3 shift_v2a
             vr, ar = _Rows(vt[:4], t["temb_ca"]), _Rows(at[:4], t["temb_ca_audio"])
-            if a2v:
+            if a2v is not False:
                 gate = _ada(vt[4:], t["temb_ca_gate"])[0]
                 out = self.audio_to_video_attn(vr.modulate(vn, 0, 1), ar.modulate(an, 0, 1),
                                                q_rope=t["rope"][2], k_rope=t["rope"][3])
-                vx = torch.addcmul(vx, gate, out)
-            if v2a:
+                vx = _keep_rows(a2v, torch.addcmul(vx, gate, out), vx)
+            if v2a is not False:
                 gate = _ada(at[4:], t["temb_ca_gate_audio"])[0]
                 out = self.video_to_audio_attn(ar.modulate(an, 2, 3), vr.modulate(vn, 2, 3),
                                                q_rope=t["rope"][3], k_rope=t["rope"][2])
-                ax = torch.addcmul(ax, gate, out)
+                ax = _keep_rows(v2a, torch.addcmul(ax, gate, out), ax)
 
         # 4. feed-forward
         vx = v.gated(vx, self.ff(v.modulate(_rms(vx, eps), 4, 3)), 5)
@@ -579,6 +591,7 @@ class LTX2Transformer(nn.Module):
         skip_audio_self_attn_blocks: Sequence[int] = (),
         disable_a2v: bool = False,
         disable_v2a: bool = False,
+        per_item: Sequence[dict] | None = None,
         prefix: dict | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Velocities for packed video tokens ``hidden_states`` [B, S, in] and audio tokens
@@ -595,6 +608,10 @@ class LTX2Transformer(nn.Module):
         * masks: optional [B, L] text masks (1 = keep).
         * ``skip_*_self_attn_blocks``: block indices where that stream's self-attention passes its values
           through (STG). ``disable_a2v`` / ``disable_v2a``: drop the cross-modal attention (modality pass).
+        * ``per_item``: the same four switches per sample instead (all passes of a guidance step in one call):
+          a list of n dicts with those keys, dict j applying to rows ``j*B/n .. (j+1)*B/n - 1``. A block where
+          only some rows are switched runs for all rows and keeps, per row, the values passed through (STG) or
+          the residual without the cross-modal term (as ltx-core's per-sample perturbation masks do).
         * ``prefix``: share the first blocks between two calls that agree on them (e.g. the conditional
           pass and an STG pass that first differs at block k). ``{"capture": k}`` stores the stream states
           entering block k as ``prefix["states"]`` (and ``prefix["block"] = k``); a dict holding
@@ -670,13 +687,20 @@ class LTX2Transformer(nn.Module):
             vctx = self.caption_projection(vctx)
             actx = self.audio_caption_projection(actx)
 
-        skip_v, skip_a = set(skip_video_self_attn_blocks), set(skip_audio_self_attn_blocks)
+        if per_item is None:
+            per_item = [dict(skip_video_self_attn_blocks=skip_video_self_attn_blocks,
+                             skip_audio_self_attn_blocks=skip_audio_self_attn_blocks,
+                             disable_a2v=disable_a2v, disable_v2a=disable_v2a)]
+        elif skip_video_self_attn_blocks or skip_audio_self_attn_blocks or disable_a2v or disable_v2a:
+            raise ValueError("LTX2Transformer.forward: give the switches per call or per_item, not both")
+        switch = _RowSwitches(per_item, b, dev)
+        a2v = switch.rows([not d.get("disable_a2v", False) for d in switch.items])
+        v2a = switch.rows([not d.get("disable_v2a", False) for d in switch.items])
         for i in range(first, len(self.transformer_blocks)):
             if i == capture:
                 prefix["block"], prefix["states"] = i, (vx, ax)
-            vx, ax = self.transformer_blocks[i](vx, ax, vctx, actx, tensors, skip_video_self=i in skip_v,
-                                                skip_audio_self=i in skip_a, a2v=not disable_a2v,
-                                                v2a=not disable_v2a)
+            vx, ax = self.transformer_blocks[i](vx, ax, vctx, actx, tensors, skip_video_self=switch.skip("video", i),
+                                                skip_audio_self=switch.skip("audio", i), a2v=a2v, v2a=v2a)
 
         shift, scale = (_per_token(self.scale_shift_table[0] + emb, index),
                         _per_token(self.scale_shift_table[1] + emb, index))
@@ -684,6 +708,39 @@ class LTX2Transformer(nn.Module):
         ashift, ascale = (self.audio_scale_shift_table + emb_audio.unsqueeze(2)).unbind(2)
         aout = self.audio_proj_out(_modulate(F.layer_norm(ax, (ax.shape[-1],), eps=1e-6), ascale, ashift))
         return out, aout
+
+
+class _RowSwitches:
+    """Per-sample pass switches of one call -> what each block gets: False (no row), True (every row) or a
+    boolean [B, 1, 1] row mask, built from the Python lists once per distinct pattern (no host reads)."""
+
+    KEYS = ("skip_video_self_attn_blocks", "skip_audio_self_attn_blocks", "disable_a2v", "disable_v2a")
+
+    def __init__(self, items: Sequence[dict], batch: int, device):
+        items = list(items)
+        if not items or batch % len(items):
+            raise ValueError(f"LTX2Transformer.forward: per_item has {len(items)} entries for a batch of {batch}")
+        for d in items:
+            unknown = set(d) - set(self.KEYS)
+            if unknown:
+                raise ValueError(f"LTX2Transformer.forward: unknown per_item switches {sorted(unknown)}")
+        self.items, self.batch, self.device = items, batch, device
+        self._blocks = {s: [set(d.get(f"skip_{s}_self_attn_blocks", ())) for d in items] for s in ("video", "audio")}
+        self._masks: dict = {}
+
+    def rows(self, flags: list[bool]) -> bool | torch.Tensor:
+        if all(flags):
+            return True
+        if not any(flags):
+            return False
+        key = tuple(flags)
+        if key not in self._masks:
+            per = torch.tensor(key, dtype=torch.bool, device=self.device)
+            self._masks[key] = per.repeat_interleave(self.batch // len(flags)).view(-1, 1, 1)
+        return self._masks[key]
+
+    def skip(self, stream: str, block: int) -> bool | torch.Tensor:
+        return self.rows([block in blocks for blocks in self._blocks[stream]])
 
 
 def _key_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
