@@ -15,8 +15,8 @@ the official key names (``ltx2.transformer.official_to_module_key``), and times:
   ``res2s_audio_video_denoising_loop`` over the 2 sigmas (states from ltx-core's ``VideoLatentTools`` /
   ``AudioLatentTools``, positions included; the official fixed SDE seeds -1 / 9999).
 * ``ours-split`` / ``ours-batched``: ``ltx2.hq.ConditionedDenoiser`` with ``HQ_VIDEO_GUIDANCE`` /
-  ``HQ_AUDIO_GUIDANCE`` (strategy "split": one call per pass, the HQ default; "batched": cond and negative
-  in one B=2 call) stepped by ``ltx2.hq.stage1`` (``core.sampling.res2s.sample_res2s``) over the same 2 sigmas
+  ``HQ_AUDIO_GUIDANCE`` (strategy "split": one call per pass, the HQ default; "batched": all passes in one
+  call with per-sample switches, B=3 for cond, negative and modality) stepped by ``ltx2.hq.stage1`` (``core.sampling.res2s.sample_res2s``) over the same 2 sigmas
   (``ltx2_sigmas``) with ``reference_noise_sampler`` (the official SDE seeds), so all sides compute the
   same numbers: the step outputs (video and audio) are compared with ltx-core's.
 
