@@ -284,16 +284,16 @@ class LTX2Denoiser:
             else:
                 groups.append([[name], ctx[0], ctx[1], ctx[2], [switches]])
         self.groups = [tuple(g) for g in groups]
-        # The STG pass equals the conditional pass up to the first block it perturbs: with ``share_prefix`` it
-        # starts there from the conditional pass's states (cond group, cond's row in it, STG group, block).
+        # The STG pass equals the conditional pass up to the first block it perturbs: with ``share_prefix`` (split
+        # passes: one group per pass, cond's row 0) it starts there from the conditional pass's states
+        # (cond group, cond's row in it, STG group, block).
         self._share = None
         stg_blocks = set(specs["perturbed"][1]["skip_video_self_attn_blocks"]) | set(
             specs["perturbed"][1]["skip_audio_self_attn_blocks"])
         if share_prefix and strategy == "split" and "perturbed" in self.passes and stg_blocks and min(stg_blocks) > 0:
-            gc = next(i for i, g in enumerate(self.groups) if "cond" in g[0])
-            gp = next(i for i, g in enumerate(self.groups) if "perturbed" in g[0])
-            if gc < gp and len(self.groups[gp][0]) == 1:
-                self._share = (gc, self.groups[gc][0].index("cond"), gp, min(stg_blocks))
+            gc, gp = self.passes.index("cond"), self.passes.index("perturbed")
+            if gc < gp:
+                self._share = (gc, 0, gp, min(stg_blocks))
 
     def calls(self) -> int:
         """Transformer calls per evaluation."""

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from ltx_oracle import ltx_oracles_available
+from test_ltx2_pipeline import _rel
 
 pytestmark = pytest.mark.skipif(not ltx_oracles_available(), reason="ltx-core / ltx-pipelines not installed")
 
@@ -34,6 +35,7 @@ def models():
 
 def _core_velocities(ref, s1, inputs, sigma, perturbation_configs):
     from ltx_core.components.patchifiers import AudioPatchifier, VideoLatentPatchifier
+    from ltx_core.guidance.perturbations import BatchedPerturbationConfig
     from ltx_core.tools import AudioLatentTools, VideoLatentTools
     from ltx_core.types import AudioLatentShape, VideoLatentShape
     from ltx_pipelines.utils.helpers import modality_from_latent_state
@@ -49,8 +51,6 @@ def _core_velocities(ref, s1, inputs, sigma, perturbation_configs):
     as_ = replace(as_, latent=inputs["audio"].repeat(n, 1, 1))
     vctx = torch.cat([inputs["neg_vctx"] if i == 1 else inputs["vctx"] for i in range(n)])
     actx = torch.cat([inputs["neg_actx"] if i == 1 else inputs["actx"] for i in range(n)])
-    from ltx_core.guidance.perturbations import BatchedPerturbationConfig
-
     def modality(state, ctx):  # per-sample sigmas ([n]; a batch of one may use a scalar)
         m = modality_from_latent_state(state, ctx, torch.tensor(sigma, dtype=torch.float32))
         return replace(m, sigma=torch.full((n,), sigma, dtype=torch.float32))
@@ -65,10 +65,6 @@ def _configs():
     return [PerturbationConfig.empty(), PerturbationConfig.empty(),
             PerturbationConfig([Perturbation(T.SKIP_VIDEO_SELF_ATTN, [1]), Perturbation(T.SKIP_AUDIO_SELF_ATTN, [0, 1])]),
             PerturbationConfig([Perturbation(T.SKIP_A2V_CROSS_ATTN, None), Perturbation(T.SKIP_V2A_CROSS_ATTN, None)])]
-
-
-def _rel(a, b):
-    return float((a - b).abs().max() / b.abs().max())
 
 
 @torch.no_grad()
