@@ -17,7 +17,9 @@ from ..core.checkpoint import CheckpointError, list_keys, load_into, read_config
 from .config import Cosmos3Config
 from .prompt import load_tokenizer
 from .transformer import Cosmos3Transformer
+from .vae import DEFAULT_CONFIG as WAN21_VAE_CONFIG
 from .vae import WanVAE
+from .vae_wan_layout import is_wan_layout, read_wan_layout
 
 # Names the FP8 (ModelOpt) export gives the latent projections.
 FP8_KEY_ALIASES = {"vae2llm.": "proj_in.", "llm2vae.": "proj_out."}
@@ -67,6 +69,12 @@ WAN22_VAE_CONFIG = {
     ],
 }
 
+# Latent statistics by latent channel count, for VAE files that carry no config (Wan's original layout).
+WAN_LATENT_STATS = {
+    48: {k: WAN22_VAE_CONFIG[k] for k in ("latents_mean", "latents_std")},
+    16: {k: WAN21_VAE_CONFIG[k] for k in ("latents_mean", "latents_std")},
+}
+
 
 def load_transformer(path: str | Path, *, device="cpu", dtype="bf16", config: dict | None = None) -> Cosmos3Transformer:
     """The GEN/UND transformer from a ``transformer/`` folder (single or sharded) or one safetensors file.
@@ -99,31 +107,32 @@ def load_vae(path: str | Path, *, device="cpu", dtype="fp32") -> WanVAE:
     """The Wan2.2 VAE from a ``vae/`` folder or one safetensors file (config in metadata or beside it)."""
     path = Path(path)
     device, dtype = _device_dtype(device, dtype)
-    cfg = _vae_config(path)
+    cfg, key_map = _vae_config(path)
     _check_class(cfg, VAE_CLASSES, "VAE", path)
     files = resolve_weight_files(path)
     with torch.device("meta"):
         vae = WanVAE(cfg)
-    load_into(vae, files, device=device, dtype=dtype)
+    load_into(vae, files, device=device, dtype=dtype, key_map=key_map)
     return vae.eval().requires_grad_(False)
 
 
-def _vae_config(path: Path) -> dict:
-    """The VAE's config; a lone diffusers-layout Wan2.2 VAE file without one gets the built-in config."""
+def _vae_config(path: Path) -> tuple[dict, object]:
+    """The VAE's config and key renaming (None: the file uses our names).
+
+    A lone file without a config is either a diffusers-layout Wan2.2 VAE (the built-in config) or a VAE in
+    Wan's original layout, as ComfyUI ships ``wan2.2_vae.safetensors`` (config read from its shapes).
+    """
     try:
-        return read_config(path)
+        return read_config(path), None
     except CheckpointError:
         if not (path.is_file() and path.suffix == ".safetensors"):
             raise
         keys = list_keys([path])
-        if "encoder.conv1.weight" in keys:
-            raise CheckpointError(
-                f"{path}: this is a Wan VAE in the original Wan key layout (as ComfyUI ships it), which this "
-                "version does not convert yet; use the vae/ folder of the diffusers-format Cosmos3 checkpoint"
-            ) from None
+        if is_wan_layout(keys):
+            return read_wan_layout(path, {k: v[1] for k, v in keys.items()}, WAN_LATENT_STATS)
         shape = keys.get("post_quant_conv.weight", (None, ()))[1]
         if tuple(shape[:2]) == (48, 48):
-            return dict(WAN22_VAE_CONFIG)
+            return dict(WAN22_VAE_CONFIG), None
         raise
 
 

@@ -10,6 +10,7 @@ import importlib
 import sys
 import types
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 
@@ -85,10 +86,14 @@ class Recorder:
         def get_folder_paths(name):
             return list(rec.folders[name])
 
-        def get_filename_list(name):
+        def get_filename_list(name):  # like ComfyUI: files below each folder, relative, sorted
             if name not in rec.folders:
                 raise KeyError(name)
-            return []
+            found = set()
+            for root in map(Path, rec.folders[name]):
+                if root.is_dir():
+                    found.update(str(f.relative_to(root)) for f in root.rglob("*") if f.is_file())
+            return sorted(found)
 
         utils.ProgressBar = ProgressBar
         mm.InterruptProcessingException = InterruptProcessingException

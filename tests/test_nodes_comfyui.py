@@ -159,7 +159,7 @@ def test_size_is_checked_before_any_work():
 
 def test_single_files_without_config(tmp_path):
     """A lone transformer file takes the tokenizer folder's config; a lone diffusers-layout Wan2.2 VAE file
-    gets the built-in config, and one in the original Wan layout gets a clear error."""
+    gets the built-in config, and one in the original Wan layout (ComfyUI's) loads from models/vae."""
     import shutil
 
     from safetensors.torch import save_file
@@ -181,6 +181,15 @@ def test_single_files_without_config(tmp_path):
     with pytest.raises(CheckpointError, match="does not look like"):  # the built-in config was used
         load_vae(bare, dtype="fp32")
     assert WAN22_VAE_CONFIG["z_dim"] == 48 and len(WAN22_VAE_CONFIG["latents_std"]) == 48
-    save_file({"encoder.conv1.weight": torch.zeros(1)}, str(bare))
-    with pytest.raises(CheckpointError, match="original Wan key layout"):
-        load_vae(bare, dtype="fp32")
+
+    # ComfyUI's own Wan2.2 VAE file (Wan's original key layout) from models/vae, through the node
+    from test_cosmos3_vae_wan_layout import _write_original
+
+    (tmp_path / "vae").mkdir()
+    path, meta, expected = _write_original("wan22", tmp_path / "vae")
+    with comfyui_standin(str(tmp_path)) as rec:
+        rec.folders["vae"] = [str(tmp_path / "vae")]
+        assert path.name in M["Cosmos3VAELoader"].INPUT_TYPES()["required"]["vae"][0]
+        vae, = M["Cosmos3VAELoader"]().load(path.name, "fp32", "cpu")
+        model = vae.load()
+        assert model.z_dim == 48 and model.config["is_residual"] and model.config["base_dim"] == meta["args"]["dim"]

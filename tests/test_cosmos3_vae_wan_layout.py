@@ -1,0 +1,118 @@
+"""A Wan VAE file in Wan's original key layout (ComfyUI's ``wan2.2_vae.safetensors``) loads and computes right.
+
+The oracle is ComfyUI's own Wan VAE code (``comfy/ldm/wan/vae2_2.py`` and ``vae.py``, which load that layout
+as it is): ``tests/data/wan_vae_layout/make_fixture.py`` ran tiny seeded models through it once and stored
+their encode / decode outputs with the key list (ComfyUI cannot be installed here, so the outputs are data).
+These tests rebuild the same weights from the seed, save them in that layout, and load the file with
+``load_vae``, which has to read the architecture from the shapes and rename every key. For Wan2.1 the
+renaming is also checked against diffusers' own converter (``convert_wan_vae_to_diffusers``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from comfyui_cosmos3_ltx2.core.checkpoint import CheckpointError
+from comfyui_cosmos3_ltx2.cosmos3.loader import WAN_LATENT_STATS, load_vae
+
+DATA = Path(__file__).parent / "data" / "wan_vae_layout"
+
+
+def _fixture_module():
+    spec = importlib.util.spec_from_file_location("wan_layout_fixture", DATA / "make_fixture.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+FIXTURE = _fixture_module()
+
+
+def _expected(name: str) -> tuple[dict, dict]:
+    with safe_open(str(DATA / "expected.safetensors"), framework="pt") as f:
+        meta = json.loads(f.metadata()[name])
+        tensors = {k.split(".", 1)[1]: f.get_tensor(k) for k in f.keys() if k.startswith(name + ".")}
+    return meta, tensors
+
+
+def _write_original(name: str, folder: Path) -> tuple[Path, dict, dict]:
+    """The seeded model of ``name`` saved in Wan's layout, as ComfyUI ran it; plus the fixture's data."""
+    meta, expected = _expected(name)
+    weights = FIXTURE.seeded_weights([(k, s) for k, s in meta["entries"]])
+    got = sum(float(w.double().sum()) for w in weights.values())
+    assert got == pytest.approx(meta["sums"]["weights"], rel=1e-9), "torch's seeded random stream changed"
+    path = folder / f"{name}_vae.safetensors"
+    save_file(weights, str(path))
+    return path, meta, expected
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).abs().max() / b.double().abs().max())
+
+
+@pytest.mark.parametrize("name", ["wan22", "wan21"])
+def test_wan_layout_file_matches_comfyui(name, tmp_path):
+    path, meta, expected = _write_original(name, tmp_path)
+    vae = load_vae(path, dtype=torch.float64)  # the fixture is float64: any mapping slip is far above rounding
+
+    args = meta["args"]
+    cfg = vae.config
+    assert cfg["base_dim"] == args["dim"] and cfg["z_dim"] == args["z_dim"]
+    assert cfg["decoder_base_dim"] == args.get("dec_dim", args["dim"])
+    assert cfg["temperal_downsample"] == args["temperal_downsample"]
+    assert cfg["dim_mult"] == [1, 2, 4, 4] and cfg["num_res_blocks"] == 2 and cfg["attn_scales"] == []
+    assert cfg["is_residual"] == (name == "wan22") and vae.patch_size == (2 if name == "wan22" else 1)
+    assert cfg["scale_factor_spatial"] == (16 if name == "wan22" else 8) and cfg["scale_factor_temporal"] == 4
+    assert vae.latents_mean == WAN_LATENT_STATS[args["z_dim"]]["latents_mean"]
+    assert vae.latents_std == WAN_LATENT_STATS[args["z_dim"]]["latents_std"]
+    # every tensor of the file landed somewhere: the module has exactly as many
+    assert sum(1 for _ in vae.state_dict()) == len(meta["entries"])
+
+    video, latent = FIXTURE.inputs(name, args["z_dim"])
+    assert float(video.double().sum()) == pytest.approx(meta["sums"]["video"], rel=1e-9)
+    assert float(latent.double().sum()) == pytest.approx(meta["sums"]["latent"], rel=1e-9)
+    reference = expected["decoded"].clamp(-1.0, 1.0)  # ComfyUI clamps after its decode; ours clamps inside
+    mean, frames = vae.encode(video.double()), vae.decode(latent.double())
+    assert mean.shape == expected["mean"].shape
+    assert frames.shape == reference.shape == (1, 3, 5) + video.shape[3:]
+    assert _rel(mean, expected["mean"]) < 1e-12 and _rel(frames, reference) < 1e-12
+
+    vae = load_vae(path, dtype="fp32")  # the usual precision: float32 rounding only (measured 4e-7 / 9e-6)
+    assert _rel(vae.encode(video), expected["mean"]) < 1e-5
+    assert _rel(vae.decode(latent), reference) < 2e-5
+
+
+def test_wan21_renaming_equals_diffusers_converter(tmp_path):
+    from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+
+    from comfyui_cosmos3_ltx2.cosmos3.vae_wan_layout import read_wan_layout
+
+    meta, _ = _expected("wan21")
+    shapes = {k: tuple(s) for k, s in meta["entries"]}
+    _, key_map = read_wan_layout("wan21", shapes, WAN_LATENT_STATS)
+    theirs = convert_wan_vae_to_diffusers({k: k for k in shapes})  # new name -> old name
+    ours = {key_map(k): k for k in shapes}
+    assert len(ours) == len(shapes) and ours == theirs
+
+
+def test_wan_layout_incomplete_file_names_the_missing_key(tmp_path):
+    path, meta, _ = _write_original("wan22", tmp_path)
+    from safetensors.torch import load_file
+
+    weights = load_file(str(path))
+    del weights["decoder.head.2.weight"]
+    save_file(weights, str(path))
+    with pytest.raises(CheckpointError, match="decoder.head.2.weight"):
+        load_vae(path, dtype="fp32")
+    weights["decoder.head.2.weight"] = torch.zeros(12, 4, 3, 3, 3)
+    del weights["decoder.upsamples.0.upsamples.1.residual.6.bias"]
+    save_file(weights, str(path))
+    with pytest.raises(CheckpointError, match="up_blocks.0.resnets.1.conv2.bias"):
+        load_vae(path, dtype="fp32")
