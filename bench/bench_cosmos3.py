@@ -45,8 +45,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (MemProbe, count_ops, med as _med, ops_table, ratio as _ratio,  # noqa: E402
-                    status_kb as _status_kb, sync, tensor_peak, trim_heap as _trim_heap, weight_bytes)
+from common import (MemProbe, add_report_args, count_ops, finish, med as _med, mem_table,  # noqa: E402
+                    ops_table, ratio as _ratio, status_kb as _status_kb, sync, tensor_peak,
+                    trim_heap as _trim_heap, weight_bytes)
 
 SIDES = ("ours-batched", "ours-serial", "diffusers")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -82,12 +83,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--isolate", action="store_true", help="run each side in its own subprocess")
     p.add_argument("--profile", choices=("none", "ours", "all"), default="none",
                    help="print torch.profiler top ops of one run (ours = ours-batched and ours-serial)")
-    p.add_argument("--profile-rows", type=int, default=18)
-    p.add_argument("--no-tensor-peak", dest="tensor_peak", action="store_false",
-                   help="CPU: skip the profiler-based tensor peak (measured during the warm-up run)")
-    p.add_argument("--no-op-count", dest="op_count", action="store_false",
-                   help="skip the extra run per side that counts dispatched aten ops")
-    p.add_argument("--json", type=Path, help="also write the results as JSON here")
+    add_report_args(p, "run")
     # internal: one side in a subprocess
     p.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
     p.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
@@ -335,8 +331,6 @@ def run_isolated(a, workdir: Path, argv: list[str]) -> dict:
 
 # ---------------------------------------------------------------------------------------------- report
 def report(a, res: dict, info: dict) -> str:
-    mb = 1 / 2**20
-    cuda = a.device.startswith("cuda")
     names = [n for n in a.sides if n in res]
     ref = res.get("diffusers")
     lines = [
@@ -363,31 +357,10 @@ def report(a, res: dict, info: dict) -> str:
                      f"{_ratio(_med(ts), _med(rt) if rt else None):>11} {_ratio(min(ts), min(rt) if rt else None):>11}")
 
     # memory
-    kind = "CUDA alloc" if cuda else "RSS"
-    head = (f"{'memory MB':<13} {'step ' + kind:>14} {'x diff':>7} {'tensors':>8} {'x diff':>7} "
-            f"{kind + ' @peak':>13} {'weights':>8} {'x diff':>7}")
-    lines += ["", head, "-" * len(head)]
-    for n in names:
-        r = res[n]
-        act = _med(r["act"]) * mb if r["act"] else None
-        ref_act = _med(ref["act"]) * mb if ref and ref["act"] else None
-        tp = r.get("tensor_peak")
-        tp = tp * mb if tp is not None else None
-        ref_tp = ref.get("tensor_peak") * mb if ref and ref.get("tensor_peak") is not None else None
-        peak = _med(r["peak"]) * mb if r["peak"] else None
-        w, rw = r["weights"] * mb, ref["weights"] * mb if ref else None
-        fmt = lambda v, wd: f"{v:{wd}.1f}" if v is not None else f"{'-':>{wd}}"  # noqa: E731
-        lines.append(f"{n:<13} {fmt(act, 14)} {_ratio(act, ref_act):>7} {fmt(tp, 8)} {_ratio(tp, ref_tp):>7} "
-                     f"{fmt(peak, 13)} {w:8.1f} {_ratio(w, rw):>7}")
-    lines += [
-        f"step {kind}: high-water mark during a whole run minus the value before it (median of {a.repeats}"
-        + ("; per repeat " + ", ".join(f"{n} {min(res[n]['act']) * mb:.0f}-{max(res[n]['act']) * mb:.0f}"
-                                       for n in names if res[n]["act"]) if not cuda else "") + ")",
-        "tensors: peak of live tensor bytes above the start (profiler memory records, warm-up run; CPU only)",
-        f"{kind} @peak: " + ("allocated at the peak, weights included" if cuda else
-                             "process RSS at the peak" + (" (this side's own process)" if a.isolate
-                                                          else " (one process holding every side's model)")),
-    ]
+    lines += mem_table(a, names, res, ref, "x diff",
+                       ("x diff", 7, lambda n: _ratio(res[n]["weights"], ref["weights"] if ref else None)),
+                       "a whole run",
+                       "this side's own process" if a.isolate else "one process holding every side's model")
 
     lines += ops_table(names, res, "diffusers", a.steps)
 
@@ -448,13 +421,8 @@ def main(argv=None) -> None:
             del ref32
     if load0 is not None:
         info["load"] = (load0, os.getloadavg()[0])
-    text = report(a, res, info)
-    print(text)
-    for name, table in profiles.items():
-        print(f"\n== torch.profiler, one {a.steps}-step run of {name} (top ops by self time) ==\n{table}")
-    if a.json is not None:
-        out = {k: {kk: vv for kk, vv in r.items() if kk != "latents"} for k, r in res.items()}
-        a.json.write_text(json.dumps(dict(args={k: str(v) for k, v in vars(a).items()}, results=out), indent=1))
+    finish(a, res, report(a, res, info), profiles,
+           f"torch.profiler, one {a.steps}-step run of {{name}} (top ops by self time)", "latents")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,6 @@ import gc
 import importlib.machinery
 import importlib.util
 import io
-import json
 import os
 import pstats
 import sys
@@ -59,8 +58,8 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # ltx-pipelines' loops draw progress
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (MemProbe, count_ops, med as _med, ops_table, ratio as _ratio, sync,  # noqa: E402
-                    tensor_peak, trim_heap as _trim_heap, weight_bytes)
+from common import (MemProbe, add_report_args, count_ops, finish, med as _med, mem_table,  # noqa: E402
+                    ops_table, ratio as _ratio, sync, tensor_peak, trim_heap as _trim_heap, weight_bytes)
 
 SIDES = ("ours-split", "ours-batched", "ltx-core")
 REF = "ltx-core"
@@ -101,12 +100,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sides", nargs="+", default=list(SIDES), choices=SIDES)
     p.add_argument("--profile", choices=("none", "ours", "all"), default="none",
                    help="after timing, profile one step (ours = ours-split and ours-batched)")
-    p.add_argument("--profile-rows", type=int, default=18)
-    p.add_argument("--no-tensor-peak", dest="tensor_peak", action="store_false",
-                   help="CPU: skip the profiler-based tensor peak (measured during the warm-up run)")
-    p.add_argument("--no-op-count", dest="op_count", action="store_false",
-                   help="skip the extra step per side that counts dispatched aten ops")
-    p.add_argument("--json", type=Path, help="also write the results as JSON here")
+    add_report_args(p, "step")
     return p.parse_args(argv)
 
 
@@ -509,31 +503,10 @@ def report(a, res: dict, info: dict) -> str:
         lines.append("wall-clock per step; CPU s: process CPU time per step (all threads; less sensitive to other "
                      "processes on a shared machine, best with --threads 1)")
 
-    kind = "CUDA alloc" if cuda else "RSS"
-    head = (f"{'memory MB':<13} {'step ' + kind:>14} {'x ref':>6} {'tensors':>8} {'x ref':>6} "
-            f"{kind + ' @peak':>13} {'weights':>8} {'held':>6}")
-    lines += ["", head, "-" * len(head)]
-    fmt = lambda v, wd: f"{v:{wd}.1f}" if v is not None else f"{'-':>{wd}}"  # noqa: E731
-    for n in names:
-        r = res[n]
-        act = _med(r["act"]) * mb if r["act"] else None
-        ref_act = _med(ref["act"]) * mb if ref and ref["act"] else None
-        tp = r.get("tensor_peak")
-        tp = tp * mb if tp is not None else None
-        ref_tp = ref.get("tensor_peak") * mb if ref and ref.get("tensor_peak") is not None else None
-        peak = _med(r["peak"]) * mb if r["peak"] else None
-        lines.append(f"{n:<13} {fmt(act, 14)} {_ratio(act, ref_act):>6} {fmt(tp, 8)} {_ratio(tp, ref_tp):>6} "
-                     f"{fmt(peak, 13)} {r['weights'] * mb:8.1f} {r['persistent'] * mb:6.1f}")
-    lines += [
-        f"step {kind}: high-water mark during a step minus the value before it (median of {a.repeats}"
-        + ("; per repeat " + ", ".join(f"{n} {min(res[n]['act']) * mb:.0f}-{max(res[n]['act']) * mb:.0f}"
-                                       for n in names if res[n]["act"]) if not cuda else "") + ")",
-        "tensors: peak of live tensor bytes above the start (profiler memory records, warm-up run; CPU only)",
-        f"{kind} @peak: " + ("allocated at the peak, weights included" if cuda else
-                             "process RSS at the peak (one process holding both models)"),
-        "held: tensors built once per stage before the steps (our rotary tables; ltx-core rebuilds its own "
-        "in every transformer call, inside the step)",
-    ]
+    lines += mem_table(a, names, res, ref, "x ref", ("held", 6, lambda n: f"{res[n]['persistent'] * mb:.1f}"),
+                       "a step", "one process holding both models")
+    lines.append("held: tensors built once per stage before the steps (our rotary tables; ltx-core rebuilds its own "
+                 "in every transformer call, inside the step)")
     lines += ops_table(names, res, REF, 1)
     if ref is not None:
         lines.append("")
@@ -601,12 +574,7 @@ def main(argv=None) -> None:
             profiles[s.name] = profile_side(s, a)
     if load0 is not None:
         info["load"] = (load0, os.getloadavg()[0])
-    print(report(a, res, info))
-    for name, table in profiles.items():
-        print(f"\n== profile of one step of {name} ==\n{table}")
-    if a.json is not None:
-        out = {k: {kk: vv for kk, vv in r.items() if kk != "out"} for k, r in res.items()}
-        a.json.write_text(json.dumps(dict(args={k: str(v) for k, v in vars(a).items()}, results=out), indent=1))
+    finish(a, res, report(a, res, info), profiles, "profile of one step of {name}", "out")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import gc
+import json
 import statistics
+from pathlib import Path
 
 import torch
 
@@ -186,3 +189,63 @@ def med(xs):
 
 def ratio(x, y) -> str:
     return f"{x / y:.3f}" if x is not None and y and x == x and y == y else "-"
+
+
+def add_report_args(p: argparse.ArgumentParser, run: str) -> None:
+    """The options that pick the extra measurements and the output; ``run``: what one timed run is ("run",
+    "step")."""
+    p.add_argument("--profile-rows", type=int, default=18)
+    p.add_argument("--no-tensor-peak", dest="tensor_peak", action="store_false",
+                   help="CPU: skip the profiler-based tensor peak (measured during the warm-up run)")
+    p.add_argument("--no-op-count", dest="op_count", action="store_false",
+                   help=f"skip the extra {run} per side that counts dispatched aten ops")
+    p.add_argument("--json", type=Path, help="also write the results as JSON here")
+
+
+def _cell(v: float | None, width: int) -> str:
+    return f"{v:{width}.1f}" if v is not None else f"{'-':>{width}}"
+
+
+def mem_table(a, names: list[str], res: dict, ref: dict | None, x: str, last: tuple, span: str,
+              rss_at: str) -> list[str]:
+    """Report lines for the memory figures of ``measure``: per side the step memory, the tensor peak (each with
+    its ratio to ``ref``, column title ``x``), the absolute peak, the weights and a last column ``last`` =
+    (title, width, cell text of a side's name); then the legend. ``span``: what the step figure covers ("a
+    step"); ``rss_at``: which process the CPU peak RSS belongs to."""
+    mb = 1 / 2**20
+    cuda = a.device.startswith("cuda")
+    kind = "CUDA alloc" if cuda else "RSS"
+    title, width, last_cell = last
+    xw = len(x) + 1
+    head = (f"{'memory MB':<13} {'step ' + kind:>14} {x:>{xw}} {'tensors':>8} {x:>{xw}} "
+            f"{kind + ' @peak':>13} {'weights':>8} {title:>{width}}")
+    lines = ["", head, "-" * len(head)]
+    ref_act = med(ref["act"]) * mb if ref and ref["act"] else None
+    ref_tp = ref.get("tensor_peak") * mb if ref and ref.get("tensor_peak") is not None else None
+    for n in names:
+        r = res[n]
+        act = med(r["act"]) * mb if r["act"] else None
+        tp = r.get("tensor_peak")
+        tp = tp * mb if tp is not None else None
+        peak = med(r["peak"]) * mb if r["peak"] else None
+        lines.append(f"{n:<13} {_cell(act, 14)} {ratio(act, ref_act):>{xw}} {_cell(tp, 8)} {ratio(tp, ref_tp):>{xw}} "
+                     f"{_cell(peak, 13)} {r['weights'] * mb:8.1f} {last_cell(n):>{width}}")
+    spread = ("; per repeat " + ", ".join(f"{n} {min(res[n]['act']) * mb:.0f}-{max(res[n]['act']) * mb:.0f}"
+                                          for n in names if res[n]["act"]) if not cuda else "")
+    return lines + [
+        f"step {kind}: high-water mark during {span} minus the value before it (median of {a.repeats}{spread})",
+        "tensors: peak of live tensor bytes above the start (profiler memory records, warm-up run; CPU only)",
+        f"{kind} @peak: " + ("allocated at the peak, weights included" if cuda
+                             else f"process RSS at the peak ({rss_at})"),
+    ]
+
+
+def finish(a, res: dict, text: str, profiles: dict, heading: str, tensors: str) -> None:
+    """Print the report ``text`` and each side's profile under ``heading`` (``{name}``: the side); with
+    ``--json``, write the arguments and the results less each side's output tensors (key ``tensors``)."""
+    print(text)
+    for name, table in profiles.items():
+        print(f"\n== {heading.format(name=name)} ==\n{table}")
+    if a.json is not None:
+        out = {k: {kk: vv for kk, vv in r.items() if kk != tensors} for k, r in res.items()}
+        a.json.write_text(json.dumps(dict(args={k: str(v) for k, v in vars(a).items()}, results=out), indent=1))
