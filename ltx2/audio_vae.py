@@ -37,6 +37,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .video_vae import _DecoderDtypeDevice
+
 __all__ = ["DEFAULT_CONFIG", "LTX2AudioVAE", "official_to_module_key", "config_from_official",
            "LATENT_DOWNSAMPLE_FACTOR"]
 
@@ -267,7 +269,7 @@ class Decoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(x)))
 
 
-class LTX2AudioVAE(nn.Module):
+class LTX2AudioVAE(_DecoderDtypeDevice, nn.Module):
     """LTX-2 / LTX-2.3 audio VAE from a diffusers ``audio_vae/config.json`` dict (unknown keys are ignored).
 
     State-dict keys equal diffusers' (``encoder.*``, ``decoder.*``, ``latents_mean``, ``latents_std``).
@@ -294,14 +296,6 @@ class LTX2AudioVAE(nn.Module):
         # One entry per packed latent feature (c * M + m); sized by base_channels like the checkpoints.
         self.register_buffer("latents_mean", torch.zeros(cfg["base_channels"]))
         self.register_buffer("latents_std", torch.ones(cfg["base_channels"]))
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.decoder.conv_in.conv.weight.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.decoder.conv_in.conv.weight.device
 
     @property
     def latents_per_second(self) -> float:

@@ -465,7 +465,19 @@ class Decoder(nn.Module):
         return unpatchify(x, self.patch_size)
 
 
-class LTX2VideoVAE(nn.Module):
+class _DecoderDtypeDevice:
+    """``dtype`` / ``device`` of a VAE: those of its decoder's first convolution (shared with the audio VAE)."""
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.decoder.conv_in.conv.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.conv_in.conv.weight.device
+
+
+class LTX2VideoVAE(_DecoderDtypeDevice, nn.Module):
     """LTX-2 / LTX-2.3 video VAE from a diffusers ``vae/config.json`` dict (unknown keys are ignored).
 
     State-dict keys equal diffusers' (``encoder.*``, ``decoder.*``, ``latents_mean``, ``latents_std``).
@@ -492,14 +504,6 @@ class LTX2VideoVAE(nn.Module):
                 space, time = space * ss, time * st
         self.spatial_compression_ratio = cfg.get("spatial_compression_ratio") or space
         self.temporal_compression_ratio = cfg.get("temporal_compression_ratio") or time
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.decoder.conv_in.conv.weight.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.decoder.conv_in.conv.weight.device
 
     # ---------------------------------------------------------------------------------------------
     # Encode

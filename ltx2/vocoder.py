@@ -63,37 +63,32 @@ DEFAULT_CONFIG = {
     "output_sampling_rate": 24000,
 }
 
+_GENERATOR_KEYS = [k for k in DEFAULT_CONFIG if k != "output_sampling_rate"]
+
+# The LTX-2.3 stage-1 generator: the LTX-2.0 one widened, 16 kHz rates, anti-aliased SnakeBeta, no final bias.
+_BWE_STAGE1 = {
+    **{k: DEFAULT_CONFIG[k] for k in _GENERATOR_KEYS},
+    "hidden_channels": 1536,
+    "upsample_kernel_sizes": [11, 4, 4, 4, 4, 4],
+    "upsample_factors": [5, 2, 2, 2, 2, 2],
+    "act_fn": "snakebeta",
+    "antialias": True,
+    "final_act_fn": None,
+    "final_bias": False,
+}
+# The LTX-2.3 bandwidth extender: stage 1 narrowed, with the LTX-2.0 rates (240 samples a frame).
+_BWE_GENERATOR = {
+    **_BWE_STAGE1,
+    "hidden_channels": 512,
+    "upsample_kernel_sizes": [12, 11, 4, 4, 4],
+    "upsample_factors": [6, 5, 2, 2, 2],
+}
+
 # Constructor defaults of diffusers' LTX2VocoderWithBWE (the LTX-2.3 vocoder). Keys without the
 # ``bwe_`` prefix configure the 16 kHz stage-1 vocoder, ``bwe_*`` the bandwidth extender.
 DEFAULT_BWE_CONFIG = {
-    "in_channels": 128,
-    "hidden_channels": 1536,
-    "out_channels": 2,
-    "upsample_kernel_sizes": [11, 4, 4, 4, 4, 4],
-    "upsample_factors": [5, 2, 2, 2, 2, 2],
-    "resnet_kernel_sizes": [3, 7, 11],
-    "resnet_dilations": [[1, 3, 5], [1, 3, 5], [1, 3, 5]],
-    "act_fn": "snakebeta",
-    "leaky_relu_negative_slope": 0.1,
-    "antialias": True,
-    "antialias_ratio": 2,
-    "antialias_kernel_size": 12,
-    "final_act_fn": None,
-    "final_bias": False,
-    "bwe_in_channels": 128,
-    "bwe_hidden_channels": 512,
-    "bwe_out_channels": 2,
-    "bwe_upsample_kernel_sizes": [12, 11, 4, 4, 4],
-    "bwe_upsample_factors": [6, 5, 2, 2, 2],
-    "bwe_resnet_kernel_sizes": [3, 7, 11],
-    "bwe_resnet_dilations": [[1, 3, 5], [1, 3, 5], [1, 3, 5]],
-    "bwe_act_fn": "snakebeta",
-    "bwe_leaky_relu_negative_slope": 0.1,
-    "bwe_antialias": True,
-    "bwe_antialias_ratio": 2,
-    "bwe_antialias_kernel_size": 12,
-    "bwe_final_act_fn": None,
-    "bwe_final_bias": False,
+    **_BWE_STAGE1,
+    **{"bwe_" + k: v for k, v in _BWE_GENERATOR.items()},
     "filter_length": 512,
     "hop_length": 80,
     "window_length": 512,
@@ -101,8 +96,6 @@ DEFAULT_BWE_CONFIG = {
     "input_sampling_rate": 16000,
     "output_sampling_rate": 48000,
 }
-
-_GENERATOR_KEYS = [k for k in DEFAULT_CONFIG if k != "output_sampling_rate"]
 
 
 # --------------------------------------------------------------------------------------------------
