@@ -25,6 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..core.pixel_patches import patchify, unpatchify
+
 # Constructor defaults of diffusers' AutoencoderKLWan (the Wan2.1 VAE); a vae/config.json overrides them.
 DEFAULT_CONFIG = {
     "base_dim": 96,
@@ -320,20 +322,6 @@ class Decoder3d(nn.Module):
         for block in self.up_blocks:
             x = block(x, cache, first)
         return self.conv_out(F.silu(self.norm_out(x), inplace=True), cache)
-
-
-def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
-    """[B, C, T, H, W] -> [B, C*p*p, T, H/p, W/p], channel index c*p*p + pw*p + ph."""
-    b, c, t, h, w = x.shape
-    x = x.reshape(b, c, t, h // p, p, w // p, p).permute(0, 1, 6, 4, 2, 3, 5)
-    return x.reshape(b, c * p * p, t, h // p, w // p)
-
-
-def unpatchify(x: torch.Tensor, p: int) -> torch.Tensor:
-    """Inverse of patchify."""
-    b, cpp, t, h, w = x.shape
-    x = x.view(b, cpp // (p * p), p, p, t, h, w).permute(0, 1, 4, 5, 3, 6, 2)
-    return x.reshape(b, cpp // (p * p), t, h * p, w * p)
 
 
 class WanVAE(nn.Module):

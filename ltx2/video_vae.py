@@ -51,6 +51,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..core.pixel_patches import patchify, unpatchify
+
 __all__ = ["DEFAULT_CONFIG", "LTX2VideoVAE", "official_to_module_key", "make_official_key_map"]
 
 # Constructor defaults of diffusers' AutoencoderKLLTX2Video; a vae/config.json overrides them.
@@ -253,20 +255,6 @@ def space_to_depth(x: torch.Tensor, stride) -> torch.Tensor:
     b, c, t, h, w = x.shape
     x = x.reshape(b, c, t // st, st, h // sh, sh, w // sw, sw).permute(0, 1, 3, 5, 7, 2, 4, 6)
     return x.reshape(b, c * st * sh * sw, t // st, h // sh, w // sw)
-
-
-def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
-    """[B, C, T, H*p, W*p] -> [B, C*p*p, T, H, W], channel index c*p*p + pw*p + ph (column offset first)."""
-    b, c, t, h, w = x.shape
-    x = x.reshape(b, c, t, h // p, p, w // p, p).permute(0, 1, 6, 4, 2, 3, 5)
-    return x.reshape(b, c * p * p, t, h // p, w // p)
-
-
-def unpatchify(x: torch.Tensor, p: int) -> torch.Tensor:
-    """Inverse of patchify."""
-    b, c, t, h, w = x.shape
-    x = x.reshape(b, c // (p * p), p, p, t, h, w).permute(0, 1, 4, 5, 3, 6, 2)
-    return x.reshape(b, c // (p * p), t, h * p, w * p)
 
 
 def depth_to_space(x: torch.Tensor, stride) -> torch.Tensor:
