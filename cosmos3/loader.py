@@ -133,7 +133,11 @@ def _vae_config(path: Path) -> tuple[dict, object]:
         shape = keys.get("post_quant_conv.weight", (None, ()))[1]
         if tuple(shape[:2]) == (48, 48):
             return dict(WAN22_VAE_CONFIG), None
-        raise
+        raise CheckpointError(
+            f"{path}: not a Wan VAE: the file has no config, and its keys are in neither diffusers' "
+            "AutoencoderKLWan layout nor Wan's original one. Cosmos3 needs the Wan2.2 VAE (the vae/ folder of "
+            "its checkpoint, or ComfyUI's wan2.2_vae.safetensors)"
+        ) from None
 
 
 @dataclass

@@ -116,3 +116,11 @@ def test_wan_layout_incomplete_file_names_the_missing_key(tmp_path):
     save_file(weights, str(path))
     with pytest.raises(CheckpointError, match="up_blocks.0.resnets.1.conv2.bias"):
         load_vae(path, dtype="fp32")
+
+
+def test_vae_file_of_another_model_is_named_as_such(tmp_path):
+    path = tmp_path / "sdxl_vae.safetensors"  # another model's VAE: no config, other keys
+    save_file({"post_quant_conv.weight": torch.zeros(4, 4, 1, 1), "decoder.conv_in.weight": torch.zeros(8, 4, 3, 3)},
+              str(path))
+    with pytest.raises(CheckpointError, match="not a Wan VAE.*wan2.2_vae.safetensors"):
+        load_vae(path, dtype="fp32")
