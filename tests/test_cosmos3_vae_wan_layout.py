@@ -4,8 +4,9 @@ The oracle is ComfyUI's own Wan VAE code (``comfy/ldm/wan/vae2_2.py`` and ``vae.
 as it is): ``tests/data/wan_vae_layout/make_fixture.py`` ran tiny seeded models through it once and stored
 their encode / decode outputs with the key list (ComfyUI cannot be installed here, so the outputs are data).
 These tests rebuild the same weights from the seed, save them in that layout, and load the file with
-``load_vae``, which has to read the architecture from the shapes and rename every key. For Wan2.1 the
-renaming is also checked against diffusers' own converter (``convert_wan_vae_to_diffusers``).
+``load_vae``, which has to read the architecture from the shapes and rename every key. The key lists of the
+released sizes (also from ComfyUI's modules) must map onto our VAE exactly, with the released config. For
+Wan2.1 the renaming is also checked against diffusers' own converter (``convert_wan_vae_to_diffusers``).
 """
 
 from __future__ import annotations
@@ -89,14 +90,42 @@ def test_wan_layout_file_matches_comfyui(name, tmp_path):
     assert _rel(vae.decode(latent), reference) < 2e-5
 
 
-def test_wan21_renaming_equals_diffusers_converter(tmp_path):
+@pytest.mark.parametrize("name", ["released_wan22", "released_wan21"])
+def test_released_wan_layouts_map_onto_our_vae(name):
+    """The key lists of the released VAEs (ComfyUI's modules at the sizes comfy/sd.py uses for
+    wan2.2_vae.safetensors and wan_2.1_vae.safetensors): the config read from their shapes is the released
+    architecture, and every key lands on one of our tensors with the same shape, each tensor covered once."""
+    from comfyui_cosmos3_ltx2.cosmos3.loader import WAN22_VAE_CONFIG
+    from comfyui_cosmos3_ltx2.cosmos3.vae import DEFAULT_CONFIG as WAN21_VAE_CONFIG
+    from comfyui_cosmos3_ltx2.cosmos3.vae import WanVAE
+    from comfyui_cosmos3_ltx2.cosmos3.vae_wan_layout import read_wan_layout
+
+    with safe_open(str(DATA / "expected.safetensors"), framework="pt") as f:
+        entries = json.loads(f.metadata()[name])["entries"]
+    shapes = {k: tuple(s) for k, s in entries}
+    cfg, key_map = read_wan_layout(name, shapes, WAN_LATENT_STATS)
+    released = WAN22_VAE_CONFIG if name == "released_wan22" else {**WAN21_VAE_CONFIG, "decoder_base_dim": 96}
+    for field in ("base_dim", "decoder_base_dim", "z_dim", "dim_mult", "num_res_blocks", "temperal_downsample",
+                  "is_residual", "in_channels", "out_channels", "scale_factor_spatial", "scale_factor_temporal",
+                  "latents_mean", "latents_std"):
+        assert cfg[field] == released[field], field
+    assert (cfg["patch_size"] or 1) == (released["patch_size"] or 1)
+    with torch.device("meta"):
+        ours = {k: tuple(v.shape) for k, v in WanVAE(cfg).state_dict().items()}
+    mapped = {key_map(k): s for k, s in shapes.items()}
+    assert len(mapped) == len(shapes) == len(ours) and mapped == ours
+
+
+@pytest.mark.parametrize("name", ["wan21", "released_wan21"])
+def test_wan21_renaming_equals_diffusers_converter(name):
     from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 
     from comfyui_cosmos3_ltx2.cosmos3.vae_wan_layout import read_wan_layout
 
-    meta, _ = _expected("wan21")
-    shapes = {k: tuple(s) for k, s in meta["entries"]}
-    _, key_map = read_wan_layout("wan21", shapes, WAN_LATENT_STATS)
+    with safe_open(str(DATA / "expected.safetensors"), framework="pt") as f:
+        entries = json.loads(f.metadata()[name])["entries"]
+    shapes = {k: tuple(s) for k, s in entries}
+    _, key_map = read_wan_layout(name, shapes, WAN_LATENT_STATS)
     theirs = convert_wan_vae_to_diffusers({k: k for k in shapes})  # new name -> old name
     ours = {key_map(k): k for k in shapes}
     assert len(ours) == len(shapes) and ours == theirs

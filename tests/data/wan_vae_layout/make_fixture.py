@@ -7,7 +7,8 @@ PATH/expected.safetensors``). The test suite only reads the file: it draws the s
 Per model (``wan22``: ``comfy.ldm.wan.vae2_2.WanVAE``, ``wan21``: ``comfy.ldm.wan.vae.WanVAE``) the file holds
 ComfyUI's ``encode`` (posterior mean) and ``decode`` (not clamped) outputs for :func:`inputs`, computed in
 float64, and in its metadata the constructor arguments, every state-dict key with its shape (state-dict order)
-and the sums of the weights and inputs (so a change in torch's random streams shows as such).
+and the sums of the weights and inputs (so a change in torch's random streams shows as such). For the released
+sizes (``RELEASED``) only the key list with shapes is stored.
 """
 
 from __future__ import annotations
@@ -23,6 +24,18 @@ MODELS = {  # ComfyUI constructor arguments; the video is [1, 3, 5, size, size]
               "args": {"dim": 4, "dec_dim": 4, "z_dim": 48, "temperal_downsample": [False, True, True]}},
     "wan21": {"module": "comfy.ldm.wan.vae", "size": 16,
               "args": {"dim": 4, "z_dim": 16, "temperal_downsample": [False, True, True]}},
+}
+
+
+# The released VAEs as ComfyUI's comfy/sd.py builds them for wan2.2_vae.safetensors / wan_2.1_vae.safetensors
+# (only their key lists and shapes are stored, built on the meta device).
+RELEASED = {
+    "released_wan22": {"module": "comfy.ldm.wan.vae2_2", "args": {
+        "dim": 160, "z_dim": 48, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_scales": [],
+        "temperal_downsample": [False, True, True], "dropout": 0.0}},
+    "released_wan21": {"module": "comfy.ldm.wan.vae", "args": {
+        "dim": 96, "z_dim": 16, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_scales": [],
+        "temperal_downsample": [False, True, True], "dropout": 0.0}},
 }
 
 
@@ -79,6 +92,10 @@ def main(out_path: str) -> None:
         sums = {"weights": sum(float(w.double().sum()) for w in model.state_dict().values()),
                 "video": float(video.double().sum()), "latent": float(latent.double().sum())}
         meta[name] = json.dumps({"args": spec["args"], "entries": entries, "sums": sums})
+    for name, spec in RELEASED.items():
+        with torch.device("meta"):
+            model = importlib.import_module(spec["module"]).WanVAE(**spec["args"])
+        meta[name] = json.dumps({"args": spec["args"], "entries": [(k, list(v.shape)) for k, v in model.state_dict().items()]})
     meta["torch"] = torch.__version__
     save_file(tensors, out_path, metadata=meta)
 
