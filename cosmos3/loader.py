@@ -8,6 +8,7 @@ copy of the weights is ever made. Nothing is unpickled.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,7 +105,8 @@ def load_transformer(path: str | Path, *, device="cpu", dtype="bf16", config: di
 
 
 def load_vae(path: str | Path, *, device="cpu", dtype="fp32") -> WanVAE:
-    """The Wan2.2 VAE from a ``vae/`` folder or one safetensors file (config in metadata or beside it)."""
+    """The Wan2.2 VAE from a ``vae/`` folder or one safetensors file: diffusers' layout (config in the metadata,
+    beside it, or built in) or Wan's original layout, as ComfyUI ships it (config read from the shapes)."""
     path = Path(path)
     device, dtype = _device_dtype(device, dtype)
     cfg, key_map = _vae_config(path)
@@ -116,7 +118,7 @@ def load_vae(path: str | Path, *, device="cpu", dtype="fp32") -> WanVAE:
     return vae.eval().requires_grad_(False)
 
 
-def _vae_config(path: Path) -> tuple[dict, object]:
+def _vae_config(path: Path) -> tuple[dict, Callable[[str], str] | None]:
     """The VAE's config and key renaming (None: the file uses our names).
 
     A lone file without a config is either a diffusers-layout Wan2.2 VAE (the built-in config) or a VAE in
