@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from comfyui_cosmos3_ltx2.core import checkpoint as ck
+from header_plan import header_plan
+
 from comfyui_cosmos3_ltx2.cosmos3 import loader
 
 DATA = Path(__file__).parent / "data" / "cosmos3_real_configs"
@@ -40,30 +41,17 @@ def _reference_keys(cfg: dict) -> dict[str, tuple[int, ...]]:
 
 def _load_header_only(monkeypatch, header: dict, cfg: dict):
     """Our load_transformer on a file holding ``header`` (key -> shape); returns (model, plan, problems)."""
-    plan: dict[str, str] = {}
-    problems: list[str] = []
+    found: dict = {}
 
     def load_into(module, _files, *, key_map=None, strip_prefix=None, ignore=(), strict=True, **_kw):
-        for key in header:
-            target = ck._target_name(key, strip_prefix, key_map, tuple(ignore))
-            if target is None:
-                continue
-            if target in plan:
-                problems.append(f"both {plan[target]} and {key} load into {target}")
-            plan[target] = key
-        ours = module.state_dict(keep_vars=True)
-        for name, key in plan.items():
-            if name not in ours:
-                problems.append(f"checkpoint {key} -> {name}, which our model does not have")
-            elif tuple(ours[name].shape) != header[key]:
-                problems.append(f"checkpoint {key} {list(header[key])} -> {name} {list(ours[name].shape)}")
-        problems.extend(f"{name} is not covered by any checkpoint key" for name in ours if name not in plan)
+        found["plan"], found["problems"] = header_plan(module, header, key_map=key_map, strip_prefix=strip_prefix,
+                                                       ignore=ignore)
 
     monkeypatch.setattr(loader, "resolve_weight_files", lambda p: [Path(p)])
     monkeypatch.setattr(loader, "list_keys", lambda files: {k: (files[0], s, "BF16") for k, s in header.items()})
     monkeypatch.setattr(loader, "load_into", load_into)
     model = loader.load_transformer("/nonexistent/transformer", device="meta", config=cfg)
-    return model, plan, problems
+    return model, found["plan"], found["problems"]
 
 
 @pytest.mark.parametrize("name", CONFIGS)

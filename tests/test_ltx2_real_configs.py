@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from header_plan import header_plan
 from ltx_oracle import ltx_oracles_available
 
 
@@ -161,7 +162,6 @@ class _FakeFile:
 
 
 def _run_our_loader(monkeypatch, header: dict, cfg: dict, model_version: str | None, components):
-    from comfyui_cosmos3_ltx2.core import checkpoint as ck
     from comfyui_cosmos3_ltx2.ltx2 import loader
 
     file = Path("/nonexistent/ltx-header-only.safetensors")
@@ -175,25 +175,9 @@ def _run_our_loader(monkeypatch, header: dict, cfg: dict, model_version: str | N
         return {k: (file, shape, "BF16") for k, shape in header.items()}
 
     def load_into(module, _files, *, key_map=None, strip_prefix=None, ignore=(), strict=True, **_kw):
-        plan: dict[str, str] = {}
         what = type(module).__name__
-        for key, shape in header.items():
-            target = ck._target_name(key, strip_prefix, key_map, tuple(ignore))
-            if target is None:
-                continue
-            if target in plan:
-                problems.append(f"{what}: both {plan[target]} and {key} load into {target}")
-            plan[target] = key
-        targets = module.state_dict(keep_vars=True)
-        for name, key in plan.items():
-            if name not in targets:
-                problems.append(f"{what}: official {key} -> {name}, which the module does not have")
-            elif tuple(targets[name].shape) != tuple(header[key]):
-                problems.append(f"{what}: official {key} {list(header[key])} -> {name} "
-                                f"{list(targets[name].shape)}")
-        for name in targets:
-            if name not in plan:
-                problems.append(f"{what}: {name} is not covered by any official key")
+        plan, found = header_plan(module, header, key_map=key_map, strip_prefix=strip_prefix, ignore=ignore)
+        problems.extend(f"{what}: {p}" for p in found)
         fake.plans[what] = plan
 
     monkeypatch.setattr(loader, "list_keys", list_keys)
@@ -309,8 +293,6 @@ def test_23_component_configs(monkeypatch):
 def test_20_timestep_conditioned_vae_variant(monkeypatch):
     """The LTX-2.0 video-VAE metadata is not verified (see README): whether its decoder is timestep-conditioned
     is checked both ways, so a file with ``last_time_embedder`` / ``time_embedder`` tensors also maps."""
-    from comfyui_cosmos3_ltx2.ltx2 import loader
-
     cfg = _config(CONFIG_20)
     cfg["vae"]["timestep_conditioning"] = True
     name = "ltx-2-19b.tc.config.json"
