@@ -386,6 +386,13 @@ def load_into(
     targets = module.state_dict(keep_vars=True)  # parameters and persistent buffers
     missing = [n for n in targets if n not in plan]
     unexpected = [n for n in plan if n not in targets]
+    quantized = next((plan[n][1] for n in unexpected if is_quantization_key(plan[n][1])), None)
+    if quantized is not None:
+        raise CheckpointError(
+            f"{what}: holds quantized weights ('{quantized}': a scaled fp8 / fp4 format such as ComfyUI's or "
+            "ModelOpt's), which this version does not load yet. Use the bf16 or fp16 file of this model (plain "
+            "float8 files without scales do load)."
+        )
     if strict and (missing or unexpected):
         raise CheckpointError(_mismatch_message(what, module, missing, unexpected))
     for name, (f, key, shape) in plan.items():
@@ -429,6 +436,17 @@ def load_into(
             "initialisation; non-persistent buffers must be rebuilt by a "
             "`reset_non_persistent_buffers(device)` method on their module."
         )
+
+
+# Tensors that only quantized checkpoints carry: ComfyUI's per-layer format (comfy_quant + scales), its older
+# scaled-fp8 files, and ModelOpt's quantizer states.
+_QUANTIZATION_NAMES = frozenset({"comfy_quant", "weight_scale", "weight_scale_2", "input_scale", "scale_weight",
+                                 "scale_input", "scaled_fp8"})
+
+
+def is_quantization_key(key: str) -> bool:
+    """True for a tensor that only quantized checkpoints carry (a scale, ComfyUI's comfy_quant, ...)."""
+    return key.rsplit(".", 1)[-1] in _QUANTIZATION_NAMES or "_quantizer." in key
 
 
 def _as_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:

@@ -97,12 +97,6 @@ def load_transformer(path: str | Path, *, device="cpu", dtype="bf16", config: di
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: {e}") from e
     files = resolve_weight_files(path)
-    quantized = next((k for k in list_keys(files) if "_quantizer." in k), None)
-    if quantized is not None:  # ModelOpt scales (e.g. "...mlp.gate_proj.weight_quantizer._scale")
-        raise CheckpointError(
-            f"{path}: this is a quantized (FP8 ModelOpt) Cosmos3 export (it holds '{quantized}'), which this "
-            "version does not load yet; use the bf16 checkpoint"
-        )
     with torch.device("meta"):
         model = Cosmos3Transformer(cfg)
     load_into(model, files, device=device, dtype=dtype, keep_dtype=("time_embedder.",),

@@ -36,7 +36,14 @@ from typing import Any, Sequence
 
 import torch
 
-from ..core.checkpoint import CheckpointError, list_keys, load_into, metadata_config, safetensors_metadata
+from ..core.checkpoint import (
+    CheckpointError,
+    is_quantization_key,
+    list_keys,
+    load_into,
+    metadata_config,
+    safetensors_metadata,
+)
 
 __all__ = [
     "GEMMA3_12B_DEFAULTS",
@@ -54,9 +61,6 @@ _PROBE = "layers.0.self_attn.q_norm.weight"
 _MODULE_HEADS = ("embed_tokens.", "layers.", "norm.")
 _SPIECE_KEY = "spiece_model"
 _FLOAT_DTYPES = {"F32", "F16", "BF16"}
-_QUANT_SUFFIXES = (".scale_weight", ".scale_input", ".weight_scale", ".input_scale", ".weight_scale_2",
-                   ".comfy_quant", ".scaled_fp8")
-_QUANT_KEYS = ("scaled_fp8",)
 
 # Gemma-3-12B (google/gemma-3-12b-it text_config; ComfyUI's Gemma3_12B_Config), legacy (transformers 4)
 # field names, which transformers 5 converts to ``rope_parameters``. Every 6th layer is full attention.
@@ -135,7 +139,7 @@ def _not_gemma(file: Path, keys) -> CheckpointError:
 
 
 def _check_not_quantised(file: Path, keys, prefix: str, metadata: dict) -> None:
-    quant = [k for k in keys if k.endswith(_QUANT_SUFFIXES) or k in _QUANT_KEYS]
+    quant = [k for k in keys if is_quantization_key(k)]
     f8 = [k for k, (_, _, dt) in keys.items() if dt.startswith("F8") and k.startswith(prefix)]
     if quant or f8 or "_quantization_metadata" in metadata:
         what = (f"{len(f8)} float8 tensors (e.g. '{f8[0]}')" if f8 else

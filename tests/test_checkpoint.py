@@ -334,6 +334,35 @@ def test_missing_and_unexpected_keys(tmp_path):
     assert torch.equal(model.proj_out.weight, before)
 
 
+@pytest.mark.parametrize("extra", [
+    {"blocks.0.attn.weight_scale": torch.ones(()), "blocks.0.attn.comfy_quant": torch.tensor([123], dtype=torch.uint8)},
+    {"scaled_fp8": torch.zeros(0, dtype=torch.float8_e4m3fn), "blocks.0.attn.scale_weight": torch.ones(())},
+    {"blocks.0.mlp.0.weight_quantizer._scale": torch.ones(1, 1)},
+])
+def test_quantized_files_are_named_as_such(tmp_path, extra):
+    """Scaled fp8 / fp4 files (ComfyUI's per-layer and older formats, ModelOpt) get one clear error, even when
+    not strict: loading their float8 weights without the scales would silently give wrong numbers."""
+    sd = contiguous_sd(make_source())
+    sd["blocks.0.attn.weight"] = sd["blocks.0.attn.weight"].to(torch.float8_e4m3fn)
+    f = tmp_path / "q.safetensors"
+    save_file({**sd, **extra}, str(f))
+    for strict in (True, False):
+        with pytest.raises(CheckpointError, match=r"quantized weights \('(%s)'" % "|".join(extra)):
+            load_into(on_meta(), f, strict=strict)
+
+
+def test_plain_float8_file_loads_by_casting(tmp_path):
+    """A float8 file without scales (weights simply stored in float8) loads, cast to the target dtype."""
+    sd = contiguous_sd(make_source())
+    sd["blocks.0.attn.weight"] = sd["blocks.0.attn.weight"].to(torch.float8_e4m3fn)
+    f = tmp_path / "f8.safetensors"
+    save_file(sd, str(f))
+    model = on_meta()
+    load_into(model, f, dtype=torch.float32)
+    assert model.blocks[0].attn.weight.dtype == torch.float32
+    assert torch.equal(model.blocks[0].attn.weight, sd["blocks.0.attn.weight"].float())
+
+
 def test_shape_mismatch(tmp_path):
     sd = contiguous_sd(make_source())
     sd["proj_in.weight"] = torch.zeros(16, 9)

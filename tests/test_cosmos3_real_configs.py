@@ -4,11 +4,11 @@ No weights are available, so each checkpoint is simulated by its key list: diffu
 ``Cosmos3OmniTransformer`` (the test oracle, whose names are the checkpoint's) built on the ``meta`` device from
 the released ``transformer/config.json`` (``tests/data/cosmos3_real_configs``, sources in the README there).
 
-Our side runs the real ``cosmos3.loader.load_transformer`` with only the file lookup, the header reader and
-``load_into`` replaced by a header-only stand-in that applies our key renaming and ignore list exactly as
-``load_into`` does (``core.checkpoint._target_name``): every checkpoint key must land on one of our tensors with
-the same shape or be dropped on purpose (the language head, the sound / action heads), no two keys may land on
-one name, and every tensor of ours must be covered. Everything stays on ``meta``.
+Our side runs the real ``cosmos3.loader.load_transformer`` with only the file lookup and ``load_into`` replaced
+by a header-only stand-in that applies our key renaming and ignore list exactly as ``load_into`` does
+(``core.checkpoint._target_name``): every checkpoint key must land on one of our tensors with the same shape or
+be dropped on purpose (the language head, the sound / action heads), no two keys may land on one name, and every
+tensor of ours must be covered. Everything stays on ``meta``.
 """
 
 from __future__ import annotations
@@ -48,7 +48,6 @@ def _load_header_only(monkeypatch, header: dict, cfg: dict):
                                                        ignore=ignore)
 
     monkeypatch.setattr(loader, "resolve_weight_files", lambda p: [Path(p)])
-    monkeypatch.setattr(loader, "list_keys", lambda files: {k: (files[0], s, "BF16") for k, s in header.items()})
     monkeypatch.setattr(loader, "load_into", load_into)
     model = loader.load_transformer("/nonexistent/transformer", device="meta", config=cfg)
     return model, found["plan"], found["problems"]
