@@ -313,6 +313,7 @@ class LTX2Denoiser:
         vxf, axf = vx.float(), ax.float()
         est: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         shared = None
+        tables: dict[int, dict] = {}  # the AdaLN tables per call batch: all passes run at the same sigma
         for gi, (names, vctx, actx, mask, switches) in enumerate(self.groups):
             n = len(names)
             if vctx.shape[0] != n * vx.shape[0]:
@@ -321,9 +322,12 @@ class LTX2Denoiser:
             v_in = vin if n == 1 else torch.cat([vin] * n)
             a_in = ain if n == 1 else torch.cat([ain] * n)
             extra = {}
-            if timestep is not None:
-                extra["timestep"] = timestep if n == 1 else (
+            if n not in tables:
+                steps = timestep if timestep is None or n == 1 else (
                     timestep.repeat(n) if isinstance(timestep, TokenTimesteps) else timestep.repeat(n, 1))
+                tables[n] = self.transformer.time_conditioning(sigma, timestep=steps, batch=v_in.shape[0],
+                                                               device=v_in.device)
+            extra["conditioning"] = tables[n]
             if self._share is not None and gi in (self._share[0], self._share[2]):
                 gc, row, _, k = self._share
                 extra["prefix"] = {"capture": k} if gi == gc else shared

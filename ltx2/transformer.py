@@ -568,6 +568,61 @@ class LTX2Transformer(nn.Module):
             rope_tables(_fractions(audio_coords[:, 0:1], xmax), xdim, num_heads=aheads, **kw),
         )
 
+    # ---- time conditioning -----------------------------------------------------------------------
+
+    def time_conditioning(self, sigma: torch.Tensor | float, audio_sigma: torch.Tensor | float | None = None, *,
+                          timestep=None, audio_timestep: torch.Tensor | None = None, batch: int, device,
+                          use_cross_timestep: bool = True) -> dict:
+        """Every AdaLN table of a call from its sigmas and timesteps (arguments as in :meth:`forward`):
+        the block tables (``temb*``), the output ones (``emb``, ``emb_audio``) and the per-token level index.
+        Calls at the same sigmas and batch size can share one result (``forward(conditioning=...)``)."""
+        c = self.config
+        mult = float(c["timestep_scale_multiplier"])
+        gate_factor = c["cross_attn_timestep_scale_multiplier"] / c["timestep_scale_multiplier"]
+
+        def per_sample(s) -> torch.Tensor:
+            if not isinstance(s, torch.Tensor):  # a Python number: filled on the device, no copy
+                return torch.full((batch,), float(s), dtype=torch.float32, device=device)
+            s = s.to(device=device, dtype=torch.float32)
+            return s.reshape(-1).expand(batch) if s.numel() == 1 else s.reshape(batch)
+
+        sigma = per_sample(sigma)
+        audio_sigma = sigma if audio_sigma is None else per_sample(audio_sigma)
+        index = None
+        if isinstance(timestep, TokenTimesteps):
+            if use_cross_timestep:
+                index = timestep.index.to(device)
+                timestep = timestep.values
+            else:  # the legacy cross-modal modulation follows each token's own timestep
+                timestep = timestep.per_token()
+        t_video = (sigma if timestep is None else timestep.to(device=device, dtype=torch.float32)) * mult
+        t_audio = (audio_sigma if audio_timestep is None
+                   else audio_timestep.to(device=device, dtype=torch.float32)) * mult
+
+        temb, emb = self.time_embed(t_video, batch)
+        temb_audio, emb_audio = self.audio_time_embed(t_audio, batch)
+        if self.prompt_modulation and c["use_prompt_adaln_single"]:
+            temb_prompt = self.prompt_adaln(sigma * mult, batch)[0]
+            temb_prompt_audio = self.audio_prompt_adaln(audio_sigma * mult, batch)[0]
+        else:
+            temb_prompt = temb_prompt_audio = None
+        # cross-modal modulation follows the other stream's sigma (official) or the own timestep (legacy)
+        ca_v = audio_sigma * mult if use_cross_timestep else t_video
+        ca_a = sigma * mult if use_cross_timestep else t_audio
+        return {
+            "temb": temb,
+            "temb_index": index,
+            "temb_audio": temb_audio,
+            "temb_prompt": temb_prompt,
+            "temb_prompt_audio": temb_prompt_audio,
+            "temb_ca": self.av_cross_attn_video_scale_shift(ca_v, batch)[0],
+            "temb_ca_audio": self.av_cross_attn_audio_scale_shift(ca_a, batch)[0],
+            "temb_ca_gate": self.av_cross_attn_video_a2v_gate(ca_v * gate_factor, batch)[0],
+            "temb_ca_gate_audio": self.av_cross_attn_audio_v2a_gate(ca_a * gate_factor, batch)[0],
+            "emb": emb,
+            "emb_audio": emb_audio,
+        }
+
     # ---- forward -------------------------------------------------------------------------------
 
     def forward(
@@ -593,6 +648,7 @@ class LTX2Transformer(nn.Module):
         disable_v2a: bool = False,
         per_item: Sequence[dict] | None = None,
         prefix: dict | None = None,
+        conditioning: dict | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Velocities for packed video tokens ``hidden_states`` [B, S, in] and audio tokens
         ``audio_hidden_states`` [B, Sa, audio_in].
@@ -616,30 +672,20 @@ class LTX2Transformer(nn.Module):
           pass and an STG pass that first differs at block k). ``{"capture": k}`` stores the stream states
           entering block k as ``prefix["states"]`` (and ``prefix["block"] = k``); a dict holding
           ``"block"`` and ``"states"`` starts the blocks there from those states instead of from the inputs.
+        * ``conditioning``: :meth:`time_conditioning` of these sigmas / timesteps and batch, computed once and
+          shared by calls that agree on them (the passes of one guided evaluation); then the sigma and
+          timestep arguments are not read.
         """
         c = self.config
         b = hidden_states.shape[0]
         dev = hidden_states.device
-        mult = float(c["timestep_scale_multiplier"])
-        gate_factor = c["cross_attn_timestep_scale_multiplier"] / c["timestep_scale_multiplier"]
-
-        def per_sample(s) -> torch.Tensor:
-            if not isinstance(s, torch.Tensor):  # a Python number: filled on the device, no copy
-                return torch.full((b,), float(s), dtype=torch.float32, device=dev)
-            s = s.to(device=dev, dtype=torch.float32)
-            return s.reshape(-1).expand(b) if s.numel() == 1 else s.reshape(b)
-
-        sigma = per_sample(sigma)
-        audio_sigma = sigma if audio_sigma is None else per_sample(audio_sigma)
-        index = None
-        if isinstance(timestep, TokenTimesteps):
-            if use_cross_timestep:
-                index = timestep.index.to(dev)
-                timestep = timestep.values
-            else:  # the legacy cross-modal modulation follows each token's own timestep
-                timestep = timestep.per_token()
-        t_video = (sigma if timestep is None else timestep.to(device=dev, dtype=torch.float32)) * mult
-        t_audio = (audio_sigma if audio_timestep is None else audio_timestep.to(device=dev, dtype=torch.float32)) * mult
+        if conditioning is None:
+            conditioning = self.time_conditioning(sigma, audio_sigma, timestep=timestep, audio_timestep=audio_timestep,
+                                                  batch=b, device=dev, use_cross_timestep=use_cross_timestep)
+        elif conditioning["temb"].shape[0] != b:
+            raise ValueError(f"LTX2Transformer.forward: conditioning for batch {conditioning['temb'].shape[0]}, "
+                             f"inputs {b}")
+        index, emb, emb_audio = conditioning["temb_index"], conditioning["emb"], conditioning["emb_audio"]
 
         if rope is None:
             if video_coords is None or audio_coords is None:
@@ -657,26 +703,8 @@ class LTX2Transformer(nn.Module):
             ax = self.audio_proj_in(audio_hidden_states)
         capture = None if prefix is None or resume else prefix.get("capture")
 
-        temb, emb = self.time_embed(t_video, b)
-        temb_audio, emb_audio = self.audio_time_embed(t_audio, b)
-        if self.prompt_modulation and c["use_prompt_adaln_single"]:
-            temb_prompt = self.prompt_adaln(sigma * mult, b)[0]
-            temb_prompt_audio = self.audio_prompt_adaln(audio_sigma * mult, b)[0]
-        else:
-            temb_prompt = temb_prompt_audio = None
-        # cross-modal modulation follows the other stream's sigma (official) or the own timestep (legacy)
-        ca_v = audio_sigma * mult if use_cross_timestep else t_video
-        ca_a = sigma * mult if use_cross_timestep else t_audio
         tensors = {
-            "temb": temb,
-            "temb_index": index,
-            "temb_audio": temb_audio,
-            "temb_prompt": temb_prompt,
-            "temb_prompt_audio": temb_prompt_audio,
-            "temb_ca": self.av_cross_attn_video_scale_shift(ca_v, b)[0],
-            "temb_ca_audio": self.av_cross_attn_audio_scale_shift(ca_a, b)[0],
-            "temb_ca_gate": self.av_cross_attn_video_a2v_gate(ca_v * gate_factor, b)[0],
-            "temb_ca_gate_audio": self.av_cross_attn_audio_v2a_gate(ca_a * gate_factor, b)[0],
+            **conditioning,
             "rope": rope,
             "mask": _key_mask(encoder_attention_mask),
             "audio_mask": _key_mask(audio_encoder_attention_mask),

@@ -377,6 +377,37 @@ def test_stg_pass_shares_the_conditional_prefix(strategy, tmp_path_factory):
         assert torch.equal(a, b)
 
 
+def test_split_passes_share_one_set_of_adaln_tables(tmp_path_factory, monkeypatch):
+    """All passes of an evaluation run at the same sigma, so the timestep MLPs run once per evaluation (per call
+    batch size), not once per pass; each pass then equals a call that computes its own tables, bit for bit."""
+    _, ours = _setup("2.3", tmp_path_factory)
+    shape = _shape()
+    vn, an = _noise(shape, seed=4)
+    tr = ours["transformer"]
+    model = _denoiser(ours, shape, GUIDANCE["full"], "split")
+    made, seen = [], []
+    original_tables, original_forward = type(tr).time_conditioning, type(tr).forward
+
+    def counting_tables(self, *a, **k):
+        made.append(k["batch"])
+        return original_tables(self, *a, **k)
+
+    def recording_forward(self, *a, **k):
+        out = original_forward(self, *a, **k)
+        seen.append((a, dict(k), out))
+        return out
+
+    monkeypatch.setattr(type(tr), "time_conditioning", counting_tables)
+    monkeypatch.setattr(type(tr), "forward", recording_forward)
+    model((vn, an), 0.6)
+    assert len(seen) == len(model.passes) == 4 and made == [vn.shape[0]]
+    assert all(k["conditioning"] is seen[0][1]["conditioning"] for _, k, _ in seen)
+    for a, k, out in seen:
+        k = {key: v for key, v in k.items() if key != "conditioning"}
+        own = original_forward(tr, *a, **k)
+        assert torch.equal(own[0], out[0]) and torch.equal(own[1], out[1])
+
+
 def test_denoiser_single_step_matches_manual(tmp_path_factory):
     """The guided x0 equals the closed form over hand-run passes."""
     _, ours = _setup("2.3", tmp_path_factory)
