@@ -69,7 +69,7 @@ def cmd_generate(args) -> int:
     video = generate(
         checkpoint, args.prompt, args.negative_prompt, image, width=width, height=height, num_frames=frames,
         fps=args.fps, steps=steps, guidance=args.guidance, seed=args.seed, shift=args.shift,
-        device=args.device, dtype=args.dtype, callback=progress,
+        device=args.device, dtype=args.dtype, callback=progress, vae=args.vae,
     )
     print()
     out = Path(args.output or ("cosmos3.png" if video.shape[0] == 1 else "cosmos3.webp"))
@@ -212,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="Cosmos3 text-to-video / image-to-video / text-to-image")
     g.add_argument("--checkpoint", help="diffusers-format Cosmos3 folder (default: the embedded tiny model)")
+    g.add_argument("--vae", help="a Wan2.2 VAE folder or file to use instead of the checkpoint's vae/ "
+                                 "(e.g. ComfyUI's models/vae/wan2.2_vae.safetensors)")
     g.add_argument("--prompt", default="A robot arm stacks wooden blocks on a table, soft daylight.")
     g.add_argument("--negative-prompt", default="")
     g.add_argument("--image", help="conditioning image for image-to-video")

@@ -197,8 +197,13 @@ def read_scheduler_config(root: str | Path) -> dict:
     return {}
 
 
-def load_checkpoint(root: str | Path, *, device="cpu", dtype="bf16", vae_dtype=None) -> Cosmos3Checkpoint:
-    """Every component of a diffusers-format Cosmos3 folder (transformer, VAE, tokenizer, scheduler)."""
+def load_checkpoint(root: str | Path, *, device="cpu", dtype="bf16", vae_dtype=None,
+                    vae: str | Path | None = None) -> Cosmos3Checkpoint:
+    """Every component of a diffusers-format Cosmos3 folder (transformer, VAE, tokenizer, scheduler).
+
+    ``vae``: a VAE folder or file to use instead of the folder's ``vae/`` (e.g. ComfyUI's
+    ``wan2.2_vae.safetensors``); the folder then needs no ``vae/``.
+    """
     root = Path(root)
     pipeline_config = read_model_index(root)
     modular = root / "modular_model_index.json"
@@ -206,10 +211,11 @@ def load_checkpoint(root: str | Path, *, device="cpu", dtype="bf16", vae_dtype=N
         extra = json.loads(modular.read_text())
         pipeline_config.update({k: extra[k] for k in ("distilled_sigmas", "is_distilled") if k in extra})
     transformer = load_transformer(root / "transformer", device=device, dtype=dtype)
-    vae = load_vae(root / "vae", device=device, dtype=vae_dtype or dtype)
+    vae_path = root / "vae" if vae is None else Path(vae)
+    vae = load_vae(vae_path, device=device, dtype=vae_dtype or dtype)
     if vae.z_dim != transformer.config.latent_channel:
         raise CheckpointError(
-            f"{root}: the VAE has {vae.z_dim} latent channels but the transformer expects "
+            f"{vae_path}: the VAE has {vae.z_dim} latent channels but the transformer of {root} expects "
             f"{transformer.config.latent_channel}"
         )
     tokenizer = load_tokenizer(root / "text_tokenizer")

@@ -343,10 +343,12 @@ def generate(
     device=None,
     dtype: str | torch.dtype | None = None,
     callback: Callable[[dict], None] | None = None,
+    vae=None,
 ) -> torch.Tensor:
     """Text-to-video, image-to-video (``image`` given) or text-to-image (``num_frames == 1``) in one call.
 
-    ``checkpoint`` is a diffusers-format Cosmos3 folder (or an already loaded ``Cosmos3Checkpoint``).
+    ``checkpoint`` is a diffusers-format Cosmos3 folder (or an already loaded ``Cosmos3Checkpoint``); ``vae``
+    optionally names a VAE folder or file to use instead of its ``vae/`` (e.g. ComfyUI's ``wan2.2_vae.safetensors``).
     Defaults follow the reference pipeline (1280x720, 189 frames at 24 fps, 35 UniPC steps, guidance 6).
     ``sigmas`` switches to flow Euler over that fixed list. A distilled checkpoint (``distilled_sigmas`` in
     its ``modular_model_index.json``) uses its own list and guidance 1 (guidance is baked into its weights).
@@ -360,7 +362,9 @@ def generate(
         device = torch.device(device) if device is not None else default_device()
         if dtype is None:
             dtype = "bf16" if device.type == "cuda" else "fp32"
-        checkpoint = load_checkpoint(checkpoint, device=device, dtype=dtype)
+        checkpoint = load_checkpoint(checkpoint, device=device, dtype=dtype, vae=vae)
+    elif vae is not None:
+        raise ValueError("generate: `vae` applies when loading a checkpoint folder, not to a loaded Cosmos3Checkpoint")
     ckpt = checkpoint
     if ckpt.distilled_sigmas is not None:
         sigmas = list(sigmas or ckpt.distilled_sigmas)

@@ -153,3 +153,26 @@ def test_vae_file_of_another_model_is_named_as_such(tmp_path):
               str(path))
     with pytest.raises(CheckpointError, match="not a Wan VAE.*wan2.2_vae.safetensors"):
         load_vae(path, dtype="fp32")
+
+
+def test_generate_with_a_separate_vae_file(tmp_path):
+    """``generate(..., vae=FILE)`` (and the CLI's --vae) runs a checkpoint folder without vae/ on a Wan-layout VAE
+    file, exactly as the same parts loaded by hand."""
+    import dataclasses
+    import shutil
+
+    from comfyui_cosmos3_ltx2.cosmos3 import generate
+    from comfyui_cosmos3_ltx2.cosmos3.loader import load_checkpoint
+    from comfyui_cosmos3_ltx2.cosmos3.tiny import write_tiny_checkpoint
+
+    folder = write_tiny_checkpoint(tmp_path / "tiny")
+    shutil.rmtree(folder / "vae")
+    path, _, _ = _write_original("wan22", tmp_path)
+    kw = dict(width=64, height=32, num_frames=5, steps=2, seed=3, device="cpu", dtype="fp32")
+    got = generate(folder, "a cat", **kw, vae=path)
+    assert got.shape == (5, 32, 64, 3)
+    with pytest.raises(CheckpointError, match="vae"):
+        load_checkpoint(folder, dtype="fp32")  # without the override the missing vae/ is reported
+    parts = load_checkpoint(folder, dtype="fp32", vae=path)
+    by_hand = dataclasses.replace(parts, vae=load_vae(path, dtype="fp32"))
+    assert torch.equal(got, generate(by_hand, "a cat", **{k: v for k, v in kw.items() if k not in ("device", "dtype")}))
