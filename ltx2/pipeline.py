@@ -285,15 +285,14 @@ class LTX2Denoiser:
                 groups.append([[name], ctx[0], ctx[1], ctx[2], [switches]])
         self.groups = [tuple(g) for g in groups]
         # The STG pass equals the conditional pass up to the first block it perturbs: with ``share_prefix`` (split
-        # passes: one group per pass, cond's row 0) it starts there from the conditional pass's states
-        # (cond group, cond's row in it, STG group, block).
+        # passes, one call each) it starts there from the conditional pass's states (cond call, STG call, block).
         self._share = None
         stg_blocks = set(specs["perturbed"][1]["skip_video_self_attn_blocks"]) | set(
             specs["perturbed"][1]["skip_audio_self_attn_blocks"])
         if share_prefix and strategy == "split" and "perturbed" in self.passes and stg_blocks and min(stg_blocks) > 0:
             gc, gp = self.passes.index("cond"), self.passes.index("perturbed")
             if gc < gp:
-                self._share = (gc, 0, gp, min(stg_blocks))
+                self._share = (gc, gp, min(stg_blocks))
 
     def calls(self) -> int:
         """Transformer calls per evaluation."""
@@ -328,8 +327,8 @@ class LTX2Denoiser:
                 tables[n] = self.transformer.time_conditioning(sigma, timestep=steps, batch=v_in.shape[0],
                                                                device=v_in.device)
             extra["conditioning"] = tables[n]
-            if self._share is not None and gi in (self._share[0], self._share[2]):
-                gc, row, _, k = self._share
+            if self._share is not None and gi in self._share[:2]:
+                gc, _, k = self._share
                 extra["prefix"] = {"capture": k} if gi == gc else shared
             if all(sw == switches[0] for sw in switches):  # one set for the whole call
                 extra.update(switches[0])
@@ -338,9 +337,7 @@ class LTX2Denoiser:
             vel, avel = self.transformer(v_in, a_in, vctx, actx, sigma, rope=self.rope,
                                          encoder_attention_mask=mask, audio_encoder_attention_mask=mask, **extra)
             if self._share is not None and gi == self._share[0]:
-                bx = vx.shape[0]
-                sv, sa = extra["prefix"]["states"]
-                shared = {"block": k, "states": (sv[row * bx:(row + 1) * bx], sa[row * bx:(row + 1) * bx])}
+                shared = {"block": k, "states": extra["prefix"]["states"]}
             for name, v_, a_ in zip(names, vel.chunk(n), avel.chunk(n)):
                 # x0 = x - sigma * v, in float32
                 v0 = (torch.sub(vxf, v_.float(), alpha=sigma) if video_sigma is None
