@@ -19,22 +19,14 @@ TINY_DEFAULTS = dict(width=128, height=128, frames=17, steps=8)
 REAL_DEFAULTS = dict(width=1280, height=720, frames=189, steps=None)  # steps: the checkpoint decides (35)
 
 
-def save_frames(frames, path: Path, fps: float) -> Path:
-    """Write ``[T, H, W, 3]`` frames in [0, 1]: one image as PNG/JPEG/WebP, a clip as animated WebP or GIF."""
-    import numpy as np
-    from PIL import Image
+def write_output(frames, path: Path, fps: float, sound=None) -> Path:
+    """Write the frames (and ``sound = (waveform, sample_rate)``) by the suffix of ``--output``."""
+    from .headless import media
 
-    pixels = (frames.clamp(0, 1).mul(255).round().to("cpu").numpy()).astype(np.uint8)
-    images = [Image.fromarray(p) for p in pixels]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = path.suffix.lower()
-    if len(images) == 1 and suffix in (".png", ".jpg", ".jpeg", ".webp"):
-        images[0].save(path)
-    elif suffix in (".webp", ".gif"):
-        kw = dict(lossless=True) if suffix == ".webp" else {}
-        images[0].save(path, save_all=True, append_images=images[1:], duration=int(round(1000 / fps)), loop=0, **kw)
-    else:
-        raise SystemExit(f"--output {path}: use .webp or .gif for a clip (.png/.jpg for one frame)")
+    try:
+        media.write_frames(frames, path, fps, sound)
+    except (ValueError, ImportError) as e:
+        raise SystemExit(f"--output {path}: {e}") from None
     return path
 
 
@@ -73,7 +65,7 @@ def cmd_generate(args) -> int:
     )
     print()
     out = Path(args.output or ("cosmos3.png" if video.shape[0] == 1 else "cosmos3.webp"))
-    save_frames(video, out, args.fps)
+    write_output(video, out, args.fps)
     print(f"[cosmos3] {video.shape[0]} frame(s) {video.shape[2]}x{video.shape[1]} -> {out} "
           f"({time.perf_counter() - t0:.1f}s, torch {torch.__version__})")
     return 0
@@ -91,32 +83,6 @@ def _keyframe_arg(text: str):
         return Keyframe(path, int(frame), 1.0)
     except ValueError:
         raise SystemExit(f"--keyframe {text!r}: expected IMAGE:FRAME or IMAGE:FRAME:STRENGTH") from None
-
-
-def save_clip_with_sound(frames, waveform, sample_rate: int, path: Path, fps: float) -> Path:
-    """MP4 (H.264 + AAC) with PyAV; a .webp / .gif clip plus a .wav beside it otherwise."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == ".mp4":
-        try:
-            import av  # noqa: F401
-        except ImportError:
-            raise SystemExit(f"--output {path}: MP4 needs PyAV (pip install av); or write .webp and get a .wav") from None
-        from .nodes.standins import Video
-
-        Video(frames, fps, {"waveform": waveform[None], "sample_rate": sample_rate}).save_to(path)
-        return path
-    save_frames(frames, path, fps)
-    import wave
-
-    import numpy as np
-
-    pcm = (waveform.clamp(-1, 1).mul(32767).round().to("cpu").numpy().astype(np.int16)).T  # [samples, channels]
-    with wave.open(str(path.with_suffix(".wav")), "wb") as w:
-        w.setnchannels(pcm.shape[1])
-        w.setsampwidth(2)
-        w.setframerate(int(sample_rate))
-        w.writeframes(np.ascontiguousarray(pcm).tobytes())
-    return path
 
 
 def cmd_ltx_generate(args) -> int:
@@ -151,7 +117,7 @@ def cmd_ltx_generate(args) -> int:
         lora_strengths=tuple(args.lora_strengths), sde_noise=args.sde_noise, device=args.device,
         dtype=args.dtype, callback=progress, **guidance)
     print()
-    out = save_clip_with_sound(frames, waveform, rate, Path(args.output), args.fps)
+    out = write_output(frames, Path(args.output), args.fps, (waveform, rate))
     print(f"[ltx2] {frames.shape[0]} frames {frames.shape[2]}x{frames.shape[1]} + {waveform.shape[-1] / rate:.2f}s "
           f"of sound at {rate} Hz -> {out} ({time.perf_counter() - t0:.1f}s, torch {torch.__version__})")
     return 0
@@ -159,23 +125,23 @@ def cmd_ltx_generate(args) -> int:
 
 def cmd_run(args) -> int:
     """Run an API-format workflow in-process on the pack's nodes, or on a ComfyUI server with --server."""
-    from .nodes import runner
+    from . import headless
 
     try:
-        graph = runner.load_workflow(args.workflow)
+        graph = headless.load_workflow(args.workflow)
         if args.server:
-            graph = runner.apply_overrides(graph, args.set)
-            files = runner.submit(graph, args.server, output_dir=args.output_dir, timeout=args.timeout,
-                                  on_progress=runner.print_progress)
+            graph = headless.apply_overrides(graph, args.set)
+            files = headless.submit(graph, args.server, output_dir=args.output_dir, timeout=args.timeout,
+                                    on_progress=headless.print_progress)
         else:
-            mappings = runner.node_mappings(False if args.standins else None)
-            graph = runner.apply_overrides(graph, args.set, mappings)
-            files = runner.run(graph, output_dir=args.output_dir, input_dir=args.input_dir, mappings=mappings,
-                               on_progress=runner.print_progress)
-    except runner.WorkflowError as e:
+            mappings = headless.node_mappings(False if args.standins else None)
+            graph = headless.apply_overrides(graph, args.set, mappings)
+            files = headless.run(graph, output_dir=args.output_dir, input_dir=args.input_dir, mappings=mappings,
+                                 on_progress=headless.print_progress)
+    except headless.WorkflowError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except (runner.NodeError, runner.ServerError, runner.RunInterrupted) as e:
+    except (headless.NodeError, headless.ServerError, headless.RunInterrupted) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -227,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
     g.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], help="default: bf16 on GPU, fp32 on CPU")
-    g.add_argument("--output", help="output file: .webp/.gif for clips, .png for images")
+    g.add_argument("--output", help="output file: .webp/.gif (or .mp4 with PyAV) for clips, .png for images")
     g.set_defaults(func=cmd_generate)
     x = sub.add_parser("ltx-generate", help="LTX-2 / LTX-2.3 video with sound (one-stage or HQ two-stage)")
     x.add_argument("--checkpoint", required=True, help="official single file (e.g. ltx-2.3-22b-dev.safetensors) or "

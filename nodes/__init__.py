@@ -3,10 +3,7 @@
 ``NODE_CLASS_MAPPINGS`` is static and needs no ComfyUI import (CI and ComfyUI Manager read it as is).
 """
 
-from . import comfy
 from .cosmos3 import NODE_CLASS_MAPPINGS as _COSMOS3, NODE_DISPLAY_NAME_MAPPINGS as _COSMOS3_NAMES
-
-comfy.register_model_folders()
 
 NODE_CLASS_MAPPINGS: dict = {**_COSMOS3}
 NODE_DISPLAY_NAME_MAPPINGS: dict = {**_COSMOS3_NAMES}

@@ -1,10 +1,15 @@
 """The one module of the pack that talks to ComfyUI.
 
 Everything ComfyUI-specific the nodes need goes through here: progress bars, the interrupt check,
-devices and model management, model folders, latent previews. Only public ComfyUI modules are used
-(``comfy.utils``, ``comfy.model_management``, ``comfy.model_patcher``, ``folder_paths``,
-``latent_preview``). When ComfyUI is not importable (tests, headless runs, scripts) every helper falls
-back to plain-Python behaviour, so the nodes run the same everywhere.
+devices and model management, model folders, latent previews, and the few hooks a headless run needs
+(ComfyUI's I/O node classes, its input/output folders, its progress hook). Only public ComfyUI modules are
+used (``comfy.utils``, ``comfy.model_management``, ``comfy.model_patcher``, ``folder_paths``,
+``latent_preview``, and ``nodes``/``comfy_extras.nodes_video`` for the I/O nodes). When ComfyUI is not
+importable (tests, headless runs, scripts) every helper falls back to plain-Python behaviour, so the nodes
+run the same everywhere.
+
+This module knows no model and imports nothing of the pack: a model's nodes register their model folder
+(:func:`register_model_folder`), and a headless run registers where progress goes (:func:`progress_hook`).
 """
 
 from __future__ import annotations
@@ -24,8 +29,6 @@ try:  # ComfyUI present: the server or a script inside its environment
 except Exception:  # plain Python (or a ComfyUI that cannot start here, e.g. no GPU without --cpu)
     mm = model_patcher = comfy_utils = folder_paths = None
 
-MODEL_FOLDER = "cosmos3"  # models/cosmos3: diffusers-format Cosmos3 checkpoint folders
-EMBEDDED_CHECKPOINT = "cosmos3-tiny-random (embedded demo: noise)"
 MODELS_DIR_ENV = "COSMOS3_LTX2_MODELS_DIR"  # where headless runs look for model folders without ComfyUI
 
 
@@ -34,8 +37,11 @@ def in_comfyui() -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- progress
+_progress_sink = None  # report(value, total, node_id) of the headless run under way (progress_hook), or None
+
+
 class _NoProgress:
-    """Progress outside ComfyUI: reported to the headless runner when one is running, else dropped."""
+    """Progress outside ComfyUI: reported to the headless run's sink when one is running, else dropped."""
 
     def __init__(self, total: int):
         self.total, self.current = total, 0
@@ -44,10 +50,9 @@ class _NoProgress:
         self.update_absolute(self.current + n)
 
     def update_absolute(self, value: int, total: int | None = None, preview=None) -> None:
-        from .runner import report_progress
-
         self.current, self.total = value, total or self.total
-        report_progress(self.current, self.total)
+        if _progress_sink is not None:
+            _progress_sink(self.current, self.total, None)
 
 
 def progress_bar(total: int):
@@ -116,11 +121,11 @@ def load_to_device(patcher, module: nn.Module, device: torch.device) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- folders
-def register_model_folders() -> None:
-    """Add ``models/cosmos3`` to ComfyUI's model folders (diffusers-format checkpoint folders)."""
+def register_model_folder(name: str) -> None:
+    """Add ``models/<name>`` to ComfyUI's model folders (a model's own folder kind, e.g. checkpoint folders)."""
     if folder_paths is None:
         return
-    folder_paths.add_model_folder_path(MODEL_FOLDER, os.path.join(folder_paths.models_dir, MODEL_FOLDER))
+    folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name))
 
 
 def _search_roots(kind: str) -> list[Path]:
@@ -133,7 +138,7 @@ def _search_roots(kind: str) -> list[Path]:
     return [Path(base) / kind] if base else []
 
 
-def checkpoint_folders(kind: str = MODEL_FOLDER, marker: str = "model_index.json") -> list[str]:
+def checkpoint_folders(kind: str, marker: str = "model_index.json") -> list[str]:
     """Names of the checkpoint folders (holding ``marker``) directly inside the ``kind`` model folders."""
     names = []
     for root in _search_roots(kind):
@@ -159,13 +164,8 @@ def safetensors_files(kind: str) -> list[str]:
 def resolve_model_path(kind: str, name: str) -> Path:
     """Full path of a folder or file listed by :func:`checkpoint_folders` / :func:`safetensors_files`.
 
-    The embedded demo checkpoint resolves to its cache folder (written on first use; nothing is
-    downloaded). An absolute path is taken as it is.
+    An absolute path is taken as it is.
     """
-    if name == EMBEDDED_CHECKPOINT:
-        from ..cosmos3.tiny import default_checkpoint
-
-        return default_checkpoint()
     if os.path.isabs(name):
         return Path(name)
     for root in _search_roots(kind):
@@ -214,14 +214,21 @@ def run_folders(output_dir, input_dir):
 
 @contextlib.contextmanager
 def progress_hook(report):
-    """Route ComfyUI's progress bars to ``report(value, total, node_id)`` for the length of a headless run."""
-    if comfy_utils is None or not hasattr(comfy_utils, "set_progress_bar_global_hook"):
-        yield
-        return
-    previous = getattr(comfy_utils, "PROGRESS_BAR_HOOK", None)
-    comfy_utils.set_progress_bar_global_hook(
-        lambda value, total, preview=None, *args, node_id=None, **kw: report(value, total, node_id))
+    """Route all progress to ``report(value, total, node_id)`` for the length of a headless run: ComfyUI's
+    progress bars when ComfyUI is loaded, the plain counters of :func:`progress_bar` otherwise.
+
+    This is how a headless runner registers itself; the bridge never imports it.
+    """
+    global _progress_sink
+    previous_sink, _progress_sink = _progress_sink, report
+    hooked = comfy_utils is not None and hasattr(comfy_utils, "set_progress_bar_global_hook")
+    if hooked:
+        previous = getattr(comfy_utils, "PROGRESS_BAR_HOOK", None)
+        comfy_utils.set_progress_bar_global_hook(
+            lambda value, total, preview=None, *args, node_id=None, **kw: report(value, total, node_id))
     try:
         yield
     finally:
-        comfy_utils.set_progress_bar_global_hook(previous)
+        _progress_sink = previous_sink
+        if hooked:
+            comfy_utils.set_progress_bar_global_hook(previous)

@@ -30,6 +30,20 @@ MAX_RESOLUTION = 8192
 WEIGHT_DTYPES = ["bf16", "fp16", "fp32", "fp8_e4m3fn"]
 SAMPLERS = ["auto", "uni_pc_bh2", "uni_pc_bh1", "euler"]
 FROM_CHECKPOINT = "(from the checkpoint folder)"
+MODEL_FOLDER = "cosmos3"  # models/cosmos3: diffusers-format Cosmos3 checkpoint folders
+EMBEDDED_CHECKPOINT = "cosmos3-tiny-random (embedded demo: noise)"
+
+comfy.register_model_folder(MODEL_FOLDER)
+
+
+def resolve_model_path(kind: str, name: str):
+    """Like :func:`.comfy.resolve_model_path`; the embedded demo checkpoint resolves to its cache folder
+    (written on first use; nothing is downloaded)."""
+    if name == EMBEDDED_CHECKPOINT:
+        from ..cosmos3.tiny import default_checkpoint
+
+        return default_checkpoint()
+    return comfy.resolve_model_path(kind, name)
 
 
 @dataclass
@@ -84,16 +98,16 @@ def _check_choice(field: str, value, choices: list[str]):
 
 
 def _checkpoint_choices() -> list[str]:
-    return [comfy.EMBEDDED_CHECKPOINT] + comfy.checkpoint_folders() + comfy.safetensors_files("diffusion_models")
+    return [EMBEDDED_CHECKPOINT] + comfy.checkpoint_folders(MODEL_FOLDER) + comfy.safetensors_files("diffusion_models")
 
 
 def _resolve_checkpoint(name: str):
-    kind = "diffusion_models" if name.endswith(".safetensors") and not name.startswith(comfy.EMBEDDED_CHECKPOINT) else comfy.MODEL_FOLDER
-    return comfy.resolve_model_path(kind, name)
+    kind = "diffusion_models" if name.endswith(".safetensors") and not name.startswith(EMBEDDED_CHECKPOINT) else MODEL_FOLDER
+    return resolve_model_path(kind, name)
 
 
 def _vae_choices() -> list[str]:
-    return [comfy.EMBEDDED_CHECKPOINT] + comfy.checkpoint_folders() + comfy.safetensors_files("vae")
+    return [EMBEDDED_CHECKPOINT] + comfy.checkpoint_folders(MODEL_FOLDER) + comfy.safetensors_files("vae")
 
 
 class Cosmos3ModelLoader:
@@ -117,7 +131,7 @@ class Cosmos3ModelLoader:
                            "tooltip": "default: ComfyUI's compute device (the GPU when there is one)."}),
             },
             "optional": {
-                "tokenizer": ([FROM_CHECKPOINT] + comfy.checkpoint_folders(marker="text_tokenizer/tokenizer_config.json"), {
+                "tokenizer": ([FROM_CHECKPOINT] + comfy.checkpoint_folders(MODEL_FOLDER, marker="text_tokenizer/tokenizer_config.json"), {
                     "default": FROM_CHECKPOINT,
                     "tooltip": "For a single-file transformer: a Cosmos3 folder whose text_tokenizer/ to use."}),
             },
@@ -137,7 +151,7 @@ class Cosmos3ModelLoader:
                 "Cosmos3ModelLoader: a single-file transformer needs the 'tokenizer' input (a Cosmos3 folder "
                 "with text_tokenizer/)"
             )
-        tok_folder = None if tokenizer == FROM_CHECKPOINT else comfy.resolve_model_path(comfy.MODEL_FOLDER, tokenizer)
+        tok_folder = None if tokenizer == FROM_CHECKPOINT else resolve_model_path(MODEL_FOLDER, tokenizer)
         root = path if is_folder else tok_folder  # supplies the scheduler and pipeline settings
         tok_root = tok_folder or root
         transformer_path = path / "transformer" if is_folder else path
@@ -180,8 +194,8 @@ class Cosmos3VAELoader:
         return _check_choice("vae", vae, _vae_choices())
 
     def load(self, vae, dtype="bf16", device="default"):
-        kind = "vae" if vae.endswith(".safetensors") else comfy.MODEL_FOLDER
-        path = comfy.resolve_model_path(kind, vae)
+        kind = "vae" if vae.endswith(".safetensors") else MODEL_FOLDER
+        path = resolve_model_path(kind, vae)
         if path.is_dir() and (path / "vae").is_dir():
             path = path / "vae"
         dev = comfy.compute_device(device)

@@ -121,9 +121,10 @@ def comfyui_standin(models_dir: str):
     saved = {k: sys.modules.get(k) for k in modules}
     sys.modules.update(modules)
     glue = importlib.import_module("comfyui_cosmos3_ltx2.nodes.comfy")
+    cosmos3_nodes = importlib.import_module("comfyui_cosmos3_ltx2.nodes.cosmos3")
     try:
         importlib.reload(glue)
-        glue.register_model_folders()
+        glue.register_model_folder(cosmos3_nodes.MODEL_FOLDER)  # as importing the nodes does inside ComfyUI
         yield rec
     finally:
         for k, v in saved.items():

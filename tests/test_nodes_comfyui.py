@@ -10,8 +10,9 @@ import torch
 from comfy_standin import InterruptProcessingException, comfyui_standin
 from comfyui_cosmos3_ltx2.nodes import NODE_CLASS_MAPPINGS as M
 from comfyui_cosmos3_ltx2.nodes import comfy as glue
+from comfyui_cosmos3_ltx2.nodes import cosmos3 as cosmos3_nodes
 
-DEMO = glue.EMBEDDED_CHECKPOINT
+DEMO = cosmos3_nodes.EMBEDDED_CHECKPOINT
 
 
 def test_node_contract():
@@ -101,7 +102,7 @@ def test_nodes_equal_generate_and_i2v_keeps_frame_zero():
     model, vae, latent, cond = run_graph()
     out, = M["Cosmos3Sampler"]().sample(model, cond, latent, 7, 3, 4.0, 0.0)
     images, _ = M["Cosmos3VAEDecode"]().decode(vae, out)
-    ref = generate(glue.resolve_model_path("cosmos3", DEMO), "a cat", "blurry", num_frames=9, height=32, width=64,
+    ref = generate(cosmos3_nodes.resolve_model_path("cosmos3", DEMO), "a cat", "blurry", num_frames=9, height=32, width=64,
                    steps=3, guidance=4.0, seed=7, device="cpu", dtype="fp32")
     assert torch.equal(images, ref)
     model, vae, latent, cond = run_graph(image=True)
@@ -167,7 +168,7 @@ def test_single_files_without_config(tmp_path):
     from comfyui_cosmos3_ltx2.core.checkpoint import CheckpointError
     from comfyui_cosmos3_ltx2.cosmos3.loader import WAN22_VAE_CONFIG, load_vae
 
-    demo = glue.resolve_model_path("cosmos3", DEMO)
+    demo = cosmos3_nodes.resolve_model_path("cosmos3", DEMO)
     with comfyui_standin(str(tmp_path)) as rec:
         (tmp_path / "cosmos3").mkdir()
         shutil.copytree(demo, tmp_path / "cosmos3" / "TinyCopy")

@@ -15,8 +15,10 @@ import torch
 from PIL import Image
 
 from comfyui_cosmos3_ltx2.__main__ import main
-from comfyui_cosmos3_ltx2.nodes import runner, standins
-from comfyui_cosmos3_ltx2.nodes.runner import NodeError, ServerError, WorkflowError
+from comfyui_cosmos3_ltx2 import headless
+from comfyui_cosmos3_ltx2.headless import media, standins
+from comfyui_cosmos3_ltx2.headless import server as client
+from comfyui_cosmos3_ltx2.headless import NodeError, RunInterrupted, ServerError, WorkflowError
 
 CALLS = []  # (class name) of every fake node body that ran
 
@@ -55,7 +57,7 @@ class Scale:
     def scale(self, image, factor, mode, label=""):
         CALLS.append("Scale")
         for i in range(3):
-            runner.report_progress(i + 1, 3)
+            headless.report_progress(i + 1, 3)
         x = torch.nn.functional.interpolate(image.movedim(-1, 1), scale_factor=factor, mode=mode)
         return (x.movedim(1, -1),)
 
@@ -187,14 +189,14 @@ def test_graph_runs_end_to_end_to_png_and_video(tmp_path):
     g["5"] = node("SaveVideo", video=["4", 0], filename_prefix="video/clip", format="auto", codec="auto")
     g["6"] = node("MakeModel")  # leads to no output node: never runs
     events = []
-    uis = runner.execute(g, MAPPINGS, output_dir=tmp_path, on_progress=events.append)
+    uis = headless.execute(g, MAPPINGS, output_dir=tmp_path, on_progress=events.append)
 
     assert CALLS == ["MakeImage", "Scale"]  # each once, MakeModel skipped
-    pngs = runner.output_files(uis["3"], tmp_path)
+    pngs = headless.output_files(uis["3"], tmp_path)
     assert [p.name for p in pngs] == ["test_00001_.png", "test_00002_.png", "test_00003_.png"]
     with Image.open(pngs[0]) as im:
         assert im.size == (64, 48) and json.loads(im.text["prompt"])["1"]["class_type"] == "MakeImage"
-    (video,) = runner.output_files(uis["5"], tmp_path)
+    (video,) = headless.output_files(uis["5"], tmp_path)
     assert video.parent == tmp_path / "video" and video.name.startswith("clip_00001_.")
     assert video.stat().st_size > 0
     assert not [p for p in tmp_path.rglob(".*")]  # no temporary files left
@@ -205,18 +207,18 @@ def test_graph_runs_end_to_end_to_png_and_video(tmp_path):
         [("2", 1, 3), ("2", 2, 3), ("2", 3, 3)]
 
     # A second run numbers on instead of overwriting.
-    uis = runner.execute(image_graph(), MAPPINGS, output_dir=tmp_path)
-    assert runner.output_files(uis["3"], tmp_path)[0].name == "test_00004_.png"
+    uis = headless.execute(image_graph(), MAPPINGS, output_dir=tmp_path)
+    assert headless.output_files(uis["3"], tmp_path)[0].name == "test_00004_.png"
 
 
 def test_video_falls_back_to_animated_webp_without_pyav(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(standins, "_have_av", lambda: False)
+    monkeypatch.setattr(media, "have_av", lambda: False)
     g = image_graph()
     g["3"] = node("CreateVideo", images=["2", 0], fps=12.0)
     g["4"] = node("SaveVideo", video=["3", 0], filename_prefix="video/ComfyUI", format="mp4", codec="h264")
-    uis = runner.execute(g, MAPPINGS, output_dir=tmp_path)
+    uis = headless.execute(g, MAPPINGS, output_dir=tmp_path)
     assert uis["4"]["animated"] == [True]
-    (path,) = runner.output_files(uis["4"], tmp_path)
+    (path,) = headless.output_files(uis["4"], tmp_path)
     assert path.name == "ComfyUI_00001_.webp"
     with Image.open(path) as im:
         assert im.format == "WEBP" and im.n_frames == 3 and im.size == (64, 48)
@@ -230,7 +232,7 @@ def test_video_is_mp4_with_pyav(tmp_path):
     video = standins.CreateVideo().create_video(torch.rand(5, 33, 47, 3), 10.0, audio)[0]
     with standins.directories(tmp_path):
         ui = standins.SaveVideo().save_video(video, "clip", prompt={"1": {}})["ui"]
-    (path,) = runner.output_files(ui, tmp_path)
+    (path,) = headless.output_files(ui, tmp_path)
     assert path.suffix == ".mp4"
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
@@ -246,8 +248,8 @@ def test_load_image_from_the_input_dir_or_an_absolute_path(tmp_path):
     out = tmp_path / "out"
     for name, input_dir in (("in.png", tmp_path), (str(tmp_path / "in.png"), None)):
         g = {"1": node("LoadImage", image=name), "2": node("SaveImage", images=["1", 0], filename_prefix="x")}
-        uis = runner.execute(g, MAPPINGS, output_dir=out, input_dir=input_dir)
-        (path,) = runner.output_files(uis["2"], out)
+        uis = headless.execute(g, MAPPINGS, output_dir=out, input_dir=input_dir)
+        (path,) = headless.output_files(uis["2"], out)
         with Image.open(path) as im:
             assert im.size == (12, 10) and im.getpixel((0, 0)) == (255, 0, 0)
     image, mask = standins.LoadImage().load_image(str(tmp_path / "in.png"))
@@ -258,12 +260,12 @@ def test_load_image_from_the_input_dir_or_an_absolute_path(tmp_path):
 def test_v3_shaped_nodes_get_hidden_values_and_their_ui(tmp_path):
     g = image_graph()
     g["3"] = node("V3Probe", image=["2", 0], mode="b")
-    uis = runner.execute(g, MAPPINGS, output_dir=tmp_path)
+    uis = headless.execute(g, MAPPINGS, output_dir=tmp_path)
     assert uis == {"3": {"text": ["(3, 48, 64, 3)"]}}
     assert V3Probe.seen == {"unique_id": "3", "has_prompt": True, "mode": "b"}
     g["3"]["inputs"]["mode"] = "c"
     with pytest.raises(WorkflowError, match=r"node 3 \(V3Probe\) input 'mode': 'c' is not one of the choices"):
-        runner.validate(g, MAPPINGS)
+        headless.validate(g, MAPPINGS)
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -293,7 +295,7 @@ def test_bad_workflows_fail_before_any_node_runs(tmp_path, change, expected):
     g = image_graph()
     change(g)
     with pytest.raises(WorkflowError, match=expected):
-        runner.execute(g, MAPPINGS, output_dir=tmp_path)
+        headless.execute(g, MAPPINGS, output_dir=tmp_path)
     assert CALLS == []
     assert files_under(tmp_path) == []
 
@@ -302,7 +304,7 @@ def test_all_problems_are_reported_together():
     g = image_graph(**{"1__width": 1000, "2__mode": "cubic"})
     del g["3"]["inputs"]["filename_prefix"]
     with pytest.raises(WorkflowError) as info:
-        runner.validate(g, MAPPINGS)
+        headless.validate(g, MAPPINGS)
     assert len(info.value.errors) == 3
     text = str(info.value)
     assert text.startswith("3 problems in the workflow")
@@ -315,31 +317,31 @@ def test_validate_inputs_replaces_the_builtin_checks_of_the_inputs_it_names(tmp_
     g = image_graph()
     g["3"] = node("Checked", image=["2", 0], frames=9)  # above max 8, but VALIDATE_INPUTS owns 'frames'
     g["4"] = node("SaveImage", images=["3", 0], filename_prefix="c")
-    runner.validate(g, MAPPINGS)
+    headless.validate(g, MAPPINGS)
     g["3"]["inputs"]["frames"] = 6
     with pytest.raises(WorkflowError, match=r"node 3 \(Checked\) input 'frames': frames must be 4k\+1, got 6"):
-        runner.execute(g, MAPPINGS, output_dir=tmp_path)
+        headless.execute(g, MAPPINGS, output_dir=tmp_path)
     assert CALLS == []
     g["3"]["inputs"]["frames"] = "nine"  # the type is still checked, and the node's validator is not called
     with pytest.raises(WorkflowError) as info:
-        runner.validate(g, MAPPINGS)
+        headless.validate(g, MAPPINGS)
     assert info.value.errors == ["node 3 (Checked) input 'frames': expects an integer, got 'nine'"]
 
 
 def test_missing_image_file_is_a_validation_error(tmp_path):
     g = {"1": node("LoadImage", image="nope.png"), "2": node("SaveImage", images=["1", 0], filename_prefix="x")}
     with pytest.raises(WorkflowError, match=r"node 1 \(LoadImage\) input 'image': image file 'nope.png' was not found"):
-        runner.validate(g, MAPPINGS, input_dir=tmp_path)
+        headless.validate(g, MAPPINGS, input_dir=tmp_path)
 
 
 def test_cycles_and_dangling_nodes():
     g = image_graph()
     g["1"] = node("Scale", image=["2", 0], factor=1.0, mode="nearest")
     with pytest.raises(WorkflowError, match="cycle"):
-        runner.validate(g, MAPPINGS)
+        headless.validate(g, MAPPINGS)
     g = image_graph()
     g["8"] = node("Scale", image=["1", 0], factor=99.0, mode="bad")  # leads nowhere: not checked, not run
-    runner.validate(g, MAPPINGS)
+    headless.validate(g, MAPPINGS)
 
 
 # ---------------------------------------------------------------------------------------------- failures
@@ -352,7 +354,7 @@ def _two_branch_graph(failing_class):
 
 def test_node_errors_name_the_node_and_remove_the_files_of_the_run(tmp_path):
     with pytest.raises(NodeError, match=r"node 4 \(Boom\) failed: ValueError: the sampler exploded") as info:
-        runner.execute(_two_branch_graph("Boom"), MAPPINGS, output_dir=tmp_path)
+        headless.execute(_two_branch_graph("Boom"), MAPPINGS, output_dir=tmp_path)
     assert isinstance(info.value.__cause__, ValueError)
     assert (info.value.node_id, info.value.class_type) == ("4", "Boom")
     assert "Boom" in CALLS and "MakeImage" in CALLS
@@ -363,7 +365,7 @@ def test_an_interrupt_propagates_unchanged_and_leaves_no_output_file(tmp_path):
     (tmp_path / "img").mkdir()
     (tmp_path / "img" / "test_00001_.png").write_bytes(b"from an earlier run")
     with pytest.raises(Interrupted) as info:
-        runner.execute(_two_branch_graph("Interrupt"), MAPPINGS, output_dir=tmp_path)
+        headless.execute(_two_branch_graph("Interrupt"), MAPPINGS, output_dir=tmp_path)
     assert type(info.value) is Interrupted and info.value.__cause__ is None
     assert CALLS == ["MakeImage", "Scale", "Interrupt"]  # the PNGs of node 3 were written, then removed
     assert files_under(tmp_path) == ["img/test_00001_.png"]  # only the earlier run's file
@@ -373,23 +375,23 @@ def test_an_interrupt_propagates_unchanged_and_leaves_no_output_file(tmp_path):
 def test_load_workflow_takes_api_format_and_rejects_editor_format(tmp_path):
     api = tmp_path / "api.json"
     api.write_text(json.dumps(image_graph()))
-    assert runner.load_workflow(api)["2"]["class_type"] == "Scale"
+    assert headless.load_workflow(api)["2"]["class_type"] == "Scale"
     body = tmp_path / "body.json"
     body.write_text(json.dumps({"prompt": image_graph(), "client_id": "x"}))
-    assert runner.load_workflow(body)["3"]["class_type"] == "SaveImage"
+    assert headless.load_workflow(body)["3"]["class_type"] == "SaveImage"
     ui = tmp_path / "ui.json"
     ui.write_text(json.dumps({"nodes": [{"id": 1, "type": "Scale"}], "links": [], "version": 0.4}))
     with pytest.raises(WorkflowError, match="editor .*API format"):
-        runner.load_workflow(ui)
+        headless.load_workflow(ui)
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"1": {"inputs": {}}}))
     with pytest.raises(WorkflowError, match="node 1: has no 'class_type'"):
-        runner.load_workflow(bad)
+        headless.load_workflow(bad)
 
 
 def test_overrides():
     g = image_graph()
-    out = runner.apply_overrides(g, ["1.width=40", "2.factor=0.5", "2.label=123", "2.mode=bilinear",
+    out = headless.apply_overrides(g, ["1.width=40", "2.factor=0.5", "2.label=123", "2.mode=bilinear",
                                      "2.image=[\"1\", 0]", "3.filename_prefix=a b/c=d"], MAPPINGS)
     assert g == image_graph()  # the input graph is left alone
     assert out["1"]["inputs"]["width"] == 40 and out["2"]["inputs"]["factor"] == 0.5
@@ -397,10 +399,10 @@ def test_overrides():
     assert out["2"]["inputs"]["mode"] == "bilinear" and out["2"]["inputs"]["image"] == ["1", 0]
     assert out["3"]["inputs"]["filename_prefix"] == "a b/c=d"
     with pytest.raises(WorkflowError) as info:
-        runner.apply_overrides(g, ["7.seed=1", "2.zoom=3", "nonsense"], MAPPINGS)
+        headless.apply_overrides(g, ["7.seed=1", "2.zoom=3", "nonsense"], MAPPINGS)
     text = str(info.value)
     assert "node 7 is not in the workflow" in text and "has no input 'zoom'" in text and "NODE.INPUT=VALUE" in text
-    assert runner.apply_overrides(g, ["2.zoom=3"])["2"]["inputs"]["zoom"] == 3  # unknown classes: anything goes
+    assert headless.apply_overrides(g, ["2.zoom=3"])["2"]["inputs"]["zoom"] == 3  # unknown classes: anything goes
 
 
 # ---------------------------------------------------------------------------------------------- CLI
@@ -440,11 +442,16 @@ def _read_client_frame(rfile):
 
 
 class FakeComfyUI(http.server.ThreadingHTTPServer):
-    """A loopback ComfyUI look-alike: /prompt, /ws (progress, then executing null), /history, /view."""
+    """A loopback ComfyUI look-alike: /prompt, /ws (progress, then executing null), /history, /view.
 
-    def __init__(self, mode="ok"):
+    ``mode``: ok, reject (400 at /prompt), error or interrupt (the run fails: on /ws and in its history).
+    Like ComfyUI, the history has no entry for the prompt until its run is over (``pending`` answers).
+    """
+
+    def __init__(self, mode="ok", pending=0):
         super().__init__(("127.0.0.1", 0), FakeHandler)
         self.mode, self.posted, self.prompt, self.client_frames = mode, threading.Event(), None, []
+        self.pending, self.history_requests, self.ws_connections = pending, 0, 0
         self.png = tmp_png_bytes()
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
@@ -459,6 +466,14 @@ def tmp_png_bytes():
     buf = io.BytesIO()
     Image.new("RGB", (4, 4), (1, 2, 3)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+FAILURES = {  # how a failed run is reported, on /ws and in the history: ComfyUI's message types
+    "error": ("execution_error", {"prompt_id": "p1", "node_id": "2", "node_type": "Scale", "executed": ["1"],
+                                  "exception_type": "ValueError", "exception_message": "bad"}),
+    "interrupt": ("execution_interrupted", {"prompt_id": "p1", "node_id": "2", "node_type": "Scale",
+                                            "executed": ["1"]}),
+}
 
 
 class FakeHandler(http.server.BaseHTTPRequestHandler):
@@ -476,6 +491,7 @@ class FakeHandler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         if self.server.mode == "reject":
+            self.server.posted.set()  # the /ws side goes on as usual: the client closes it
             error = {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation"}
             return self.reply(400, {"error": error,
                                     "node_errors": {"2": {"class_type": "Scale", "dependent_outputs": ["3"], "errors": [
@@ -490,6 +506,7 @@ class FakeHandler(http.server.BaseHTTPRequestHandler):
         query = dict(urllib.parse.parse_qsl(url.query))
         if url.path == "/ws":
             assert query["clientId"]
+            self.server.ws_connections += 1
             accept = base64.b64encode(hashlib.sha1(self.headers["Sec-WebSocket-Key"].encode()
                                                    + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()).decode()
             self.wfile.write(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -501,10 +518,9 @@ class FakeHandler(http.server.BaseHTTPRequestHandler):
                     {"type": "execution_cached", "data": {"nodes": ["1"], "prompt_id": "p1"}},
                     {"type": "executing", "data": {"node": "2", "display_node": "2", "prompt_id": "p1"}},
                     {"type": "progress", "data": {"value": 1, "max": 2, "prompt_id": "p1", "node": "2"}}]
-            if self.server.mode == "error":
-                msgs.append({"type": "execution_error", "data": {
-                    "prompt_id": "p1", "node_id": "2", "node_type": "Scale",
-                    "exception_type": "ValueError", "exception_message": "bad"}})
+            if self.server.mode in FAILURES:
+                kind, data = FAILURES[self.server.mode]
+                msgs.append({"type": kind, "data": data})
             frames = [_ws_frame(1, json.dumps(m).encode()) for m in msgs]
             frames.insert(3, _ws_frame(0x9, b"ping!"))
             frames.append(_ws_frame(2, struct.pack(">I", 1) + b"preview bytes"))
@@ -527,10 +543,20 @@ class FakeHandler(http.server.BaseHTTPRequestHandler):
                 pass
             self.close_connection = True
         elif url.path == "/history/p1":
+            self.server.history_requests += 1
+            if self.server.history_requests <= self.server.pending:
+                return self.reply(200, {})
+            messages = [["execution_start", {"prompt_id": "p1"}],
+                        ["execution_cached", {"nodes": ["1"], "prompt_id": "p1"}]]
+            if self.server.mode in FAILURES:
+                messages.append(list(FAILURES[self.server.mode]))
+                return self.reply(200, {"p1": {"outputs": {}, "status": {
+                    "status_str": "error", "completed": False, "messages": messages}}})
             self.reply(200, {"p1": {"outputs": {"3": {"images": [
                 {"filename": "ComfyUI_00001_.png", "subfolder": "sub", "type": "output"},
                 {"filename": "preview.png", "subfolder": "", "type": "temp"}]}},
-                "status": {"status_str": "success", "completed": True}}})
+                "status": {"status_str": "success", "completed": True,
+                           "messages": messages + [["execution_success", {"prompt_id": "p1"}]]}}})
         elif url.path == "/view":
             assert query == {"filename": "ComfyUI_00001_.png", "subfolder": "sub", "type": "output"}
             self.reply(200, self.server.png, "image/png")
@@ -542,8 +568,8 @@ class FakeHandler(http.server.BaseHTTPRequestHandler):
 def fake_server():
     servers = []
 
-    def start(mode="ok"):
-        servers.append(FakeComfyUI(mode))
+    def start(mode="ok", pending=0):
+        servers.append(FakeComfyUI(mode, pending))
         return servers[-1]
 
     yield start
@@ -553,9 +579,10 @@ def fake_server():
 
 
 def test_server_mode_runs_and_downloads_the_outputs(tmp_path, fake_server):
+    pytest.importorskip("websocket")  # websocket-client: progress over ComfyUI's /ws
     server = fake_server()
     events = []
-    files = runner.submit(image_graph(), server.url, output_dir=tmp_path, timeout=20, on_progress=events.append)
+    files = headless.submit(image_graph(), server.url, output_dir=tmp_path, timeout=20, on_progress=events.append)
     assert files == [tmp_path / "sub" / "ComfyUI_00001_.png"]
     assert files[0].read_bytes() == server.png
     assert server.prompt["prompt"] == image_graph() and server.prompt["client_id"]
@@ -566,19 +593,51 @@ def test_server_mode_runs_and_downloads_the_outputs(tmp_path, fake_server):
     assert server.client_frames[-1][0] == 0x8  # and the client closed cleanly
 
 
-def test_server_mode_reports_node_errors_and_execution_errors(tmp_path, fake_server):
+@pytest.fixture(params=["websocket", "polling"])
+def follow(request, monkeypatch):
+    """Both ways of following a server run: over /ws with websocket-client, or by polling /history without it."""
+    if request.param == "websocket":
+        pytest.importorskip("websocket")
+    else:
+        monkeypatch.setattr(client, "websocket", None)
+    return request.param
+
+
+def test_server_mode_reports_node_errors_and_execution_errors(tmp_path, fake_server, follow):
     with pytest.raises(WorkflowError, match=r"node 2 \(Scale\) input 'factor': Value 8.0 bigger than max of 4.0"):
-        runner.submit(image_graph(), fake_server("reject").url, output_dir=tmp_path, timeout=20)
+        headless.submit(image_graph(), fake_server("reject").url, output_dir=tmp_path, timeout=20)
     with pytest.raises(ServerError, match=r"node 2 \(Scale\) failed on the server: ValueError: bad"):
-        runner.submit(image_graph(), fake_server("error").url, output_dir=tmp_path, timeout=20)
+        headless.submit(image_graph(), fake_server("error").url, output_dir=tmp_path, timeout=20)
     assert files_under(tmp_path) == []
+
+
+def test_server_mode_reports_an_interrupted_run(tmp_path, fake_server, follow):
+    with pytest.raises(RunInterrupted, match=r"interrupted on the server at node 2 \(Scale\)"):
+        headless.submit(image_graph(), fake_server("interrupt").url, output_dir=tmp_path, timeout=20)
+    assert files_under(tmp_path) == []
+
+
+def test_server_mode_without_websocket_client_polls_the_history(tmp_path, fake_server, monkeypatch, capsys):
+    monkeypatch.setattr(client, "websocket", None)
+    server = fake_server(pending=2)  # the run is over at the third look
+    events = []
+    files = headless.submit(image_graph(), server.url, output_dir=tmp_path, timeout=20, on_progress=events.append)
+    assert files == [tmp_path / "sub" / "ComfyUI_00001_.png"]
+    assert files[0].read_bytes() == server.png
+    assert server.prompt["prompt"] == image_graph() and server.ws_connections == 0
+    assert server.history_requests == 3
+    assert events == [{"event": "cached", "nodes": ["1"]},
+                      {"event": "executed", "node": "3", "output": {"images": [
+                          {"filename": "ComfyUI_00001_.png", "subfolder": "sub", "type": "output"},
+                          {"filename": "preview.png", "subfolder": "", "type": "temp"}]}}]
+    assert capsys.readouterr().out.count("websocket-client is not installed") == 1
 
 
 def test_integer_node_ids_and_links_work_from_python(tmp_path):
     g = {1: node("MakeImage", width=8, height=8, frames=1, value=1.0),
          2: node("SaveImage", images=[1, 0], filename_prefix="int")}
-    uis = runner.execute(g, MAPPINGS, output_dir=tmp_path)
-    assert [p.name for p in runner.output_files(uis["2"], tmp_path)] == ["int_00001_.png"]
+    uis = headless.execute(g, MAPPINGS, output_dir=tmp_path)
+    assert [p.name for p in headless.output_files(uis["2"], tmp_path)] == ["int_00001_.png"]
 
 
 def test_save_image_writes_all_of_a_batch_or_nothing(tmp_path, monkeypatch):

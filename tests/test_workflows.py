@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from comfyui_cosmos3_ltx2.nodes import runner
+from comfyui_cosmos3_ltx2 import headless
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / "workflows"
 API_FILES = sorted(WORKFLOWS.glob("*_api.json"))
 EDITOR_FILES = sorted(p for p in WORKFLOWS.glob("*.json") if not p.name.endswith("_api.json"))
-MAPPINGS = runner.node_mappings(False)  # the pack's nodes + the labelled I/O stand-ins
+MAPPINGS = headless.node_mappings(False)  # the pack's nodes + the labelled I/O stand-ins
 SMALL = ["3.width=64", "3.height=32", "5.steps=3"]
 
 
@@ -37,8 +37,8 @@ def test_generator_and_files_agree():
 
 @pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.stem)
 def test_api_workflow_runs_end_to_end(path, tmp_path):
-    graph = runner.apply_overrides(runner.load_workflow(path), SMALL, MAPPINGS)
-    files = runner.run(graph, output_dir=tmp_path, input_dir=WORKFLOWS, mappings=MAPPINGS)
+    graph = headless.apply_overrides(headless.load_workflow(path), SMALL, MAPPINGS)
+    files = headless.run(graph, output_dir=tmp_path, input_dir=WORKFLOWS, mappings=MAPPINGS)
     assert len(files) == 1
     frames, size, pixels = read_output(Path(files[0]))
     frame_counts = {"cosmos3_t2i_api": 1, "cosmos3_t2v_api": 17, "cosmos3_i2v_api": 17}
@@ -63,12 +63,12 @@ def test_bad_workflow_fails_before_any_model_work(monkeypatch, tmp_path):
     calls = []
     loader = MAPPINGS["Cosmos3ModelLoader"]
     monkeypatch.setattr(loader, "load", lambda self, *a, **k: calls.append(1))
-    graph = runner.load_workflow(WORKFLOWS / "cosmos3_t2v_api.json")
+    graph = headless.load_workflow(WORKFLOWS / "cosmos3_t2v_api.json")
     del graph["4"]["inputs"]["prompt"]  # missing input
     graph["5"]["inputs"]["latent"] = ["1", 0]  # COSMOS3_MODEL into a LATENT input
     graph["5"]["inputs"]["cfg"] = 99.0  # over the maximum
-    with pytest.raises(runner.WorkflowError) as err:
-        runner.run(graph, output_dir=tmp_path, input_dir=WORKFLOWS, mappings=MAPPINGS)
+    with pytest.raises(headless.WorkflowError) as err:
+        headless.run(graph, output_dir=tmp_path, input_dir=WORKFLOWS, mappings=MAPPINGS)
     message = str(err.value)
     assert "node 4 (Cosmos3TextEncode) input 'prompt'" in message
     assert "node 5 (Cosmos3Sampler) input 'latent'" in message
@@ -90,9 +90,9 @@ def test_interrupted_run_writes_no_output(monkeypatch, tmp_path):
             raise Cancelled()
 
     monkeypatch.setattr(comfy, "check_interrupt", cancel_on_third_step)
-    graph = runner.apply_overrides(runner.load_workflow(WORKFLOWS / "cosmos3_t2v_api.json"), SMALL, MAPPINGS)
+    graph = headless.apply_overrides(headless.load_workflow(WORKFLOWS / "cosmos3_t2v_api.json"), SMALL, MAPPINGS)
     with pytest.raises(Cancelled):
-        runner.run(graph, output_dir=tmp_path, input_dir=WORKFLOWS, mappings=MAPPINGS)
+        headless.run(graph, output_dir=tmp_path, input_dir=WORKFLOWS, mappings=MAPPINGS)
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
@@ -164,12 +164,12 @@ def test_editor_and_api_formats_describe_the_same_graph(path):
 
 def test_loaders_take_absolute_checkpoint_paths(tmp_path):
     """Scripts and API users may name a checkpoint folder by path instead of a listed name."""
-    from comfyui_cosmos3_ltx2.nodes import comfy
+    from comfyui_cosmos3_ltx2.nodes import cosmos3
 
-    folder = str(comfy.resolve_model_path("cosmos3", comfy.EMBEDDED_CHECKPOINT))
-    graph = runner.apply_overrides(runner.load_workflow(WORKFLOWS / "cosmos3_t2i_api.json"),
+    folder = str(cosmos3.resolve_model_path("cosmos3", cosmos3.EMBEDDED_CHECKPOINT))
+    graph = headless.apply_overrides(headless.load_workflow(WORKFLOWS / "cosmos3_t2i_api.json"),
                                    SMALL + [f"1.checkpoint={folder}", f"2.vae={folder}"], MAPPINGS)
-    assert len(runner.run(graph, output_dir=tmp_path, mappings=MAPPINGS)) == 1
+    assert len(headless.run(graph, output_dir=tmp_path, mappings=MAPPINGS)) == 1
     graph["1"]["inputs"]["checkpoint"] = str(tmp_path / "missing")
-    with pytest.raises(runner.WorkflowError, match="node 1 .*checkpoint"):
-        runner.run(graph, output_dir=tmp_path, mappings=MAPPINGS)
+    with pytest.raises(headless.WorkflowError, match="node 1 .*checkpoint"):
+        headless.run(graph, output_dir=tmp_path, mappings=MAPPINGS)

@@ -5,9 +5,9 @@ These are NOT ComfyUI's nodes: they are small look-alikes with the same node ids
 runs unchanged in a plain Python process. When ComfyUI is importable the runner prefers ComfyUI's own
 classes (:func:`io_node_classes`).
 
-Files are written atomically (a hidden temporary name, then a rename), so a failure never leaves a
-half-written file behind. ``SaveVideo`` writes MP4 (H.264, plus AAC audio when given) through PyAV when it is
-installed, otherwise an animated WebP with a printed note.
+Files are written through :mod:`.media` (atomically, so a failure never leaves a half-written file behind).
+``SaveVideo`` writes MP4 (H.264, plus AAC audio when given) through PyAV when it is installed, otherwise an
+animated WebP with a printed note.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import comfy
+from ..nodes import comfy
+from . import media
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -51,15 +52,14 @@ def directories(output_dir=None, input_dir=None):
         _DIRS.update(saved)
 
 
+@contextlib.contextmanager
+def run_directories(output_dir=None, input_dir=None):
+    """Point the I/O nodes of a run at its folders: the stand-ins, and ComfyUI's own when ComfyUI is loaded."""
+    with comfy.run_folders(output_dir, input_dir), directories(output_dir, input_dir):
+        yield
+
+
 # ---------------------------------------------------------------------------------------------- helpers
-def _to_uint8(images: torch.Tensor) -> np.ndarray:
-    """``[B, H, W, C]`` floats in 0..1 -> uint8 numpy (RGB, or RGBA when C == 4)."""
-    x = images.detach().to("cpu", torch.float32)
-    if x.dim() == 3:
-        x = x.unsqueeze(0)
-    return x.clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
-
-
 def save_path(filename_prefix: str, extension: str, output_dir=None):
     """Next free ``<subfolder>/<name>_NNNNN_.<ext>`` for ``filename_prefix`` (ComfyUI's naming scheme).
 
@@ -80,28 +80,8 @@ def save_path(filename_prefix: str, extension: str, output_dir=None):
     return folder, name, max(used, default=0) + 1, subfolder
 
 
-@contextlib.contextmanager
-def _atomic(path: Path):
-    """Yield a hidden temporary path next to ``path``; rename it to ``path`` only if the block succeeds."""
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _result(filename: str, subfolder: str) -> dict:
     return {"filename": filename, "subfolder": subfolder, "type": "output"}
-
-
-def _have_av() -> bool:
-    try:
-        import av  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 # ---------------------------------------------------------------------------------------------- nodes
@@ -173,21 +153,14 @@ class SaveImage:
                 "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
 
     def save_images(self, images, filename_prefix="ComfyUI", prompt=None, extra_pnginfo=None):
-        from PIL import Image
-        from PIL.PngImagePlugin import PngInfo
-
-        info = PngInfo()
-        if prompt is not None:
-            info.add_text("prompt", json.dumps(prompt))
-        for key, value in (extra_pnginfo or {}).items():
-            info.add_text(key, json.dumps(value))
+        text = {} if prompt is None else {"prompt": json.dumps(prompt)}
+        text.update({key: json.dumps(value) for key, value in (extra_pnginfo or {}).items()})
         folder, name, counter, subfolder = save_path(filename_prefix, "png")
         results = []
         try:
-            for pixels in _to_uint8(images):
+            for pixels in media.to_uint8(images):
                 file = f"{name}_{counter:05}_.png"
-                with _atomic(folder / file) as tmp:
-                    Image.fromarray(pixels).save(tmp, format="PNG", pnginfo=info, compress_level=4)
+                media.write_image(pixels, folder / file, text=text, compress_level=4)
                 results.append(_result(file, subfolder))
                 counter += 1
         except BaseException:  # all of the batch or nothing
@@ -220,45 +193,7 @@ class Video:
 
     def save_to(self, path, format="auto", codec="auto", metadata=None) -> None:
         """Write MP4 (H.264 + AAC) with PyAV; raises ImportError without it."""
-        import av
-
-        pixels = _to_uint8(self.images)[..., :3]
-        # yuv420p needs even sizes: repeat the last row / column when odd.
-        h, w = pixels.shape[1:3]
-        pixels = np.pad(pixels, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-        options = {"movflags": "use_metadata_tags"} if metadata else {}
-        with av.open(str(path), mode="w", format="mp4", options=options) as container:
-            for key, value in (metadata or {}).items():
-                container.metadata[key] = value if isinstance(value, str) else json.dumps(value)
-            stream = container.add_stream("h264", rate=self.frame_rate)
-            stream.width, stream.height, stream.pix_fmt = pixels.shape[2], pixels.shape[1], "yuv420p"
-            stream.options = {"crf": "19"}
-            audio_stream = waveform = None
-            if self.audio is not None:
-                waveform = self.audio["waveform"][0].detach().to("cpu", torch.float32).numpy()  # [C, T]
-                layout = "mono" if waveform.shape[0] == 1 else "stereo"
-                waveform = waveform[:2]
-                audio_stream = container.add_stream("aac", rate=int(self.audio["sample_rate"]), layout=layout)
-            for frame in pixels:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                    container.mux(packet)
-            for packet in stream.encode():
-                container.mux(packet)
-            if audio_stream is not None:
-                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(waveform), format="fltp",
-                                                   layout=audio_stream.layout.name)
-                frame.sample_rate = int(self.audio["sample_rate"])
-                for packet in audio_stream.encode(frame):
-                    container.mux(packet)
-                for packet in audio_stream.encode():
-                    container.mux(packet)
-
-    def save_webp(self, path) -> None:
-        from PIL import Image
-
-        images = [Image.fromarray(p) for p in _to_uint8(self.images)]
-        images[0].save(path, format="WEBP", save_all=True, append_images=images[1:], quality=90,
-                       duration=max(1, int(round(1000 / float(self.frame_rate)))), loop=0)
+        media.write_mp4(media.to_uint8(self.images), path, self.frame_rate, audio=self.audio, metadata=metadata)
 
 
 class CreateVideo:
@@ -297,20 +232,20 @@ class SaveVideo:
 
     def save_video(self, video, filename_prefix="video/ComfyUI", format="auto", codec="auto",
                    prompt=None, extra_pnginfo=None):
-        use_av = _have_av()
+        use_av = media.have_av()
         ext = "mp4" if use_av else "webp"
         folder, name, counter, subfolder = save_path(filename_prefix, ext)
         file = f"{name}_{counter:05}_.{ext}"
-        with _atomic(folder / file) as tmp:
-            if use_av:
-                metadata = dict(extra_pnginfo or {})
-                if prompt is not None:
-                    metadata["prompt"] = prompt
-                video.save_to(tmp, format=format, codec=codec, metadata=metadata)
-            else:
-                print(f"[standins] PyAV is not installed: writing {file} as animated WebP instead of MP4"
-                      + (" (audio dropped)" if getattr(video, "audio", None) is not None else ""))
-                video.save_webp(tmp)
+        if use_av:
+            metadata = dict(extra_pnginfo or {})
+            if prompt is not None:
+                metadata["prompt"] = prompt
+            video.save_to(folder / file, format=format, codec=codec, metadata=metadata)
+        else:
+            parts = video.get_components()
+            print(f"[standins] PyAV is not installed: writing {file} as animated WebP instead of MP4"
+                  + (" (audio dropped)" if getattr(parts, "audio", None) is not None else ""))
+            media.write_animation(media.to_uint8(parts.images), folder / file, parts.frame_rate, quality=90)
         return {"ui": {"images": [_result(file, subfolder)], "animated": [True]}}
 
 
