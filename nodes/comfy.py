@@ -24,10 +24,11 @@ from torch import nn
 try:  # ComfyUI present: the server or a script inside its environment
     import comfy.model_management as mm
     import comfy.model_patcher as model_patcher
+    import comfy.samplers as comfy_samplers
     import comfy.utils as comfy_utils
     import folder_paths
 except Exception:  # plain Python (or a ComfyUI that cannot start here, e.g. no GPU without --cpu)
-    mm = model_patcher = comfy_utils = folder_paths = None
+    mm = model_patcher = comfy_samplers = comfy_utils = folder_paths = None
 
 MODELS_DIR_ENV = "COSMOS3_LTX2_MODELS_DIR"  # where headless runs look for model folders without ComfyUI
 
@@ -232,3 +233,82 @@ def progress_hook(report):
         _progress_sink = previous_sink
         if hooked:
             comfy_utils.set_progress_bar_global_hook(previous)
+
+
+# ---------------------------------------------------------------------------------------------- ComfyUI's own models
+# Our samplers and guiders on ComfyUI's own MODEL, through its public sampler surfaces: a SAMPLER is a
+# ``comfy.samplers.KSAMPLER`` around a k-diffusion-style function, a GUIDER a ``comfy.samplers.CFGGuider``
+# whose prediction is ours, and per-pass model switches travel in ``transformer_options``.
+class PlainSampler:
+    """What :func:`ksampler` returns without ComfyUI: the function and its options, for scripts and tests."""
+
+    def __init__(self, function, options: dict):
+        self.sampler_function, self.extra_options = function, options
+
+
+def ksampler(function, options: dict | None = None):
+    """A ComfyUI SAMPLER running ``function(model, x, sigmas, extra_args, callback, disable, **options)``."""
+    if comfy_samplers is None:
+        return PlainSampler(function, dict(options or {}))
+    return comfy_samplers.KSAMPLER(function, extra_options=dict(options or {}))
+
+
+def _require_comfyui(what: str) -> None:
+    if comfy_samplers is None:
+        raise RuntimeError(f"{what} works on ComfyUI's own models and needs a running ComfyUI")
+
+
+def patch_forward(model, name: str, make_forward):
+    """A clone of the ModelPatcher ``model`` whose sub-module ``name`` (e.g.
+    ``"diffusion_model.transformer_blocks.3.attn1"``) runs ``make_forward(module)`` in place of its forward
+    (an object patch: ComfyUI applies it when it loads the model and takes it off when it unloads)."""
+    _require_comfyui("patch_forward")
+    try:
+        module = model.get_model_object(name)
+    except AttributeError:
+        raise ValueError(f"this model has no {name!r}") from None
+    patched = model.clone()
+    patched.add_object_patch(name + ".forward", make_forward(module))
+    return patched
+
+
+def guider(model, conds: dict, predict):
+    """A ComfyUI GUIDER over ``model`` and ``conds`` (name -> CONDITIONING) whose denoised prediction is
+    ``predict(run, x, latent_shapes)``.
+
+    ``run(names, **switches)`` evaluates the model on the packed sample ``x`` once per named conditioning (one
+    batched call, as ComfyUI batches conditionings), with ``switches`` added to the model's
+    ``transformer_options`` for that call, and returns one denoised tensor per name. ``latent_shapes`` is the
+    list of shapes packed into ``x`` (video then audio for an audio+video model) or None for a single latent.
+    """
+    _require_comfyui("guider")
+    g = _PassGuider(model, predict)
+    g.inner_set_conds(conds)
+    return g
+
+
+if comfy_samplers is not None:
+    class _PassGuider(comfy_samplers.CFGGuider):
+        def __init__(self, model_patcher, predict):
+            super().__init__(model_patcher)
+            self.predict = predict
+
+        def predict_noise(self, x, timestep, model_options={}, seed=None):  # noqa: B006 - ComfyUI's signature
+            def run(names, **switches):
+                options = model_options
+                if switches:
+                    options = model_patcher.create_model_options_clone(model_options)
+                    options.setdefault("transformer_options", {}).update(switches)
+                conds = [self.conds.get(n) for n in names]
+                return comfy_samplers.calc_cond_batch(self.inner_model, conds, x, timestep, options)
+
+            return self.predict(run, x, _latent_shapes(self.conds))
+
+    def _latent_shapes(conds: dict):
+        """The shapes ComfyUI packed into the sample (its ``latent_shapes`` model condition), or None."""
+        for entries in conds.values():
+            for entry in entries or ():
+                shapes = entry.get("model_conds", {}).get("latent_shapes")
+                if shapes is not None:
+                    return list(shapes.cond)
+        return None
