@@ -116,11 +116,13 @@ def load_to_device(patcher, module: nn.Module, device: torch.device) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- folders
-def register_model_folders() -> None:
-    """Add ``models/cosmos3`` to ComfyUI's model folders (diffusers-format checkpoint folders)."""
+def register_model_folders(*kinds: str) -> None:
+    """Add ``models/cosmos3`` (diffusers-format checkpoint folders) and ``models/<kind>`` for each of
+    ``kinds`` to ComfyUI's model folders."""
     if folder_paths is None:
         return
-    folder_paths.add_model_folder_path(MODEL_FOLDER, os.path.join(folder_paths.models_dir, MODEL_FOLDER))
+    for kind in (MODEL_FOLDER, *kinds):
+        folder_paths.add_model_folder_path(kind, os.path.join(folder_paths.models_dir, kind))
 
 
 def _search_roots(kind: str) -> list[Path]:
@@ -133,12 +135,17 @@ def _search_roots(kind: str) -> list[Path]:
     return [Path(base) / kind] if base else []
 
 
+def model_folder_paths(kind: str) -> list[Path]:
+    """The folders of a model folder kind (ComfyUI's, or ``$COSMOS3_LTX2_MODELS_DIR/<kind>`` without it)."""
+    return _search_roots(kind)
+
+
 def checkpoint_folders(kind: str = MODEL_FOLDER, marker: str = "model_index.json") -> list[str]:
-    """Names of the checkpoint folders (holding ``marker``) directly inside the ``kind`` model folders."""
+    """Names of the folders holding ``marker`` (a file or folder) directly inside the ``kind`` model folders."""
     names = []
     for root in _search_roots(kind):
         if root.is_dir():
-            names += sorted(p.name for p in root.iterdir() if (p / marker).is_file())
+            names += sorted(p.name for p in root.iterdir() if p.is_dir() and (p / marker).exists())
     return names
 
 
