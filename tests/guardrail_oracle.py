@@ -1,7 +1,10 @@
 """Test helpers for the text guardrail: the reference blocklist as an oracle, and tiny NLTK data.
 
-The oracle is cosmos-guardrail 0.3.2's ``Blocklist`` (installed with ``--no-deps``), run with our word
-lists instead of the ones it downloads. Its module also imports packages for the video checks and for
+The oracle is cosmos-guardrail 0.3.2's ``Blocklist``, run with our word lists instead of the ones it
+downloads. It is installed with ``pip install --no-deps --target .oracles`` (or the folder named by
+``$COSMOS_GUARDRAIL_ORACLE``), not into the environment: diffusers' Cosmos3 pipeline imports
+``cosmos_guardrail`` whenever it is importable and fails without its dependencies. The folder is on
+``sys.path`` only while the module imports. Its module also imports packages for the video checks and for
 downloading (``retinaface``, ``peft``, ``cv2``, ``imageio``, ``requests``), which the text checks never
 use: those missing get empty stand-in modules for the length of the import only, so no other test sees them.
 
@@ -14,9 +17,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 import types
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # Packages the reference module imports for its video checks or downloads, never used by the text checks.
 STUBBABLE = {"cv2", "peft", "retinaface", "imageio", "imageio_ffmpeg", "requests"}
@@ -35,13 +41,17 @@ class _Stub(types.ModuleType):
 
 def reference_module():
     """``cosmos_guardrail.cosmos_guardrail`` (the module object), or None when the package is not installed."""
-    if importlib.util.find_spec("cosmos_guardrail") is None:
+    folder = os.environ.get("COSMOS_GUARDRAIL_ORACLE") or str(ROOT / ".oracles")
+    on_path = importlib.util.find_spec("cosmos_guardrail") is not None
+    if not on_path and not os.path.isdir(os.path.join(folder, "cosmos_guardrail")):
         return None
     import better_profanity  # noqa: F401 - real dependencies first, so only the stand-ins are temporary
     import nltk  # noqa: F401
     import transformers  # noqa: F401
 
     added, before = [], set(sys.modules)
+    if not on_path:
+        sys.path.insert(0, folder)
     try:
         while True:
             try:
@@ -52,6 +62,8 @@ def reference_module():
                 sys.modules[e.name] = _Stub(e.name)
                 added.append(e.name)
     finally:
+        if not on_path:
+            sys.path.remove(folder)
         for name in added + [m for m in set(sys.modules) - before if m.startswith("cosmos_guardrail")]:
             sys.modules.pop(name, None)
 

@@ -26,7 +26,8 @@ NOUNS = ["massacre", "bloodbath", "torture", "head", "heading", "ship", "film", 
          "road", "town", "movie", "harm"]
 NODE = M["Cosmos3LTX2TextGuardrail"]
 REF = reference_module()
-needs_reference = pytest.mark.skipif(REF is None, reason="cosmos-guardrail 0.3.2 not installed (pip install --no-deps)")
+needs_reference = pytest.mark.skipif(
+    REF is None, reason="cosmos-guardrail 0.3.2 not in .oracles/ (pip install --no-deps --target .oracles cosmos-guardrail==0.3.2)")
 
 
 @pytest.fixture(scope="session")
