@@ -139,12 +139,17 @@ def _search_roots(kind: str) -> list[Path]:
     return [Path(base) / kind] if base else []
 
 
+def model_folder_paths(kind: str) -> list[Path]:
+    """The folders of a model folder kind (ComfyUI's, or ``$COSMOS3_LTX2_MODELS_DIR/<kind>`` without it)."""
+    return _search_roots(kind)
+
+
 def checkpoint_folders(kind: str, marker: str = "model_index.json") -> list[str]:
-    """Names of the checkpoint folders (holding ``marker``) directly inside the ``kind`` model folders."""
+    """Names of the folders holding ``marker`` (a file or folder) directly inside the ``kind`` model folders."""
     names = []
     for root in _search_roots(kind):
         if root.is_dir():
-            names += sorted(p.name for p in root.iterdir() if (p / marker).is_file())
+            names += sorted(p.name for p in root.iterdir() if p.is_dir() and (p / marker).exists())
     return names
 
 
