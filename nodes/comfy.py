@@ -24,11 +24,14 @@ from torch import nn
 try:  # ComfyUI present: the server or a script inside its environment
     import comfy.model_management as mm
     import comfy.model_patcher as model_patcher
-    import comfy.samplers as comfy_samplers
     import comfy.utils as comfy_utils
     import folder_paths
 except Exception:  # plain Python (or a ComfyUI that cannot start here, e.g. no GPU without --cpu)
-    mm = model_patcher = comfy_samplers = comfy_utils = folder_paths = None
+    mm = model_patcher = comfy_utils = folder_paths = None
+try:  # ComfyUI's sampler stack, for our SAMPLER / GUIDER on its own models
+    import comfy.samplers as comfy_samplers
+except Exception:
+    comfy_samplers = None
 
 MODELS_DIR_ENV = "COSMOS3_LTX2_MODELS_DIR"  # where headless runs look for model folders without ComfyUI
 

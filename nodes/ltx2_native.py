@@ -57,6 +57,7 @@ class LTX2Res2sSampler:
 
     CATEGORY = CATEGORY
     RETURN_TYPES = ("SAMPLER",)
+    OUTPUT_TOOLTIPS = ("res2s for SamplerCustomAdvanced (its noise seed also drives the SDE noise).",)
     FUNCTION = "get_sampler"
     DESCRIPTION = ("res2s: two-stage exponential integrator with SDE re-noising, as the official LTX-2.3 HQ "
                    "pipeline samples. Works on ComfyUI's own LTX-2 / LTX-2.3 models (video, or video + audio).")
@@ -178,6 +179,7 @@ class LTX2MultipassGuider:
 
     CATEGORY = CATEGORY
     RETURN_TYPES = ("GUIDER",)
+    OUTPUT_TOOLTIPS = ("The multi-pass guider for SamplerCustomAdvanced.",)
     FUNCTION = "get_guider"
     DESCRIPTION = ("Multi-pass guidance of the official LTX-2.3 pipelines, per modality: cfg (negative prompt), "
                    "STG (self-attention skipped in some blocks), modality isolation (audio<->video "

@@ -18,7 +18,7 @@ from comfyui_cosmos3_ltx2.core.guardrails.censor import Censor
 from comfyui_cosmos3_ltx2.core.guardrails.guard_model import GuardModelError
 from comfyui_cosmos3_ltx2.core.guardrails.lemmas import load_lemmatiser
 from comfyui_cosmos3_ltx2.nodes import NODE_CLASS_MAPPINGS as M
-from comfyui_cosmos3_ltx2.nodes import runner
+from comfyui_cosmos3_ltx2 import headless as runner
 from guardrail_oracle import reference_blocklist, reference_module, write_nltk_data
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -369,7 +369,7 @@ def test_guardrails_model_folder_is_registered_in_comfyui(tmp_path):
     from comfyui_cosmos3_ltx2.nodes import comfy as glue
 
     with comfyui_standin(str(tmp_path)) as rec:
-        glue.register_model_folders("guardrails")
+        glue.register_model_folder("guardrails")  # as importing nodes/guardrails.py does inside ComfyUI
         assert rec.folders["guardrails"] == [str(tmp_path / "guardrails")]
         write_lists(tmp_path / "guardrails" / "my-list", custom=["zorbex"])
         assert NODE.INPUT_TYPES()["required"]["blocklist"][0] == ["default (shipped)", "my-list"]

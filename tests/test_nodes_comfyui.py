@@ -17,7 +17,8 @@ DEMO = cosmos3_nodes.EMBEDDED_CHECKPOINT
 
 def test_node_contract():
     for node_id, cls in M.items():
-        assert node_id.startswith("Cosmos3") and cls.CATEGORY in ("Cosmos3", "Guardrails")
+        assert node_id.startswith(("Cosmos3", "LTX2")), node_id
+        assert cls.CATEGORY in ("Cosmos3", "Guardrails") or cls.CATEGORY.split("/")[0] == "LTX2", cls.CATEGORY
         spec = cls.INPUT_TYPES()
         assert set(spec) <= {"required", "optional", "hidden"}
         for section in spec.values():
