@@ -61,6 +61,23 @@ def check_interrupt() -> None:
         mm.throw_exception_if_processing_interrupted()
 
 
+def wan22_latent_format():
+    """The description of Wan2.2 latents that ComfyUI's latent previewer reads from a model.
+
+    ComfyUI's own ``comfy.latent_formats.Wan22`` when ComfyUI is there (so its Latent2RGB factors and its tiny
+    preview decoder in ``models/vae_approx`` work as for its own Wan2.2 models), else the pack's object with the
+    same attributes and numbers. A fitted ``cosmos3/latent_rgb_factors.json`` (``fit-preview``) replaces the RGB map.
+    """
+    from ..cosmos3.latent_format import Wan22LatentFormat
+    from ..cosmos3.preview import apply_fitted_factors
+
+    try:
+        from comfy.latent_formats import Wan22
+    except Exception:  # noqa: BLE001 - no ComfyUI (or one without Wan2.2): the pack's own description
+        return apply_fitted_factors(Wan22LatentFormat())
+    return apply_fitted_factors(Wan22())
+
+
 def latent_preview_callback(patcher, steps: int):
     """ComfyUI's latent preview callback ``(step, x0, x, total)`` for this model, or None."""
     if patcher is None or mm is None:
