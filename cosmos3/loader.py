@@ -170,26 +170,6 @@ class Cosmos3Checkpoint:
     settings: Cosmos3Settings
     vae: WanVAE | None = None
 
-    @property
-    def scheduler_config(self) -> dict:
-        return self.settings.scheduler_config
-
-    @property
-    def pipeline_config(self) -> dict:
-        return self.settings.pipeline_config
-
-    @property
-    def default_use_system_prompt(self) -> bool:
-        return self.settings.default_use_system_prompt
-
-    @property
-    def use_native_flow_schedule(self) -> bool:
-        return self.settings.use_native_flow_schedule
-
-    @property
-    def distilled_sigmas(self) -> list[float] | None:
-        return self.settings.distilled_sigmas
-
 
 def read_model_index(root: str | Path) -> dict:
     root = Path(root)

@@ -499,7 +499,7 @@ def generate(
     schedule, guidance = sampling_schedule(ckpt.settings, steps=steps, guidance=guidance, shift=shift,
                                            sampler=sampler, sigmas=sigmas)
     options = PromptOptions(
-        use_system_prompt=ckpt.default_use_system_prompt if use_system_prompt is None else bool(use_system_prompt),
+        use_system_prompt=ckpt.settings.default_use_system_prompt if use_system_prompt is None else bool(use_system_prompt),
         add_duration_template=add_duration_template,
         add_resolution_template=add_resolution_template,
     )
