@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--output", default="ltx2.mp4", help=".mp4 (needs PyAV), or .webp/.gif plus a .wav beside it")
     x.set_defaults(func=cmd_ltx_generate)
     r = sub.add_parser("run", help="run an API-format workflow headless (in-process, or on a ComfyUI server)")
-    r.add_argument("workflow", help="API-format workflow JSON (ComfyUI: Export (API)); e.g. workflows/*_api.json")
+    r.add_argument("workflow", help="API-format workflow JSON (ComfyUI: Export (API)); e.g. workflows/api/*_api.json")
     r.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE",
                    help="override an input, e.g. --set 3.seed=42 --set '6.text=a cat' (repeatable; VALUE is JSON "
                         "when it parses, else text)")

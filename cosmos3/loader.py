@@ -15,7 +15,9 @@ from pathlib import Path
 import torch
 
 from ..core.checkpoint import CheckpointError, list_keys, load_into, read_config, resolve_weight_files
+from ..core.weight_storage import store_linear_weights
 from .config import Cosmos3Config
+from .latent_format import WAN22_LATENTS_MEAN, WAN22_LATENTS_STD, Wan22LatentFormat, WanLatentFormat
 from .prompt import load_tokenizer
 from .transformer import Cosmos3Transformer
 from .vae import DEFAULT_CONFIG as WAN21_VAE_CONFIG
@@ -56,18 +58,8 @@ WAN22_VAE_CONFIG = {
     "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_scales": [], "temperal_downsample": [False, True, True],
     "dropout": 0.0, "is_residual": True, "in_channels": 12, "out_channels": 12, "patch_size": 2,
     "scale_factor_spatial": 16, "scale_factor_temporal": 4,
-    "latents_mean": [
-        -0.2289, -0.0052, -0.1323, -0.2339, -0.2799, 0.0174, 0.1838, 0.1557, -0.1382, 0.0542, 0.2813, 0.0891,
-        0.1570, -0.0098, 0.0375, -0.1825, -0.2246, -0.1207, -0.0698, 0.5109, 0.2665, -0.2108, -0.2158, 0.2502,
-        -0.2055, -0.0322, 0.1109, 0.1567, -0.0729, 0.0899, -0.2799, -0.1230, -0.0313, -0.1649, 0.0117, 0.0723,
-        -0.2839, -0.2083, -0.0520, 0.3748, 0.0152, 0.1957, 0.1433, -0.2944, 0.3573, -0.0548, -0.1681, -0.0667,
-    ],
-    "latents_std": [
-        0.4765, 1.0364, 0.4514, 1.1677, 0.5313, 0.4990, 0.4818, 0.5013, 0.8158, 1.0344, 0.5894, 1.0901,
-        0.6885, 0.6165, 0.8454, 0.4978, 0.5759, 0.3523, 0.7135, 0.6804, 0.5833, 1.4146, 0.8986, 0.5659,
-        0.7069, 0.5338, 0.4889, 0.4917, 0.4069, 0.4999, 0.6866, 0.4093, 0.5709, 0.6065, 0.6415, 0.4944,
-        0.5726, 1.2042, 0.5458, 1.6887, 0.3971, 1.0600, 0.3943, 0.5537, 0.5444, 0.4089, 0.7468, 0.7744,
-    ],
+    "latents_mean": list(WAN22_LATENTS_MEAN),
+    "latents_std": list(WAN22_LATENTS_STD),
 }
 
 # Latent statistics by latent channel count, for VAE files that carry no config (Wan's original layout).
@@ -105,9 +97,12 @@ def load_transformer(path: str | Path, *, device="cpu", dtype="bf16", config: di
 
 
 def load_vae(path: str | Path, *, device="cpu", dtype="fp32") -> WanVAE:
-    """The Wan2.2 VAE from a ``vae/`` folder or one safetensors file: diffusers' layout (config in the metadata,
-    beside it, or built in) or Wan's original layout, as ComfyUI ships it (config read from the shapes)."""
+    """The Wan2.2 VAE from a ``vae/`` folder (or the checkpoint folder holding it) or one safetensors file:
+    diffusers' layout (config in the metadata, beside it, or built in) or Wan's original layout, as ComfyUI ships
+    it (config read from the shapes)."""
     path = Path(path)
+    if path.is_dir() and (path / "model_index.json").is_file() and (path / "vae").is_dir():
+        path = path / "vae"  # a whole checkpoint folder: its VAE
     device, dtype = _device_dtype(device, dtype)
     cfg, key_map = _vae_config(path)
     _check_class(cfg, VAE_CLASSES, "VAE", path)
@@ -143,15 +138,12 @@ def _vae_config(path: Path) -> tuple[dict, Callable[[str], str] | None]:
 
 
 @dataclass
-class Cosmos3Checkpoint:
-    """What a diffusers-format Cosmos3 folder holds, loaded."""
+class Cosmos3Settings:
+    """What a Cosmos3 folder says besides its weights: how to sample and prompt, and its latent space."""
 
-    root: Path
-    transformer: Cosmos3Transformer
-    vae: WanVAE
-    tokenizer: object
-    scheduler_config: dict
+    scheduler_config: dict = field(default_factory=dict)
     pipeline_config: dict = field(default_factory=dict)
+    latent_format: WanLatentFormat = field(default_factory=Wan22LatentFormat)
 
     @property
     def default_use_system_prompt(self) -> bool:
@@ -166,6 +158,17 @@ class Cosmos3Checkpoint:
         """The fixed sigma list of a distilled checkpoint (from ``modular_model_index.json``), else None."""
         sigmas = self.pipeline_config.get("distilled_sigmas")
         return [float(s) for s in sigmas] if sigmas else None
+
+
+@dataclass
+class Cosmos3Checkpoint:
+    """What a diffusers-format Cosmos3 folder holds, loaded (``vae`` is None when only the model was loaded)."""
+
+    root: Path
+    transformer: Cosmos3Transformer
+    tokenizer: object
+    settings: Cosmos3Settings
+    vae: WanVAE | None = None
 
 
 def read_model_index(root: str | Path) -> dict:
@@ -197,31 +200,92 @@ def read_scheduler_config(root: str | Path) -> dict:
     return {}
 
 
+def read_settings(root: str | Path) -> Cosmos3Settings:
+    """The settings of a Cosmos3 folder: ``model_index.json`` (plus a distilled repo's ``modular_model_index.json``),
+    the scheduler config, and the latent statistics of its ``vae/config.json`` (Wan2.2's when it has none).
+
+    A folder without ``model_index.json`` (e.g. one holding only ``text_tokenizer/``) gives the defaults for
+    what it lacks.
+    """
+    root = Path(root)
+    pipeline_config = read_model_index(root) if (root / "model_index.json").is_file() else {}
+    modular = root / "modular_model_index.json"
+    if modular.is_file():  # distilled repos keep distilled_sigmas / is_distilled here
+        extra = json.loads(modular.read_text())
+        pipeline_config.update({k: extra[k] for k in ("distilled_sigmas", "is_distilled") if k in extra})
+    latent_format = Wan22LatentFormat()
+    vae_config = root / "vae" / "config.json"
+    if vae_config.is_file():
+        cfg = json.loads(vae_config.read_text())
+        if "latents_mean" in cfg and "latents_std" in cfg:
+            latent_format = WanLatentFormat(cfg["latents_mean"], cfg["latents_std"])
+    return Cosmos3Settings(read_scheduler_config(root), pipeline_config, latent_format)
+
+
+def _has_own_config(path: Path) -> bool:
+    try:
+        read_config(path)
+        return True
+    except CheckpointError:
+        return False
+
+
+def load_model(checkpoint: str | Path, *, tokenizer: str | Path | None = None, device="cpu",
+               dtype="bf16") -> Cosmos3Checkpoint:
+    """The transformer, tokenizer and settings of a Cosmos3 checkpoint (no VAE).
+
+    ``checkpoint`` is a diffusers-format folder, or a lone transformer (a ``.safetensors`` file or a
+    ``transformer/`` folder); a lone transformer needs ``tokenizer``, a Cosmos3 folder that supplies the
+    tokenizer, the settings, and the transformer's config when the file carries none. ``tokenizer`` given with
+    a folder replaces only the folder's tokenizer. ``dtype`` ``"fp8_e4m3fn"`` stores the linear weights of the
+    layers in 8 bits and computes in bf16.
+    """
+    path = Path(checkpoint)
+    is_folder = path.is_dir() and (path / "model_index.json").is_file()
+    if not is_folder and not path.exists():
+        raise CheckpointError(f"{path}: checkpoint folder does not exist")
+    if not is_folder and tokenizer is None:
+        raise CheckpointError(
+            f"{path}: a lone transformer needs a tokenizer folder (a Cosmos3 folder with text_tokenizer/), which "
+            "also supplies the scheduler settings"
+        )
+    tok_root = Path(tokenizer) if tokenizer is not None else path
+    root = path if is_folder else tok_root
+    settings = read_settings(root)
+    transformer_path = path / "transformer" if is_folder else path
+    config = None
+    if transformer_path.is_file():  # a lone file may carry no config: take the tokenizer folder's
+        folder_config = tok_root / "transformer" / "config.json"
+        if not _has_own_config(transformer_path) and folder_config.is_file():
+            config = json.loads(folder_config.read_text())
+    fp8 = dtype == "fp8_e4m3fn"
+    transformer = load_transformer(transformer_path, device=device, dtype="bf16" if fp8 else dtype, config=config)
+    if fp8:
+        store_linear_weights(transformer.layers)
+    tok = load_tokenizer(tok_root / "text_tokenizer")
+    if len(tok) > transformer.config.vocab_size:
+        raise CheckpointError(
+            f"{tok_root}: the tokenizer has {len(tok)} tokens but the transformer embeds only "
+            f"{transformer.config.vocab_size}"
+        )
+    return Cosmos3Checkpoint(root, transformer, tok, settings)
+
+
 def load_checkpoint(root: str | Path, *, device="cpu", dtype="bf16", vae_dtype=None,
                     vae: str | Path | None = None) -> Cosmos3Checkpoint:
-    """Every component of a diffusers-format Cosmos3 folder (transformer, VAE, tokenizer, scheduler).
+    """Every component of a diffusers-format Cosmos3 folder (transformer, VAE, tokenizer, settings).
 
     ``vae``: a VAE folder or file to use instead of the folder's ``vae/`` (e.g. ComfyUI's
     ``wan2.2_vae.safetensors``); the folder then needs no ``vae/``.
     """
     root = Path(root)
-    pipeline_config = read_model_index(root)
-    modular = root / "modular_model_index.json"
-    if modular.is_file():  # distilled repos keep distilled_sigmas / is_distilled here
-        extra = json.loads(modular.read_text())
-        pipeline_config.update({k: extra[k] for k in ("distilled_sigmas", "is_distilled") if k in extra})
-    transformer = load_transformer(root / "transformer", device=device, dtype=dtype)
+    read_model_index(root)
+    ckpt = load_model(root, device=device, dtype=dtype)
     vae_path = root / "vae" if vae is None else Path(vae)
-    vae = load_vae(vae_path, device=device, dtype=vae_dtype or dtype)
-    if vae.z_dim != transformer.config.latent_channel:
+    ckpt.vae = load_vae(vae_path, device=device, dtype=vae_dtype or ("bf16" if dtype == "fp8_e4m3fn" else dtype))
+    if ckpt.vae.z_dim != ckpt.transformer.config.latent_channel:
         raise CheckpointError(
-            f"{vae_path}: the VAE has {vae.z_dim} latent channels but the transformer of {root} expects "
-            f"{transformer.config.latent_channel}"
+            f"{vae_path}: the VAE has {ckpt.vae.z_dim} latent channels but the transformer of {root} expects "
+            f"{ckpt.transformer.config.latent_channel}"
         )
-    tokenizer = load_tokenizer(root / "text_tokenizer")
-    if len(tokenizer) > transformer.config.vocab_size:
-        raise CheckpointError(
-            f"{root}: the tokenizer has {len(tokenizer)} tokens but the transformer embeds only "
-            f"{transformer.config.vocab_size}"
-        )
-    return Cosmos3Checkpoint(root, transformer, vae, tokenizer, read_scheduler_config(root), pipeline_config)
+    return ckpt

@@ -1,11 +1,14 @@
 """Cosmos3 pipeline stages as plain functions over plain data, and the ``generate`` entry point.
 
-Stages, in the order a graph (or :func:`generate`) runs them:
+Stages, in the order a graph (or :func:`generate`) runs them; the graph nodes call the same functions:
 
-1. :func:`encode_prompts`   prompt ids -> per-layer UND keys/values of prompt and negative prompt
-2. :func:`empty_latents` / :func:`image_latents` + :func:`initial_noise`   the starting latent
-3. :func:`denoise`          UniPC (or flow Euler) over the GEN path with classifier-free guidance
-4. :func:`decode`           latents -> frames ``[B, T, H, W, 3]`` in [0, 1], one latent frame at a time
+1. :func:`encode_prompts`      prompt ids -> per-layer UND keys/values of prompt and negative prompt
+2. :func:`empty_latents` / :func:`image_latents`   the starting latent (raw VAE latents, as ComfyUI keeps them)
+3. :func:`sampling_schedule`   the checkpoint's sampling recipe: sigmas, sampler and guidance
+4. :func:`sample`              raw latents in, raw latents out: normalises (:mod:`.latent_format`), draws the
+                               seed's noise, runs :func:`denoise` (UniPC or flow Euler with classifier-free
+                               guidance over the GEN path), and takes the result back to raw latents
+5. :func:`decode`              raw latents -> frames ``[B, T, H, W, 3]`` in [0, 1], one latent frame at a time
 """
 
 from __future__ import annotations
@@ -147,24 +150,46 @@ def preprocess_image(image, height: int, width: int) -> torch.Tensor:
 
 @torch.no_grad()
 def encode_image(vae, image: torch.Tensor) -> torch.Tensor:
-    """Normalised latent ``[1, C, 1, h, w]`` of one preprocessed image: the VAE sees that single frame only.
+    """Raw latent ``[1, C, 1, h, w]`` (float32) of one preprocessed image: the VAE sees that single frame only.
 
     (The causal encoder treats frame 0 as its own chunk, so this equals frame 0 of encoding a video of
     repeated images, at a fraction of the work.)
     """
     dtype = next(vae.parameters()).dtype
     device = next(vae.parameters()).device
-    mean = vae.encode(image.to(device=device, dtype=dtype).unsqueeze(2))
-    return vae.normalize_latents(mean).float()
+    return vae.encode(image.to(device=device, dtype=dtype).unsqueeze(2)).float()
 
 
 def image_latents(vae, image, num_frames: int, height: int, width: int, batch: int = 1) -> tuple[torch.Tensor, list[int]]:
-    """Image-to-video start: latents whose frame 0 holds the encoded image; the list of clean frames.
+    """Image-to-video start: raw latents whose frame 0 holds the encoded image; the list of clean frames.
     The latents are on the VAE's device."""
     first = encode_image(vae, preprocess_image(image, height, width))
     latents = empty_latents(num_frames, height, width, batch, first.shape[1], device=first.device)
     latents[:, :, :1] = first
     return latents, [0]
+
+
+@torch.no_grad()
+def encode_video(vae, frames: torch.Tensor, callback: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """Frames ``[T, H, W, C]`` in [0, 1] (ComfyUI's IMAGE) -> raw latents ``[1, z, 1 + (T - 1) // 4, H/16, W/16]``.
+
+    As ComfyUI's ``VAE.encode`` does (``comfy/sd.py``): height and width are centre-cropped to whole multiples
+    of the VAE's 16 pixels, channels past the third are dropped, pixels go to [-1, 1] as ``2 x - 1``; frames
+    past the last whole group of 4 are ignored. Returns float32 on the VAE's device.
+    """
+    if frames.ndim != 4 or frames.shape[-1] < 3:
+        raise ValueError(f"expected frames [T, H, W, 3], got {list(frames.shape)}")
+    factor = SPATIAL_FACTOR
+    for dim in (1, 2):
+        keep = frames.shape[dim] // factor * factor
+        if keep == 0:
+            raise ValueError(f"frames of {frames.shape[2]}x{frames.shape[1]} pixels are smaller than one latent "
+                             f"pixel ({factor}x{factor})")
+        frames = frames.narrow(dim, (frames.shape[dim] - keep) // 2, keep)
+    dtype = next(vae.parameters()).dtype
+    device = next(vae.parameters()).device
+    video = frames[..., :3].to(device=device, dtype=torch.float32).permute(3, 0, 1, 2).unsqueeze(0) * 2.0 - 1.0
+    return vae.encode(video.to(dtype), callback=callback).float()
 
 
 def start_latents(latents: torch.Tensor, noise: torch.Tensor, condition_frames: list[int]) -> torch.Tensor:
@@ -218,6 +243,65 @@ def make_schedule(
     if not cfg.get("predict_x0", True):
         raise ValueError("scheduler config: predict_x0=false is not supported for flow checkpoints")
     return Schedule(list(s), list(t), "unipc", solver)
+
+
+SAMPLERS = ("auto", "uni_pc_bh2", "uni_pc_bh1", "euler")
+DEFAULT_STEPS = 35
+DEFAULT_GUIDANCE = 6.0
+
+
+def sampling_schedule(
+    settings,
+    *,
+    steps: int | None = None,
+    guidance: float | None = None,
+    shift: float | None = None,
+    sampler: str = "auto",
+    sigmas=None,
+) -> tuple[Schedule, float]:
+    """The sampling recipe of a checkpoint, shared by :func:`generate` and the sampler node: ``(schedule, guidance)``.
+
+    ``settings`` is a loaded checkpoint's :class:`~.loader.Cosmos3Settings` (scheduler config, distilled sigmas,
+    native-schedule flag). ``None`` means "the checkpoint's choice" for every argument.
+
+    * ``sampler="auto"`` on a distilled checkpoint: flow Euler over its fixed sigma list with guidance 1 (its
+      guidance is built into the weights). ``guidance`` other than 1, or ``steps`` other than the list's
+      length, is refused rather than silently changed.
+    * Otherwise UniPC as the checkpoint's ``scheduler_config.json`` describes it (35 steps, guidance 6 by
+      default); ``uni_pc_bh1`` / ``uni_pc_bh2`` pick the solver variant, ``euler`` runs flow Euler over the
+      same sigmas. ``shift`` replaces the config's ``flow_shift``.
+    * Explicit ``sigmas`` (a trailing 0 is dropped) replace the list, and ``steps``: flow Euler over them,
+      shifted by ``shift`` when it is given (as diffusers' flow Euler scheduler does with custom sigmas).
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler={sampler!r} is not one of {list(SAMPLERS)}")
+    distilled = settings.distilled_sigmas if sampler == "auto" else None
+    if distilled is not None:
+        if guidance is not None and float(guidance) != 1.0:
+            raise ValueError(f"guidance (cfg) {guidance}: this distilled checkpoint has guidance built in; use 1, "
+                             "or a sampler other than 'auto' to run it as an ordinary flow model")
+        guidance = 1.0
+        if sigmas is None:
+            if steps is not None and steps != len(distilled):
+                raise ValueError(f"steps={steps}: this distilled checkpoint samples in exactly {len(distilled)} steps; "
+                                 f"use {len(distilled)}, or a sampler other than 'auto'")
+            sigmas = distilled
+    guidance = DEFAULT_GUIDANCE if guidance is None else float(guidance)
+    config = dict(settings.scheduler_config)
+    if sigmas is not None:
+        values = [float(v) for v in torch.as_tensor(sigmas, dtype=torch.float64).flatten().tolist()]
+        if values and values[-1] == 0.0:
+            values = values[:-1]
+        if not values or not all(0.0 < v <= 1.0 for v in values):
+            raise ValueError(f"sigmas {values}: need at least one value in (0, 1] before the final 0")
+        return make_schedule(len(values), config, shift=shift, sigmas=values), guidance
+    if sampler in ("uni_pc_bh1", "uni_pc_bh2"):
+        config["solver_type"] = sampler[-3:]
+    schedule = make_schedule(DEFAULT_STEPS if steps is None else steps, config, shift=shift,
+                             native=settings.use_native_flow_schedule)
+    if sampler == "euler":  # the same sigmas (already shifted), walked by flow Euler
+        schedule = make_schedule(len(schedule.sigmas) - 1, config, shift=1.0, sigmas=schedule.sigmas[:-1])
+    return schedule, guidance
 
 
 class FlowDenoiser:
@@ -305,14 +389,59 @@ def denoise(
     return sample_unipc(model, x, schedule.sigmas, callback=callback, **schedule.solver)
 
 
+def check_conditioning(conditioning: Cosmos3Conditioning, latents: torch.Tensor) -> None:
+    """The prompt templates name a size and length: refuse latents of another one."""
+    meta = conditioning.meta
+    if latents.ndim != 5 or tuple(latents.shape[2:]) != latent_shape(meta["num_frames"], meta["height"], meta["width"]):
+        if latents.ndim != 5:
+            raise ValueError(f"expected video latents [B, C, T, h, w], got {list(latents.shape)}")
+        t, h, w = latents.shape[2:]
+        raise ValueError(
+            f"the conditioning was encoded for {meta['width']}x{meta['height']}, {meta['num_frames']} frames, but the "
+            f"latent is {w * SPATIAL_FACTOR}x{h * SPATIAL_FACTOR}, {TEMPORAL_FACTOR * (t - 1) + 1} frames; encode the "
+            "prompt for the latent that is sampled"
+        )
+
+
+@torch.no_grad()
+def sample(
+    transformer: Cosmos3Transformer,
+    conditioning: Cosmos3Conditioning,
+    latents: torch.Tensor,
+    schedule: Schedule,
+    *,
+    latent_format,
+    guidance: float,
+    seed: int,
+    condition_frames: list[int] = (),
+    callback: Callable[[dict], None] | None = None,
+    batched_cfg: bool = True,
+) -> torch.Tensor:
+    """Raw latents ``[B, C, T, h, w]`` in, sampled raw latents out (float32, on the transformer's device).
+
+    ``latent_format`` (the checkpoint's :class:`~.latent_format.WanLatentFormat`) normalises the latents for the
+    transformer and takes the result back. Only the ``condition_frames`` of ``latents`` are read (kept clean);
+    every other frame starts as the seed's noise, drawn from one CPU generator that any re-noising schedule then
+    continues. ``callback`` gets each step's dict (its ``denoised`` is in the normalised space, what latent
+    previews read). The conditioning must have been encoded for this latent's size and length.
+    """
+    check_conditioning(conditioning, latents)
+    frames = list(condition_frames)
+    clean = latent_format.process_in(latents.float())
+    generator = noise_generator(seed)
+    x = start_latents(clean, initial_noise(latents.shape, generator), frames)
+    out = denoise(transformer, conditioning, x, schedule, guidance=guidance, condition_frames=frames,
+                  callback=callback, batched_cfg=batched_cfg, generator=generator)
+    return latent_format.process_out(out)
+
+
 # ---------------------------------------------------------------------------------------------- decode
 @torch.no_grad()
 def decode(vae, latents: torch.Tensor, callback: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """Normalised latents ``[B, C, T, h, w]`` -> frames ``[B, T', H, W, 3]`` float32 in [0, 1]."""
+    """Raw latents ``[B, C, T, h, w]`` -> frames ``[B, T', H, W, 3]`` float32 in [0, 1]."""
     dtype = next(vae.parameters()).dtype
     device = next(vae.parameters()).device
-    z = vae.denormalize_latents(latents.to(device=device, dtype=dtype))
-    video = vae.decode(z, callback=callback)  # [B, 3, T', H, W] in [-1, 1]
+    video = vae.decode(latents.to(device=device, dtype=dtype), callback=callback)  # [B, 3, T', H, W] in [-1, 1]
     return video.float().mul_(0.5).add_(0.5).clamp_(0, 1).permute(0, 2, 3, 4, 1)
 
 
@@ -337,6 +466,7 @@ def generate(
     seed: int = 0,
     shift: float | None = None,
     sigmas: list[float] | None = None,
+    sampler: str = "auto",
     use_system_prompt: bool | None = None,
     add_duration_template: bool = True,
     add_resolution_template: bool = True,
@@ -350,10 +480,10 @@ def generate(
     ``checkpoint`` is a diffusers-format Cosmos3 folder (or an already loaded ``Cosmos3Checkpoint``); ``vae``
     optionally names a VAE folder or file to use instead of its ``vae/`` (e.g. ComfyUI's ``wan2.2_vae.safetensors``).
     Defaults follow the reference pipeline (1280x720, 189 frames at 24 fps, 35 UniPC steps, guidance 6).
-    ``sigmas`` switches to flow Euler over that fixed list. A distilled checkpoint (``distilled_sigmas`` in
-    its ``modular_model_index.json``) uses its own list and guidance 1 (guidance is baked into its weights).
-    The same ``seed`` gives the same starting noise as diffusers' ``Cosmos3OmniPipeline``.
-    Returns frames ``[T, H, W, 3]`` float32 in [0, 1].
+    ``steps``, ``guidance``, ``shift``, ``sampler`` and ``sigmas`` follow :func:`sampling_schedule`, the recipe
+    the sampler node uses too: a distilled checkpoint (``distilled_sigmas`` in its ``modular_model_index.json``)
+    samples its own list with guidance 1. The same ``seed`` gives the same starting noise as diffusers'
+    ``Cosmos3OmniPipeline``. Returns frames ``[T, H, W, 3]`` float32 in [0, 1].
     """
     from .loader import Cosmos3Checkpoint, load_checkpoint
 
@@ -366,24 +496,16 @@ def generate(
     elif vae is not None:
         raise ValueError("generate: `vae` applies when loading a checkpoint folder, not to a loaded Cosmos3Checkpoint")
     ckpt = checkpoint
-    if ckpt.distilled_sigmas is not None:
-        sigmas = list(sigmas or ckpt.distilled_sigmas)
-        if steps is not None and steps != len(sigmas):
-            raise ValueError(f"steps={steps}: this distilled checkpoint samples in exactly {len(sigmas)} steps")
-        if guidance is not None and float(guidance) != 1.0:
-            raise ValueError(f"guidance={guidance}: a distilled checkpoint has guidance built in; use 1")
-        guidance = 1.0
-    steps = len(sigmas) if sigmas is not None else (35 if steps is None else steps)
-    guidance = 6.0 if guidance is None else float(guidance)
+    schedule, guidance = sampling_schedule(ckpt.settings, steps=steps, guidance=guidance, shift=shift,
+                                           sampler=sampler, sigmas=sigmas)
     options = PromptOptions(
-        use_system_prompt=ckpt.default_use_system_prompt if use_system_prompt is None else bool(use_system_prompt),
+        use_system_prompt=ckpt.settings.default_use_system_prompt if use_system_prompt is None else bool(use_system_prompt),
         add_duration_template=add_duration_template,
         add_resolution_template=add_resolution_template,
     )
-    with_cfg = float(guidance) != 1.0
     conditioning = encode_prompts(
         ckpt.transformer, ckpt.tokenizer, prompt, negative_prompt, num_frames=num_frames, height=height,
-        width=width, fps=fps, options=options, with_negative=with_cfg,
+        width=width, fps=fps, options=options, with_negative=guidance != 1.0,
     )
     if image is not None and num_frames > 1:
         latents, condition_frames = image_latents(ckpt.vae, image, num_frames, height, width)
@@ -391,10 +513,6 @@ def generate(
         if image is not None:
             warnings.warn("text-to-image (num_frames=1) ignores the conditioning image", stacklevel=2)
         latents, condition_frames = empty_latents(num_frames, height, width), []
-    generator = noise_generator(seed)
-    x = start_latents(latents, initial_noise(latents.shape, generator), condition_frames)
-    schedule = make_schedule(steps, ckpt.scheduler_config, shift=shift, native=ckpt.use_native_flow_schedule,
-                             sigmas=sigmas)
-    x = denoise(ckpt.transformer, conditioning, x, schedule, guidance=guidance, condition_frames=condition_frames,
-                callback=callback, generator=generator)
+    x = sample(ckpt.transformer, conditioning, latents, schedule, latent_format=ckpt.settings.latent_format,
+               guidance=guidance, seed=seed, condition_frames=condition_frames, callback=callback)
     return decode(ckpt.vae, x)[0]

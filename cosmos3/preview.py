@@ -1,10 +1,9 @@
-"""Live previews: a linear map from the 48 latent channels to RGB, and the latent description ComfyUI reads.
+"""Fitting a latent-to-RGB preview map on a VAE (``python -m comfyui_cosmos3_ltx2 fit-preview``).
 
-The map is fitted, not guessed: :func:`fit_latent_rgb` encodes synthetic colour fields with a VAE and
-solves a least-squares problem from normalised latents to the images' RGB at latent resolution.
-Fitted factors live in ``latent_rgb_factors.json`` beside this file; ``python -m comfyui_cosmos3_ltx2
-fit-preview --vae PATH`` writes it from a real Wan2.2 VAE. Without that file ComfyUI shows no preview
-(the progress bar still advances every step).
+Cosmos3's previews use Wan2.2's published map (:mod:`.latent_format`). This module fits one for any other
+VAE, or to check the published one: :func:`fit_latent_rgb` encodes synthetic colour fields with the VAE and
+solves a least-squares problem from normalised latents to the images' RGB at latent resolution. A fitted
+``latent_rgb_factors.json`` beside this file, if someone writes one, replaces the published map in previews.
 """
 
 from __future__ import annotations
@@ -18,28 +17,20 @@ import torch.nn.functional as F
 FACTORS_FILE = Path(__file__).with_name("latent_rgb_factors.json")
 
 
-class Cosmos3LatentFormat:
-    """The attributes ComfyUI's latent previewer looks up on a model's latent format."""
+def read_factors(path: Path = FACTORS_FILE) -> tuple[list, list] | None:
+    """``(factors [C][3], bias [3])`` from a fitted file, or None when there is none."""
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    return data["factors"], data["bias"]
 
-    latent_channels = 48
-    latent_dimensions = 3
-    scale_factor = 1.0
-    taesd_decoder_name = None
-    latent_rgb_factors_reshape = None
 
-    def __init__(self, factors_file: Path = FACTORS_FILE):
-        self.latent_rgb_factors = None
-        self.latent_rgb_factors_bias = None
-        if factors_file.is_file():
-            data = json.loads(factors_file.read_text())
-            self.latent_rgb_factors = data["factors"]  # [48][3]
-            self.latent_rgb_factors_bias = data["bias"]  # [3]
-
-    def process_in(self, latent):  # the pack's latents are already normalised
-        return latent
-
-    def process_out(self, latent):
-        return latent
+def apply_fitted_factors(latent_format, path: Path = FACTORS_FILE):
+    """``latent_format`` with its RGB preview map replaced by a fitted file's (when there is one of its width)."""
+    fitted = read_factors(path)
+    if fitted is not None and len(fitted[0]) == len(latent_format.latent_rgb_factors):
+        latent_format.latent_rgb_factors, latent_format.latent_rgb_factors_bias = fitted
+    return latent_format
 
 
 def synthetic_images(count: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -55,7 +46,7 @@ def fit_latent_rgb(vae, count: int = 64, size: int = 128, seed: int = 0) -> tupl
     """Least-squares ``rgb ~ latent @ factors + bias`` over ``count`` synthetic images encoded by ``vae``.
 
     ``vae`` needs ``encode(video [B,3,1,H,W]) -> mean latents`` and ``normalize_latents``.
-    Returns ``(factors [C][3], bias [3])`` as lists, ready for :class:`Cosmos3LatentFormat`.
+    Returns ``(factors [C][3], bias [3])`` as lists (the layout of ComfyUI's ``latent_rgb_factors``).
     """
     images = synthetic_images(count, size, seed)
     dtype = next(vae.parameters()).dtype

@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..core.pixel_patches import patchify, unpatchify
+from .latent_format import WanLatentFormat
 
 # Constructor defaults of diffusers' AutoencoderKLWan (the Wan2.1 VAE); a vae/config.json overrides them.
 DEFAULT_CONFIG = {
@@ -355,10 +356,11 @@ class WanVAE(nn.Module):
         return self.quant_conv.weight.device
 
     @torch.no_grad()
-    def encode(self, video: torch.Tensor) -> torch.Tensor:
+    def encode(self, video: torch.Tensor, callback: Callable[[int, int], None] | None = None) -> torch.Tensor:
         """[B, 3, T, H, W] in [-1, 1] -> posterior mean [B, z_dim, 1 + (T - 1) // 4, H/16, W/16] (not normalised).
 
         Frames past the last whole chunk of 4 are ignored, as in the reference. Output in the VAE's dtype.
+        After each latent frame ``callback(done, total)`` is called; an exception it raises stops the encode.
         """
         p, n = self.patch_size, self.frames_per_latent
         channels = self.config["in_channels"] // (p * p)
@@ -376,6 +378,8 @@ class WanVAE(nn.Module):
             if out is None:
                 out = mean.new_empty(mean.shape[0], self.z_dim, steps, *mean.shape[3:])
             out[:, :, i : i + 1] = mean
+            if callback is not None:
+                callback(i + 1, steps)
         return out
 
     @torch.no_grad()
@@ -414,20 +418,15 @@ class WanVAE(nn.Module):
                 callback(i + 1, total)
         return out
 
-    def _stats(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = torch.tensor(self.latents_mean, dtype=torch.float32)
-        inv_std = 1.0 / torch.tensor(self.latents_std, dtype=torch.float32)
-        shape = (1, -1) + (1,) * (z.ndim - 2)
-        return mean.view(shape).to(z.device, z.dtype), inv_std.view(shape).to(z.device, z.dtype)
+    @property
+    def latent_format(self) -> WanLatentFormat:
+        """This VAE's latent statistics (its config's ``latents_mean`` / ``latents_std``)."""
+        return WanLatentFormat(self.latents_mean, self.latents_std)
 
     def normalize_latents(self, z: torch.Tensor) -> torch.Tensor:
-        """Raw posterior mean -> the diffusion model's latents: (z - mean) / std per channel.
-
-        Written as (z - mean) * (1 / std), the op order of diffusers' Cosmos3 pipeline."""
-        mean, inv_std = self._stats(z)
-        return (z - mean) * inv_std
+        """Raw posterior mean -> the diffusion model's latents: (z - mean) / std per channel."""
+        return self.latent_format.process_in(z)
 
     def denormalize_latents(self, z: torch.Tensor) -> torch.Tensor:
-        """Inverse of normalize_latents: z * std + mean (as z / (1 / std) + mean, like the pipeline)."""
-        mean, inv_std = self._stats(z)
-        return z / inv_std + mean
+        """Inverse of normalize_latents: z * std + mean."""
+        return self.latent_format.process_out(z)

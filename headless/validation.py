@@ -54,7 +54,7 @@ def load_workflow(path) -> dict:
     if isinstance(data, dict) and isinstance(data.get("nodes"), list) and "links" in data:
         raise WorkflowError(
             f"{path} is an editor (UI) workflow; the runner takes the API format. Use the API-format file "
-            "shipped next to it (workflows/*_api.json), or in ComfyUI export with 'Export (API)'.")
+            "shipped in workflows/api/*_api.json, or in ComfyUI export with 'Export (API)'.")
     if isinstance(data, dict) and isinstance(data.get("prompt"), dict) and "class_type" not in data["prompt"]:
         data = data["prompt"]  # a saved POST /prompt body
     _check_shape(data, str(path))

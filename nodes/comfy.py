@@ -70,6 +70,18 @@ def check_interrupt() -> None:
         mm.throw_exception_if_processing_interrupted()
 
 
+def comfyui_latent_format(name: str):
+    """An instance of ComfyUI's own latent format ``comfy.latent_formats.<name>`` (e.g. ``"Wan22"``), so that
+    its previewer (Latent2RGB factors, a tiny preview decoder in ``models/vae_approx``) treats a model of ours
+    as one of its own; None without ComfyUI or when this ComfyUI lacks it."""
+    try:
+        import comfy.latent_formats as formats
+
+        return getattr(formats, name)()
+    except Exception:  # noqa: BLE001 - no ComfyUI, or one without that format
+        return None
+
+
 def latent_preview_callback(patcher, steps: int):
     """ComfyUI's latent preview callback ``(step, x0, x, total)`` for this model, or None."""
     if patcher is None or mm is None:

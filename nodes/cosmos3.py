@@ -6,34 +6,35 @@ converts back. Anything ComfyUI-specific goes through :mod:`.comfy`.
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from ..core.checkpoint import CheckpointError, read_config
-from ..core.weight_storage import store_linear_weights
 from ..cosmos3 import pipeline as P
-from ..cosmos3.loader import (
-    load_transformer,
-    load_vae,
-    read_model_index,
-    read_scheduler_config,
-)
-from ..cosmos3.preview import Cosmos3LatentFormat
-from ..cosmos3.prompt import PromptOptions, load_tokenizer
+from ..cosmos3.latent_format import Wan22LatentFormat
+from ..cosmos3.loader import Cosmos3Checkpoint, load_model, load_vae
+from ..cosmos3.preview import apply_fitted_factors
+from ..cosmos3.prompt import PromptOptions
 from . import comfy
 
 CATEGORY = "Cosmos3"
 MAX_RESOLUTION = 8192
 WEIGHT_DTYPES = ["bf16", "fp16", "fp32", "fp8_e4m3fn"]
-SAMPLERS = ["auto", "uni_pc_bh2", "uni_pc_bh1", "euler"]
+SAMPLERS = list(P.SAMPLERS)
 FROM_CHECKPOINT = "(from the checkpoint folder)"
 MODEL_FOLDER = "cosmos3"  # models/cosmos3: diffusers-format Cosmos3 checkpoint folders
 EMBEDDED_CHECKPOINT = "cosmos3-tiny-random (embedded demo: noise)"
 
 comfy.register_model_folder(MODEL_FOLDER)
+
+
+def wan22_latent_format():
+    """What ComfyUI's latent previewer reads from the model: ComfyUI's own ``Wan22`` format when ComfyUI is there
+    (its Latent2RGB factors and its tiny preview decoder work as for its own Wan2.2 models), else the pack's object
+    with the same attributes and numbers. A fitted ``cosmos3/latent_rgb_factors.json`` (``fit-preview``) replaces
+    the RGB map."""
+    return apply_fitted_factors(comfy.comfyui_latent_format("Wan22") or Wan22LatentFormat())
 
 
 def resolve_model_path(kind: str, name: str):
@@ -48,15 +49,19 @@ def resolve_model_path(kind: str, name: str):
 
 @dataclass
 class Cosmos3Model:
-    """What the model loader hands to the other nodes."""
+    """What the model loader hands to the other nodes: the loaded checkpoint (transformer, tokenizer, settings)."""
 
-    transformer: object
-    tokenizer: object
-    scheduler_config: dict
-    pipeline_config: dict
+    checkpoint: Cosmos3Checkpoint
     device: torch.device
     patcher: object = None  # ComfyUI's ModelPatcher around the transformer (None outside ComfyUI)
-    source: str = ""
+
+    @property
+    def transformer(self):
+        return self.checkpoint.transformer
+
+    @property
+    def settings(self):
+        return self.checkpoint.settings
 
     def load(self):
         comfy.load_to_device(self.patcher, self.transformer, self.device)
@@ -74,20 +79,9 @@ class Cosmos3VAE:
         return self.vae
 
 
-@dataclass
-class Cosmos3TextConditioning:
-    """Cached per-layer prompt keys/values (on the intermediate device) and what they were made for."""
-
-    conditioning: P.Cosmos3Conditioning
-    meta: dict = field(default_factory=dict)
-
-
-def _has_own_config(file) -> bool:
-    try:
-        read_config(file)
-        return True
-    except CheckpointError:
-        return False
+def _node_error(node: str, inputs: str, error: Exception) -> ValueError:
+    """The stage's error, naming the node and the inputs it concerns."""
+    return ValueError(f"{node} ({inputs}): {error}")
 
 
 def _check_choice(field: str, value, choices: list[str]):
@@ -143,31 +137,15 @@ class Cosmos3ModelLoader:
 
     def load(self, checkpoint, weight_dtype="bf16", device="default", tokenizer=FROM_CHECKPOINT):
         path = _resolve_checkpoint(checkpoint)
-        dev = comfy.compute_device(device)
-        dtype = "bf16" if weight_dtype == "fp8_e4m3fn" else weight_dtype
-        is_folder = path.is_dir() and (path / "model_index.json").is_file()
-        if not is_folder and tokenizer == FROM_CHECKPOINT:
-            raise ValueError(
-                "Cosmos3ModelLoader: a single-file transformer needs the 'tokenizer' input (a Cosmos3 folder "
-                "with text_tokenizer/)"
-            )
         tok_folder = None if tokenizer == FROM_CHECKPOINT else resolve_model_path(MODEL_FOLDER, tokenizer)
-        root = path if is_folder else tok_folder  # supplies the scheduler and pipeline settings
-        tok_root = tok_folder or root
-        transformer_path = path / "transformer" if is_folder else path
-        pipeline_config = read_model_index(root) if (root / "model_index.json").is_file() else {}
+        dev = comfy.compute_device(device)
         load_device = comfy.offload_device() if comfy.in_comfyui() else dev
-        config = None
-        if transformer_path.is_file():  # a lone file may carry no config: take the tokenizer folder's
-            folder_config = tok_root / "transformer" / "config.json"
-            if not _has_own_config(transformer_path) and folder_config.is_file():
-                config = json.loads(folder_config.read_text())
-        transformer = load_transformer(transformer_path, device=load_device, dtype=dtype, config=config)
-        if weight_dtype == "fp8_e4m3fn":
-            store_linear_weights(transformer.layers)
-        tok = load_tokenizer(tok_root / "text_tokenizer")
-        patcher = comfy.manage(transformer, dev, Cosmos3LatentFormat())
-        return (Cosmos3Model(transformer, tok, read_scheduler_config(root), pipeline_config, dev, patcher, str(path)),)
+        try:
+            ckpt = load_model(path, tokenizer=tok_folder, device=load_device, dtype=weight_dtype)
+        except ValueError as e:  # CheckpointError included
+            raise _node_error("Cosmos3ModelLoader", "checkpoint / tokenizer", e) from e
+        patcher = comfy.manage(ckpt.transformer, dev, wan22_latent_format())
+        return (Cosmos3Model(ckpt, dev, patcher),)
 
 
 class Cosmos3VAELoader:
@@ -196,8 +174,6 @@ class Cosmos3VAELoader:
     def load(self, vae, dtype="bf16", device="default"):
         kind = "vae" if vae.endswith(".safetensors") else MODEL_FOLDER
         path = resolve_model_path(kind, vae)
-        if path.is_dir() and (path / "vae").is_dir():
-            path = path / "vae"
         dev = comfy.compute_device(device)
         model = load_vae(path, device=comfy.offload_device() if comfy.in_comfyui() else dev, dtype=dtype)
         return (Cosmos3VAE(model, dev, comfy.manage(model, dev)),)
@@ -205,7 +181,10 @@ class Cosmos3VAELoader:
 
 def _latent_meta(latent: dict) -> tuple[int, int, int]:
     """Pixel (frames, height, width) a Cosmos3 latent stands for."""
-    t, h, w = latent["samples"].shape[2:]
+    samples = latent["samples"]
+    if samples.ndim != 5:
+        raise ValueError(f"expected a video LATENT [B, 48, T, H/16, W/16], got {list(samples.shape)}")
+    t, h, w = samples.shape[2:]
     return P.TEMPORAL_FACTOR * (t - 1) + 1, h * P.SPATIAL_FACTOR, w * P.SPATIAL_FACTOR
 
 
@@ -242,17 +221,41 @@ class Cosmos3TextEncode:
         frames, height, width = _latent_meta(latent)
         options = PromptOptions(use_system_prompt, add_duration_template, add_resolution_template)
         transformer = model.load()
-        cond = P.encode_prompts(transformer, model.tokenizer, prompt, negative_prompt, num_frames=frames,
+        cond = P.encode_prompts(transformer, model.checkpoint.tokenizer, prompt, negative_prompt, num_frames=frames,
                                 height=height, width=width, fps=fps, options=options)
         keep = comfy.intermediate_device()  # nothing stays on the GPU behind ComfyUI's back
         cond.cond, cond.uncond = cond.cond.to(keep), cond.uncond.to(keep)
-        return (Cosmos3TextConditioning(cond, dict(frames=frames, height=height, width=width)),)
+        return (cond,)
 
 
 def _latent(samples: torch.Tensor, condition_frames: list[int]) -> dict:
-    mask = torch.ones(samples.shape[0], 1, *samples.shape[2:])
+    """A LATENT of raw latents; clean conditioning frames are marked the ComfyUI way, noise_mask 0 (keep)."""
+    if not condition_frames:
+        return {"samples": samples}
+    mask = torch.ones(samples.shape[0], 1, *samples.shape[2:], device=samples.device)
     mask[:, :, condition_frames] = 0.0
-    return {"samples": samples, "noise_mask": mask, "cosmos3_condition_frames": list(condition_frames)}
+    return {"samples": samples, "noise_mask": mask}
+
+
+def _condition_frames(latent: dict) -> list[int]:
+    """The clean latent frames of a LATENT: those its ``noise_mask`` keeps whole (0), ComfyUI's convention (our
+    image-to-video latent and the core ``Wan22ImageToVideoLatent`` both mark the start frame so). No mask: none."""
+    mask = latent.get("noise_mask")
+    if mask is None:
+        return []
+    frames = latent["samples"].shape[2]
+    if mask.ndim != 5 or mask.shape[2] != frames:
+        raise ValueError(
+            f"Cosmos3Sampler (latent): its noise_mask {list(mask.shape)} does not mark the latent's {frames} frames "
+            "one by one ([B, 1, T, h, w]); it was made for other latents (cut or joined by a latent node?) or is an "
+            "inpainting mask, which Cosmos3 does not support"
+        )
+    per_frame = mask.movedim(2, 0).reshape(frames, -1)
+    keep, noise = (per_frame == 0).all(dim=1), (per_frame == 1).all(dim=1)
+    if not bool((keep | noise).all()):
+        raise ValueError("Cosmos3Sampler (latent): its noise_mask must be 0 (a clean conditioning frame) or 1 over "
+                         "each whole latent frame; partial masks (inpainting) are not supported")
+    return [t for t in range(frames) if bool(keep[t])]
 
 
 _SIZE = dict(min=16, max=MAX_RESOLUTION, step=16)
@@ -347,55 +350,41 @@ class Cosmos3Sampler:
             "required": {
                 "model": ("COSMOS3_MODEL", {"tooltip": "From Cosmos3 Model Loader."}),
                 "conditioning": ("COSMOS3_CONDITIONING", {"tooltip": "From Cosmos3 Text Encode."}),
-                "latent": ("LATENT", {"tooltip": "From Cosmos3 Empty Latent or Image To Video Latent."}),
+                "latent": ("LATENT", {"tooltip": "Raw Wan2.2 latents: from Cosmos3 Empty Latent or Image To Video Latent, "
+                                                 "or ComfyUI's own (e.g. Wan22ImageToVideoLatent; noise_mask 0 marks "
+                                                 "clean start frames)."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                                  "tooltip": "Noise seed (same seed, same video as diffusers' Cosmos3 pipeline)."}),
-                "steps": ("INT", {"default": 35, "min": 1, "max": 1000, "tooltip": "Denoising steps (ignored for distilled checkpoints)."}),
+                "steps": ("INT", {"default": 35, "min": 1, "max": 1000, "tooltip": "Denoising steps. A distilled checkpoint with sampler auto "
+                                  "takes exactly its own count (4)."}),
                 "cfg": ("FLOAT", {"default": 6.0, "min": 1.0, "max": 30.0, "step": 0.1,
-                                  "tooltip": "Classifier-free guidance; 1 turns it off (one model call per step)."}),
+                                  "tooltip": "Classifier-free guidance; 1 turns it off (one model call per step). A distilled "
+                                             "checkpoint with sampler auto needs 1."}),
                 "shift": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.1,
                                     "tooltip": "Flow shift; 0 = the checkpoint's scheduler config. 10 suits 720p video, 3 images."}),
                 "sampler": (SAMPLERS, {"default": "auto", "tooltip":
                             "auto: the checkpoint's scheduler (UniPC, or the distilled Euler list). euler: flow Euler."}),
             },
             "optional": {
-                "sigmas": ("SIGMAS", {"tooltip": "Custom sigmas in (0, 1], overriding steps and shift."}),
+                "sigmas": ("SIGMAS", {"tooltip": "Custom sigmas in (0, 1], run with flow Euler; they override steps, "
+                                                 "and a shift other than 0 is applied to them."}),
             },
         }
 
     def sample(self, model, conditioning, latent, seed, steps, cfg, shift, sampler="auto", sigmas=None):
-        x0 = latent["samples"]
-        frames, height, width = _latent_meta(latent)
-        meta = conditioning.meta
-        if (meta.get("frames"), meta.get("height"), meta.get("width")) != (frames, height, width):
-            raise ValueError(
-                f"Cosmos3Sampler: the conditioning was encoded for {meta.get('width')}x{meta.get('height')}, "
-                f"{meta.get('frames')} frames, but the latent is {width}x{height}, {frames} frames; connect the "
-                "same latent to Cosmos3 Text Encode"
-            )
-        condition_frames = list(latent.get("cosmos3_condition_frames", []))
-        distilled = model.pipeline_config.get("distilled_sigmas") if sampler == "auto" else None
-        sched_cfg = dict(model.scheduler_config)
-        if sampler == "uni_pc_bh1":
-            sched_cfg["solver_type"] = "bh1"
-        elif sampler == "uni_pc_bh2":
-            sched_cfg["solver_type"] = "bh2"
-        if sigmas is not None:
-            sig = [float(s) for s in torch.as_tensor(sigmas).flatten().tolist()]
-            sig = sig[:-1] if sig and sig[-1] == 0.0 else sig
-            schedule = P.make_schedule(len(sig), sched_cfg, sigmas=sig)
-        elif distilled:
-            schedule = P.make_schedule(len(distilled), sched_cfg, sigmas=distilled)
-            cfg = 1.0
-        else:
-            schedule = P.make_schedule(steps, sched_cfg, shift=shift or None,
-                                       native=bool(model.pipeline_config.get("use_native_flow_schedule", False)))
-            if sampler == "euler":
-                schedule = P.make_schedule(len(schedule.sigmas) - 1, sched_cfg, sigmas=schedule.sigmas[:-1])
+        samples = latent["samples"]
+        frames = _condition_frames(latent)
+        try:
+            P.check_conditioning(conditioning, samples)
+        except ValueError as e:
+            raise _node_error("Cosmos3Sampler", "conditioning / latent", e) from e
+        try:
+            schedule, guidance = P.sampling_schedule(model.settings, steps=steps, guidance=cfg, shift=shift or None,
+                                                     sampler=sampler, sigmas=sigmas)
+        except ValueError as e:
+            raise _node_error("Cosmos3Sampler", "steps / cfg / sampler / sigmas", e) from e
         n_steps = len(schedule.sigmas) - 1
         transformer = model.load()
-        generator = P.noise_generator(seed)
-        x = P.start_latents(x0, P.initial_noise(x0.shape, generator), condition_frames)
         # ComfyUI's preview callback advances its own progress bar (with the preview image); without
         # ComfyUI a silent bar stands in. Either way: one update and one interrupt check per step.
         preview = comfy.latent_preview_callback(model.patcher, n_steps)
@@ -408,16 +397,17 @@ class Cosmos3Sampler:
             else:
                 bar.update(1)
 
-        out = P.denoise(transformer, conditioning.conditioning, x, schedule, guidance=cfg,
-                        condition_frames=condition_frames, callback=on_step, generator=generator)
+        out = P.sample(transformer, conditioning, samples, schedule, latent_format=model.settings.latent_format,
+                       guidance=guidance, seed=seed, condition_frames=frames, callback=on_step)
         result = {k: v for k, v in latent.items() if k != "noise_mask"}
         result["samples"] = out.to(comfy.intermediate_device())
-        result["cosmos3_fps"] = conditioning.conditioning.fps
+        result["cosmos3_fps"] = conditioning.fps
         return (result,)
 
 
 class Cosmos3VAEDecode:
-    DESCRIPTION = "Decodes a Cosmos3 latent to frames, one latent frame at a time (memory does not grow with length)."
+    DESCRIPTION = ("Decodes raw Wan2.2 latents to frames, one latent frame at a time (memory does not grow with "
+                   "length). ComfyUI's own VAE Decode with wan2.2_vae.safetensors decodes the same latents.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE", "FLOAT")
     RETURN_NAMES = ("images", "fps")
@@ -430,7 +420,8 @@ class Cosmos3VAEDecode:
         return {
             "required": {
                 "vae": ("COSMOS3_VAE", {"tooltip": "From Cosmos3 VAE Loader."}),
-                "latent": ("LATENT", {"tooltip": "From Cosmos3 Sampler."}),
+                "latent": ("LATENT", {"tooltip": "Raw Wan2.2 latents: from Cosmos3 Sampler, Cosmos3 VAE Encode, or "
+                                                 "ComfyUI's own Wan2.2 nodes."}),
             }
         }
 
@@ -448,6 +439,38 @@ class Cosmos3VAEDecode:
         return (images, float(latent.get("cosmos3_fps", 24.0)))
 
 
+class Cosmos3VAEEncode:
+    DESCRIPTION = ("Encodes frames (an IMAGE batch, as one video) to raw Wan2.2 latents, as ComfyUI's VAE Encode does "
+                   "with wan2.2_vae.safetensors; sizes are centre-cropped to multiples of 16.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("LATENT",)
+    OUTPUT_TOOLTIPS = ("Raw latents [1, 48, (frames-1)/4+1, H/16, W/16] (frames past the last 4k+1 are dropped).",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vae": ("COSMOS3_VAE", {"tooltip": "From Cosmos3 VAE Loader."}),
+                "images": ("IMAGE", {"tooltip": "The frames of one video (one image makes a one-frame latent)."}),
+            }
+        }
+
+    def encode(self, vae, images):
+        model = vae.load()
+        bar = comfy.progress_bar(1 + (images.shape[0] - 1) // P.TEMPORAL_FACTOR)
+
+        def on_frame(i, n):
+            comfy.check_interrupt()
+            bar.update(1)
+
+        try:
+            samples = P.encode_video(model, images, callback=on_frame)
+        except ValueError as e:
+            raise _node_error("Cosmos3VAEEncode", "images", e) from e
+        return ({"samples": samples.to(comfy.intermediate_device())},)
+
+
 NODE_CLASS_MAPPINGS = {
     "Cosmos3ModelLoader": Cosmos3ModelLoader,
     "Cosmos3VAELoader": Cosmos3VAELoader,
@@ -456,6 +479,7 @@ NODE_CLASS_MAPPINGS = {
     "Cosmos3ImageToVideoLatent": Cosmos3ImageToVideoLatent,
     "Cosmos3Sampler": Cosmos3Sampler,
     "Cosmos3VAEDecode": Cosmos3VAEDecode,
+    "Cosmos3VAEEncode": Cosmos3VAEEncode,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "Cosmos3ModelLoader": "Cosmos3 Model Loader",
@@ -465,4 +489,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "Cosmos3ImageToVideoLatent": "Cosmos3 Image To Video Latent",
     "Cosmos3Sampler": "Cosmos3 Sampler",
     "Cosmos3VAEDecode": "Cosmos3 VAE Decode",
+    "Cosmos3VAEEncode": "Cosmos3 VAE Encode",
 }

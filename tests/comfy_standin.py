@@ -26,6 +26,7 @@ class Recorder:
         self.patchers: list = []
         self.folders: dict[str, list[str]] = {}
         self.previews: list[int] = []
+        self.preview_shapes: list[tuple] = []
         self.interrupt_after_checks: int | None = None
         self.checks = 0
         self.models_dir = models_dir
@@ -68,14 +69,19 @@ class Recorder:
                 p.model.to(p.load_device)
 
         def prepare_callback(patcher, steps, x0_output_dict=None):
-            # Like ComfyUI's: the callback owns a progress bar and sends the preview with each update.
+            # Like ComfyUI's: the callback owns a progress bar and sends the preview with each update; the
+            # preview maps the first latent frame of x0 to RGB with the format's factors (Latent2RGB).
             fmt = patcher.model.latent_format
-            assert fmt.latent_channels == 48 and hasattr(fmt, "latent_rgb_factors")
+            assert fmt.latent_channels == 48 and len(fmt.latent_rgb_factors) == 48
+            factors = torch.tensor(fmt.latent_rgb_factors).T
+            bias = torch.tensor(fmt.latent_rgb_factors_bias)
             bar = ProgressBar(steps)
 
             def callback(step, x0, x, total_steps):
                 assert x0.shape == x.shape and total_steps == steps
+                rgb = torch.nn.functional.linear(x0[0, :, 0].movedim(0, -1).float(), factors, bias)
                 rec.previews.append(step)
+                rec.preview_shapes.append(tuple(rgb.shape))
                 bar.update_absolute(step + 1, total_steps)
 
             return callback

@@ -109,7 +109,7 @@ def test_denoising_loop_has_no_host_syncs(ckpt_dir, image):
     else:
         lat, frames = P.empty_latents(9, 32, 64), []
     x = P.start_latents(lat, P.initial_noise(lat.shape, 0), frames)
-    schedule = P.make_schedule(5, ckpt.scheduler_config)
+    schedule = P.make_schedule(5, ckpt.settings.scheduler_config)
     model = P.FlowDenoiser(ckpt.transformer, cond, 1, tuple(x.shape[2:]), frames, schedule, guidance=5.0)
     with CountScalarReads() as counter:
         out = sample_unipc(model, x, schedule.sigmas, order=2)
@@ -154,7 +154,7 @@ def test_distilled_checkpoint_uses_its_sigmas_and_renoises(tmp_path):
     lat, frames = P.image_latents(ckpt.vae, make_image(), height=32, width=32, num_frames=5)
     gen = P.noise_generator(0)
     x = P.start_latents(lat, P.initial_noise(lat.shape, gen), frames)
-    schedule = P.make_schedule(0, ckpt.scheduler_config, sigmas=ckpt.distilled_sigmas)
+    schedule = P.make_schedule(0, ckpt.settings.scheduler_config, sigmas=ckpt.settings.distilled_sigmas)
     out = P.denoise(ckpt.transformer, cond, x, schedule, guidance=1.0, condition_frames=frames, generator=gen)
     assert torch.equal(out[:, :, 0], lat[:, :, 0])
     shutil.rmtree(folder)

@@ -378,7 +378,7 @@ def test_guardrails_model_folder_is_registered_in_comfyui(tmp_path):
 # ---------------------------------------------------------------------------------------------- headless
 def _guarded_graph(prompt: str) -> dict:
     """The shipped text-to-image graph with the guardrail inserted before the text encode node."""
-    graph = json.loads((ROOT / "workflows" / "cosmos3_t2i_api.json").read_text())
+    graph = json.loads((ROOT / "workflows" / "api" / "cosmos3_t2i_api.json").read_text())
     guard = {"class_type": "Cosmos3LTX2TextGuardrail",
              "inputs": {"prompt": prompt, "blocklist": "default (shipped)", "guard_model": "none", "device": "default"}}
     graph["4"]["inputs"]["prompt"] = ["9", 0]

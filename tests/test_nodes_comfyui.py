@@ -46,12 +46,14 @@ def test_progress_previews_and_model_management(tmp_path):
         assert rec.folders["cosmos3"] == [str(tmp_path / "cosmos3")]
         model, vae, latent, cond = run_graph()
         assert model.patcher is not None and model.patcher.model.diffusion_model is model.transformer
-        assert cond.conditioning.cond.keys[0].device.type == "cpu"
+        assert cond.cond.keys[0].device.type == "cpu"
         rec.progress.clear()
         out, = M["Cosmos3Sampler"]().sample(model, cond, latent, 1, 5, 4.0, 0.0)
         assert rec.loaded[-1] is model.patcher  # handed to model management before sampling
         assert rec.progress == [("new", 5)] + [("update", i, 5) for i in range(1, 6)]
         assert rec.previews == [0, 1, 2, 3, 4]
+        assert rec.preview_shapes == [(2, 4, 3)] * 5  # one latent frame of 64x32 pixels, as RGB
+        assert model.patcher.model.latent_format.latent_rgb_factors_bias == [0.0317, -0.0878, -0.1388]
         rec.progress.clear()
         images, fps = M["Cosmos3VAEDecode"]().decode(vae, out)
         assert rec.loaded[-1] is vae.patcher
@@ -97,21 +99,6 @@ def test_sampler_rejects_conditioning_for_another_size():
         M["Cosmos3Sampler"]().sample(model, cond, other, 1, 2, 4.0, 0.0)
 
 
-def test_nodes_equal_generate_and_i2v_keeps_frame_zero():
-    from comfyui_cosmos3_ltx2.cosmos3 import generate
-
-    model, vae, latent, cond = run_graph()
-    out, = M["Cosmos3Sampler"]().sample(model, cond, latent, 7, 3, 4.0, 0.0)
-    images, _ = M["Cosmos3VAEDecode"]().decode(vae, out)
-    ref = generate(cosmos3_nodes.resolve_model_path("cosmos3", DEMO), "a cat", "blurry", num_frames=9, height=32, width=64,
-                   steps=3, guidance=4.0, seed=7, device="cpu", dtype="fp32")
-    assert torch.equal(images, ref)
-    model, vae, latent, cond = run_graph(image=True)
-    assert latent["cosmos3_condition_frames"] == [0] and latent["noise_mask"][0, 0, 0].max() == 0
-    out, = M["Cosmos3Sampler"]().sample(model, cond, latent, 7, 3, 4.0, 0.0)
-    assert torch.equal(out["samples"][:, :, 0], latent["samples"][:, :, 0])
-
-
 def test_fp8_weight_storage_runs():
     model, = M["Cosmos3ModelLoader"]().load(DEMO, "fp8_e4m3fn", "cpu")
     assert model.transformer.layers[0].mlp_moe_gen.up_proj.weight.dtype == torch.float8_e4m3fn
@@ -123,8 +110,10 @@ def test_fp8_weight_storage_runs():
 
 
 def test_latent_rgb_fit_recovers_a_linear_encoder(tmp_path):
-    """The preview fit inverts an encoder that is a known linear map of the pooled pixels."""
-    from comfyui_cosmos3_ltx2.cosmos3.preview import Cosmos3LatentFormat, fit_latent_rgb, write_factors
+    """The preview fit inverts an encoder that is a known linear map of the pooled pixels; a fitted file
+    replaces the published Wan2.2 map in the latent format previews use."""
+    from comfyui_cosmos3_ltx2.cosmos3.latent_format import WAN22_LATENT_RGB_FACTORS, Wan22LatentFormat
+    from comfyui_cosmos3_ltx2.cosmos3.preview import apply_fitted_factors, fit_latent_rgb, write_factors
 
     g = torch.Generator().manual_seed(0)
     mix = torch.randn(48, 3, generator=g)
@@ -145,9 +134,10 @@ def test_latent_rgb_fit_recovers_a_linear_encoder(tmp_path):
     factors, bias = fit_latent_rgb(LinearVAE(), count=8, size=64)
     f = torch.tensor(factors)
     assert torch.allclose(mix.T @ f, torch.eye(3), atol=1e-4)  # rgb -> latent -> rgb is the identity
-    fmt = Cosmos3LatentFormat(write_factors(factors, bias, tmp_path / "f.json"))
-    assert len(fmt.latent_rgb_factors) == 48 and len(fmt.latent_rgb_factors_bias) == 3
-    assert Cosmos3LatentFormat(tmp_path / "missing.json").latent_rgb_factors is None
+    fmt = apply_fitted_factors(Wan22LatentFormat(), write_factors(factors, bias, tmp_path / "f.json"))
+    assert fmt.latent_rgb_factors == factors and fmt.latent_rgb_factors_bias == bias
+    fmt = apply_fitted_factors(Wan22LatentFormat(), tmp_path / "missing.json")
+    assert fmt.latent_rgb_factors == [list(r) for r in WAN22_LATENT_RGB_FACTORS]
 
 
 def test_size_is_checked_before_any_work():

@@ -44,3 +44,20 @@ def test_core_imports_neither_model_nor_test_oracles():
                 if line.startswith(("import ", "from ")):
                     module = line.split()[1]
                     assert not module.startswith(("..cosmos3", "..ltx2", "..nodes", "diffusers", "comfy")), (f, line)
+
+
+def test_registry_and_manager_metadata():
+    """ComfyUI Manager and the Comfy Registry read ``[tool.comfy]`` (publisher, display name, icon; the keys of
+    ComfyUI 0.27's ``comfy_config/types.py``) and install ``requirements.txt``: the pack's own dependencies,
+    the same as pyproject's less torch, which ComfyUI brings."""
+    import pytest
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        meta = tomllib.load(f)
+    comfy = meta["tool"]["comfy"]
+    assert {"PublisherId", "DisplayName", "Icon"} <= set(comfy) and comfy["DisplayName"]
+    assert meta["project"]["name"] and meta["project"]["version"].count(".") == 2
+    with open(os.path.join(ROOT, "requirements.txt")) as f:
+        required = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    assert required == [d for d in meta["project"]["dependencies"] if not d.startswith("torch")]

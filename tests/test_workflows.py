@@ -1,5 +1,7 @@
 """The shipped workflows: every API-format graph runs end to end on the tiny models, and every
-editor-format graph fits the node contract (types exist, links join matching types, widget values fit)."""
+editor-format graph fits the node contract (types exist, links join matching types, widget values fit), sits
+where ComfyUI looks for a pack's templates (and nothing else does), and opens readable: laid out left to right
+without overlaps or links behind nodes, the whole graph in view."""
 
 import json
 from pathlib import Path
@@ -12,8 +14,10 @@ from comfyui_cosmos3_ltx2 import headless
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / "workflows"
-API_FILES = sorted(WORKFLOWS.glob("*_api.json"))
-EDITOR_FILES = sorted(p for p in WORKFLOWS.glob("*.json") if not p.name.endswith("_api.json"))
+API_DIR = WORKFLOWS / "api"
+TEMPLATES = ROOT / "example_workflows"  # the editor graphs, and the example image the I2V graph loads
+API_FILES = sorted(API_DIR.glob("*_api.json"))
+EDITOR_FILES = sorted(TEMPLATES.glob("*.json"))
 MAPPINGS = headless.node_mappings(False)  # the pack's nodes + the labelled I/O stand-ins
 SMALL = ["3.width=64", "3.height=32", "5.steps=3"]
 
@@ -21,6 +25,19 @@ SMALL = ["3.width=64", "3.height=32", "5.steps=3"]
 def test_there_are_three_graphs_in_both_formats():
     assert [p.name for p in API_FILES] == ["cosmos3_i2v_api.json", "cosmos3_t2i_api.json", "cosmos3_t2v_api.json"]
     assert [p.name.replace(".json", "_api.json") for p in EDITOR_FILES] == [p.name for p in API_FILES]
+
+
+def test_only_editor_graphs_where_comfyui_looks_for_templates():
+    """ComfyUI 0.27 (``app/custom_node_manager.py``) lists ``<pack>/<folder>/*.json`` as the pack's templates for
+    the folder names example_workflows, example, examples, workflow, workflows; the editor opens each. Only
+    editor graphs may be there (an API file opens as an empty graph)."""
+    listed = [p for name in ("example_workflows", "example", "examples", "workflow", "workflows")
+              for p in (ROOT / name).glob("*.json")]
+    assert sorted(listed) == EDITOR_FILES
+    for path in listed:
+        wf = json.loads(path.read_text())
+        assert {"nodes", "links", "version"} <= set(wf) and not any("class_type" in v for v in wf.values()
+                                                                     if isinstance(v, dict))
 
 
 def test_generator_and_files_agree():
@@ -31,14 +48,14 @@ def test_generator_and_files_agree():
     make = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make)
     for name, build in make.GRAPHS.items():
-        assert json.loads((WORKFLOWS / f"{name}_api.json").read_text()) == make.api_format(build())
-        assert json.loads((WORKFLOWS / f"{name}.json").read_text()) == make.editor_format(build())
+        assert json.loads((API_DIR / f"{name}_api.json").read_text()) == make.api_format(build())
+        assert json.loads((TEMPLATES / f"{name}.json").read_text()) == make.editor_format(build())
 
 
 @pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.stem)
 def test_api_workflow_runs_end_to_end(path, tmp_path):
     graph = headless.apply_overrides(headless.load_workflow(path), SMALL, MAPPINGS)
-    files = headless.run(graph, output_dir=tmp_path, input_dir=WORKFLOWS, mappings=MAPPINGS)
+    files = headless.run(graph, output_dir=tmp_path, input_dir=TEMPLATES, mappings=MAPPINGS)
     assert len(files) == 1
     frames, size, pixels = read_output(Path(files[0]))
     frame_counts = {"cosmos3_t2i_api": 1, "cosmos3_t2v_api": 17, "cosmos3_i2v_api": 17}
@@ -63,12 +80,12 @@ def test_bad_workflow_fails_before_any_model_work(monkeypatch, tmp_path):
     calls = []
     loader = MAPPINGS["Cosmos3ModelLoader"]
     monkeypatch.setattr(loader, "load", lambda self, *a, **k: calls.append(1))
-    graph = headless.load_workflow(WORKFLOWS / "cosmos3_t2v_api.json")
+    graph = headless.load_workflow(API_DIR / "cosmos3_t2v_api.json")
     del graph["4"]["inputs"]["prompt"]  # missing input
     graph["5"]["inputs"]["latent"] = ["1", 0]  # COSMOS3_MODEL into a LATENT input
     graph["5"]["inputs"]["cfg"] = 99.0  # over the maximum
     with pytest.raises(headless.WorkflowError) as err:
-        headless.run(graph, output_dir=tmp_path, input_dir=WORKFLOWS, mappings=MAPPINGS)
+        headless.run(graph, output_dir=tmp_path, input_dir=TEMPLATES, mappings=MAPPINGS)
     message = str(err.value)
     assert "node 4 (Cosmos3TextEncode) input 'prompt'" in message
     assert "node 5 (Cosmos3Sampler) input 'latent'" in message
@@ -90,9 +107,9 @@ def test_interrupted_run_writes_no_output(monkeypatch, tmp_path):
             raise Cancelled()
 
     monkeypatch.setattr(comfy, "check_interrupt", cancel_on_third_step)
-    graph = headless.apply_overrides(headless.load_workflow(WORKFLOWS / "cosmos3_t2v_api.json"), SMALL, MAPPINGS)
+    graph = headless.apply_overrides(headless.load_workflow(API_DIR / "cosmos3_t2v_api.json"), SMALL, MAPPINGS)
     with pytest.raises(Cancelled):
-        headless.run(graph, output_dir=tmp_path, input_dir=WORKFLOWS, mappings=MAPPINGS)
+        headless.run(graph, output_dir=tmp_path, input_dir=TEMPLATES, mappings=MAPPINGS)
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
@@ -155,7 +172,7 @@ def test_editor_workflow_fits_the_node_contract(path):
 @pytest.mark.parametrize("path", EDITOR_FILES, ids=lambda p: p.stem)
 def test_editor_and_api_formats_describe_the_same_graph(path):
     wf = json.loads(path.read_text())
-    api = json.loads(path.with_name(path.stem + "_api.json").read_text())
+    api = json.loads((API_DIR / f"{path.stem}_api.json").read_text())
     assert {str(n["id"]): n["type"] for n in wf["nodes"]} == {k: v["class_type"] for k, v in api.items()}
     for src_id, src, slot, dst, _, _ in wf["links"]:
         name = next(i["name"] for i in next(n for n in wf["nodes"] if n["id"] == dst)["inputs"] if i["link"] == src_id)
@@ -167,9 +184,62 @@ def test_loaders_take_absolute_checkpoint_paths(tmp_path):
     from comfyui_cosmos3_ltx2.nodes import cosmos3
 
     folder = str(cosmos3.resolve_model_path("cosmos3", cosmos3.EMBEDDED_CHECKPOINT))
-    graph = headless.apply_overrides(headless.load_workflow(WORKFLOWS / "cosmos3_t2i_api.json"),
+    graph = headless.apply_overrides(headless.load_workflow(API_DIR / "cosmos3_t2i_api.json"),
                                    SMALL + [f"1.checkpoint={folder}", f"2.vae={folder}"], MAPPINGS)
     assert len(headless.run(graph, output_dir=tmp_path, mappings=MAPPINGS)) == 1
     graph["1"]["inputs"]["checkpoint"] = str(tmp_path / "missing")
     with pytest.raises(headless.WorkflowError, match="node 1 .*checkpoint"):
         headless.run(graph, output_dir=tmp_path, mappings=MAPPINGS)
+
+
+# ---------------------------------------------------------------------------------------------- editor layout
+TITLE_H, SLOT_H = 30, 20  # litegraph: the title bar above a node's body, one slot row
+VIEW, MARGINS = (1280, 720), (48, 80, 0, 0)  # a small editor window; its side bar and top menu cover the canvas
+
+
+def _boxes(wf):
+    """Each node's rectangle with its title bar: (left, top, right, bottom)."""
+    return {n["id"]: (n["pos"][0], n["pos"][1] - TITLE_H, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+            for n in wf["nodes"]}
+
+
+def _curve(a, b, k):
+    """Point k/32 of the editor's link curve from output a to input b (control points a quarter length out)."""
+    reach = 0.25 * ((b[0] - a[0]) ** 2 + (b[1] - a[1]) ** 2) ** 0.5
+    c1, c2, t = (a[0] + reach, a[1]), (b[0] - reach, b[1]), k / 32
+    return tuple((1 - t) ** 3 * p + 3 * (1 - t) ** 2 * t * q + 3 * (1 - t) * t * t * r + t**3 * s
+                 for p, q, r, s in zip(a, c1, c2, b))
+
+
+@pytest.mark.parametrize("path", EDITOR_FILES, ids=lambda p: p.stem)
+def test_editor_layout_reads_left_to_right_and_opens_fitted(path):
+    wf = json.loads(path.read_text())
+    nodes, boxes = {n["id"]: n for n in wf["nodes"]}, _boxes(wf)
+    # no two nodes (title bars included) overlap
+    ids = sorted(boxes)
+    for i in ids:
+        for j in ids:
+            if i < j:
+                a, b = boxes[i], boxes[j]
+                assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (path.name, i, j)
+    # a node is tall enough for its slot rows and widget rows (20 px per slot, 24 per widget value, at least)
+    for n in wf["nodes"]:
+        rows = max(len(n["inputs"]), len(n["outputs"]))
+        assert n["size"][1] >= SLOT_H * rows + 24 * len(n["widgets_values"]), (path.name, n["id"])
+    # every link runs left to right, and passes behind no node other than its two ends
+    for _, src, src_slot, dst, dst_slot, _ in wf["links"]:
+        assert boxes[src][2] < boxes[dst][0], (path.name, src, dst)
+        a = (boxes[src][2], nodes[src]["pos"][1] + (src_slot + 0.7) * SLOT_H)
+        b = (boxes[dst][0], nodes[dst]["pos"][1] + (dst_slot + 0.7) * SLOT_H)
+        for k in range(33):
+            x, y = _curve(a, b, k)
+            for other, (left, top, right, bottom) in boxes.items():
+                if other not in (src, dst):
+                    assert not (left <= x <= right and top <= y <= bottom), (path.name, src, dst, other)
+    # the stored view shows the whole graph in a small window, clear of the side bar and the top menu
+    ds = wf["extra"]["ds"]
+    scale, (ox, oy) = ds["scale"], ds["offset"]
+    assert 0.3 <= scale <= 1.0
+    for left, top, right, bottom in boxes.values():
+        assert MARGINS[0] <= (left + ox) * scale and (right + ox) * scale <= VIEW[0] - MARGINS[2], path.name
+        assert MARGINS[1] <= (top + oy) * scale and (bottom + oy) * scale <= VIEW[1] - MARGINS[3], path.name

@@ -1,10 +1,12 @@
 """Writes the shipped Cosmos3 workflows, each in both formats, from one description per graph.
 
-    python workflows/make_workflows.py     # rewrites workflows/*.json
+    python workflows/make_workflows.py     # rewrites example_workflows/*.json and workflows/api/*_api.json
 
-* ``<name>.json``: the editor (litegraph) format to drag into ComfyUI: nodes with positions, links, and
-  widget values in ``INPUT_TYPES`` order.
-* ``<name>_api.json``: the API format that ``POST /prompt`` and ``python -m comfyui_cosmos3_ltx2 run`` take.
+* ``example_workflows/<name>.json``: the editor (litegraph) format, where ComfyUI looks for a pack's templates
+  (Templates -> Extensions lists every JSON file of that folder, so it holds nothing else): nodes laid out left
+  to right in the order data flows, sized for their widgets, with a stored view that shows the whole graph.
+* ``workflows/api/<name>_api.json``: the API format that ``POST /prompt`` and ``python -m comfyui_cosmos3_ltx2
+  run`` take (outside the template folders: the editor opens an API file as an empty graph).
 
 The graphs use the embedded demo checkpoint so they run anywhere (its frames are noise): pick a real
 Cosmos3 folder in the two loaders, and raise the size, for real videos.
@@ -16,6 +18,8 @@ import json
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+EDITOR_DIR = HERE.parent / "example_workflows"
+API_DIR = HERE / "api"
 DEMO = "cosmos3-tiny-random (embedded demo: noise)"
 FROM_CHECKPOINT = "(from the checkpoint folder)"
 PROMPT = ("A robot arm in a bright workshop picks up a red wooden block and places it on top of a blue one. "
@@ -93,7 +97,133 @@ def api_format(nodes) -> dict:
     return graph
 
 
+# ---------------------------------------------------------------------------------------------- editor layout
+# The editor's geometry (litegraph as ComfyUI's frontend draws it): a title bar above each node's body, a row per
+# input / output slot, then a row per widget; a link is a cubic curve that leaves an output to the right and
+# enters an input from the left, its control points a quarter of the link's length out. Node heights are
+# generous (as the frontend sizes its own templates, plus room), so widgets never spill into the next node.
+TITLE_H, SLOT_H, WIDGET_H, PAD_H = 30, 20, 24, 24
+EXTRA_H = {"Cosmos3TextEncode": 2 * 120, "LoadImage": 240, "SaveVideo": 240, "SaveImage": 240}  # text boxes, pictures
+WIDTH = {"Cosmos3TextEncode": 420, "SaveVideo": 360, "SaveImage": 360}
+DEFAULT_WIDTH = 320
+GAP_X, GAP_Y, CLEARANCE = 70, 50, 30
+VIEW = (1280, 720)  # the smallest editor window the stored view is made for
+VIEW_MARGINS = (64, 100, 32, 40)  # left (side bar), top (menu and tabs), right, bottom
+
+
+def node_size(n) -> tuple[int, int]:
+    slots = max(len(n.get("links", {})) + len(n.get("sockets", [])), len(n["outputs"]), 1)
+    widgets = sum(len(n.get(k, {})) for k in ("widgets", "linked_widgets", "optional_widgets"))
+    widgets += ("control_after" in n) + ("upload" in n)
+    height = SLOT_H * slots + WIDGET_H * widgets + PAD_H + EXTRA_H.get(n["cls"], 0)
+    return WIDTH.get(n["cls"], DEFAULT_WIDTH), height
+
+
+def _columns(nodes) -> dict[int, int]:
+    """Column of each node: the longest path from a source; a source sits just left of its first consumer."""
+    preds = {n["id"]: [src for src, _, _ in n.get("links", {}).values()] for n in nodes}
+    succs = {n["id"]: [m["id"] for m in nodes if n["id"] in preds[m["id"]]] for n in nodes}
+    depth: dict[int, int] = {}
+
+    def longest(i):
+        if i not in depth:
+            depth[i] = 1 + max((longest(p) for p in preds[i]), default=-1)
+        return depth[i]
+
+    for n in nodes:
+        longest(n["id"])
+    for i in depth:
+        if not preds[i] and succs[i]:
+            depth[i] = min(depth[s] for s in succs[i]) - 1
+    return depth
+
+
+def _input_slot(n, name) -> int:
+    names = list(n.get("links", {})) + [s for s, _ in n.get("sockets", [])]
+    return names.index(name)
+
+
+def link_curves(nodes, boxes, samples: int = 24):
+    """Per link ``(src, dst, points)``: points along the curve the editor draws from the output to the input."""
+    curves = []
+    for n in nodes:
+        for name, (src, slot, _) in n.get("links", {}).items():
+            sx, sy, sw, _ = boxes[src]
+            dx, dy, _, _ = boxes[n["id"]]
+            a = (sx + sw, sy + (slot + 0.7) * SLOT_H)
+            b = (dx, dy + (_input_slot(n, name) + 0.7) * SLOT_H)
+            reach = 0.25 * ((b[0] - a[0]) ** 2 + (b[1] - a[1]) ** 2) ** 0.5
+            c1, c2 = (a[0] + reach, a[1]), (b[0] - reach, b[1])
+            points = []
+            for k in range(samples + 1):
+                t = k / samples
+                u = 1 - t
+                points.append((u**3 * a[0] + 3 * u * u * t * c1[0] + 3 * u * t * t * c2[0] + t**3 * b[0],
+                               u**3 * a[1] + 3 * u * u * t * c1[1] + 3 * u * t * t * c2[1] + t**3 * b[1]))
+            curves.append((src, n["id"], points))
+    return curves
+
+
+def _inside(point, box, margin) -> bool:
+    x, y, w, h = box
+    return x - margin <= point[0] <= x + w + margin and y - TITLE_H - margin <= point[1] <= y + h + margin
+
+
+def layout(nodes) -> dict[int, tuple[int, int, int, int]]:
+    """``{node id: (x, y, width, height)}`` of the body (its title bar is above ``y``): columns left to right in the
+    order data flows, each column stacked without overlap, and no link passing behind a node it does not join."""
+    column = _columns(nodes)
+    size = {n["id"]: node_size(n) for n in nodes}
+    order = sorted(set(column.values()))
+    xs, x = {}, 0
+    for c in order:
+        xs[c] = x
+        x += max(size[i][0] for i in column if column[i] == c) + GAP_X
+    stacks = {c: [n["id"] for n in nodes if column[n["id"]] == c] for c in order}
+    tops = {i: 0.0 for i in column}  # wanted top of each body; stacking pushes it down where needed
+
+    def stack():
+        boxes = {}
+        for c in order:
+            y = TITLE_H
+            for i in stacks[c]:
+                y = max(y, tops[i])
+                boxes[i] = (xs[c], y, *size[i])
+                y += size[i][1] + GAP_Y + TITLE_H
+        return boxes
+
+    boxes = stack()
+    for _ in range(50):  # push a node down below any link that would pass behind it
+        moved = False
+        for src, dst, points in link_curves(nodes, boxes):
+            for i, box in boxes.items():
+                hits = [p for p in points if i not in (src, dst) and _inside(p, box, CLEARANCE)]
+                if hits:
+                    tops[i] = max(p[1] for p in points if box[0] - CLEARANCE <= p[0] <= box[0] + box[2] + CLEARANCE) \
+                        + CLEARANCE + TITLE_H + 1
+                    moved = True
+        if not moved:
+            break
+        boxes = stack()
+    return {i: tuple(int(round(v)) for v in box) for i, box in boxes.items()}
+
+
+def fitted_view(boxes) -> dict:
+    """The stored view (``extra.ds``: screen = (canvas + offset) x scale) that shows every node, title bars included,
+    inside a ``VIEW``-sized editor clear of its side bar and menus, at most at zoom 1."""
+    left, top, right, bottom = VIEW_MARGINS
+    x0 = min(x for x, _, _, _ in boxes.values())
+    y0 = min(y - TITLE_H for _, y, _, _ in boxes.values())
+    x1 = max(x + w for x, _, w, _ in boxes.values())
+    y1 = max(y + h for _, y, _, h in boxes.values())
+    room_w, room_h = VIEW[0] - left - right, VIEW[1] - top - bottom
+    scale = min(1.0, room_w / (x1 - x0), room_h / (y1 - y0))
+    pad_x, pad_y = (room_w - (x1 - x0) * scale) / 2, (room_h - (y1 - y0) * scale) / 2
+    return {"scale": round(scale, 4), "offset": [round((left + pad_x) / scale - x0, 1), round((top + pad_y) / scale - y0, 1)]}
+
+
 def editor_format(nodes) -> dict:
+    boxes = layout(nodes)
     link_rows, out_links = [], {}
     for n in nodes:
         for name, (src, slot, typ) in n.get("links", {}).items():
@@ -120,24 +250,26 @@ def editor_format(nodes) -> dict:
         widgets += list(n.get("linked_widgets", {}).values()) + list(n.get("optional_widgets", {}).values())
         outputs = [{"name": name, "type": t, "links": out_links.get((n["id"], i), []), "slot_index": i}
                    for i, (name, t) in enumerate(n["outputs"])]
+        x, y, w, h = boxes[n["id"]]
         editor_nodes.append({
-            "id": n["id"], "type": n["cls"], "pos": [40 + 360 * (order % 4), 60 + 320 * (order // 4)],
-            "size": [320, 140 + 26 * len(widgets)], "flags": {}, "order": order, "mode": 0,
+            "id": n["id"], "type": n["cls"], "pos": [x, y], "size": [w, h], "flags": {}, "order": order, "mode": 0,
             "inputs": inputs, "outputs": outputs, "properties": {"Node name for S&R": n["cls"]},
             "widgets_values": widgets,
         })
     return {
         "last_node_id": max(n["id"] for n in nodes), "last_link_id": len(link_rows),
         "nodes": editor_nodes, "links": [r[:6] for r in link_rows], "groups": [], "config": {},
-        "extra": {"ds": {"scale": 1.0, "offset": [0, 0]}}, "version": 0.4,
+        "extra": {"ds": fitted_view(boxes)}, "version": 0.4,
     }
 
 
 def main() -> None:
+    EDITOR_DIR.mkdir(exist_ok=True)
+    API_DIR.mkdir(exist_ok=True)
     for name, make in GRAPHS.items():
         nodes = make()
-        (HERE / f"{name}.json").write_text(json.dumps(editor_format(nodes), indent=2) + "\n")
-        (HERE / f"{name}_api.json").write_text(json.dumps(api_format(nodes), indent=2) + "\n")
+        (EDITOR_DIR / f"{name}.json").write_text(json.dumps(editor_format(nodes), indent=2) + "\n")
+        (API_DIR / f"{name}_api.json").write_text(json.dumps(api_format(nodes), indent=2) + "\n")
 
 
 if __name__ == "__main__":
