@@ -10,7 +10,8 @@ Stages (each a function; the sampler follows k-diffusion's ``sampler(model, x, s
    runs the passes that the guidance scales need (:func:`core.guidance.needed_passes`), converts each
    velocity to x0 (``x0 = x - sigma * v``) and combines them per modality in x0 space
    (:func:`core.guidance.multipass_guidance`).
-4. :func:`sample_euler_av` -- Euler over the (video, audio) pair with :func:`core.sampling.euler.sample_euler`.
+4. Sampling: any sampler of :mod:`core.sampling` steps the (video, audio) pair as it is (their contract takes a
+   tuple of tensors), e.g. ``sample_euler(model, (video, audio), sigmas)``.
 5. :func:`decode` -- latents -> frames [T, H, W, 3] in [0, 1], waveform, sample rate.
 
 Latents between the stages are the diffusion model's *normalised* packed tokens: video [B, F*H*W, C]
@@ -28,12 +29,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 
 from ..core.guidance import multipass_guidance, needed_passes
-from ..core.sampling.euler import sample_euler
 from .transformer import TokenTimesteps
 
 __all__ = [
@@ -47,7 +46,6 @@ __all__ = [
     "pack_audio",
     "unpack_audio",
     "positions",
-    "sample_euler_av",
     "decode",
 ]
 
@@ -361,42 +359,6 @@ def _cat_masks(a: torch.Tensor | None, b: torch.Tensor | None, rows_a: int, ref:
     if b is None:
         b = torch.ones(ref.shape[0], ref.shape[1], dtype=a.dtype, device=a.device)
     return torch.cat([a, b.to(a.dtype)])
-
-
-# --------------------------------------------------------------------------------------------------
-# 4. Sampling
-
-
-def sample_euler_av(model: Callable, video: torch.Tensor, audio: torch.Tensor, sigmas: Sequence[float],
-                    callback: Callable[[dict], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Euler over the (video, audio) pair with :func:`core.sampling.euler.sample_euler`.
-
-    ``sample_euler`` steps one tensor, so the pair travels as one flat [B, Sv*Cv + Sa*Ca] state: the
-    wrapper hands ``model`` views of its two parts and concatenates the two x0 (one copy per step).
-    Both streams share the sigmas, so this is exactly a per-stream Euler step. ``callback`` gets
-    sample_euler's dict with ``x`` / ``denoised`` split back into (video, audio) pairs.
-    """
-    if video.shape[0] != audio.shape[0]:
-        raise ValueError(f"sample_euler_av: video batch {video.shape[0]} != audio batch {audio.shape[0]}")
-    b = video.shape[0]
-    vshape, ashape = tuple(video.shape[1:]), tuple(audio.shape[1:])
-    nv = video[0].numel()
-    dtype = torch.promote_types(video.dtype, audio.dtype)
-    flat = torch.cat([video.reshape(b, -1).to(dtype), audio.reshape(b, -1).to(dtype)], dim=1)
-
-    def split(x: torch.Tensor):
-        return x[:, :nv].unflatten(1, vshape), x[:, nv:].unflatten(1, ashape)
-
-    def flat_model(x: torch.Tensor, sigma: float) -> torch.Tensor:
-        v0, a0 = model(split(x), sigma)
-        return torch.cat([v0.reshape(b, -1), a0.reshape(b, -1)], dim=1)
-
-    def cb(d):
-        callback({**d, "x": split(d["x"]), "denoised": split(d["denoised"])})
-
-    out = sample_euler(flat_model, flat, sigmas, callback=None if callback is None else cb)
-    v, a = split(out)
-    return v.to(video.dtype), a.to(audio.dtype)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from comfyui_cosmos3_ltx2.core.checkpoint import load_into, read_config
+from comfyui_cosmos3_ltx2.core.sampling.euler import sample_euler
 from comfyui_cosmos3_ltx2.core.sampling.ltx_schedule import ltx2_sigmas
 from comfyui_cosmos3_ltx2.ltx2 import pipeline as P
 from comfyui_cosmos3_ltx2.ltx2.audio_vae import LTX2AudioVAE
@@ -239,7 +240,7 @@ def _ours_run(variant, which, strategy, tmp_path_factory):
         model = _denoiser(ours, shape, GUIDANCE[which], strategy)
         counter = CountScalarReads()
         with counter:
-            v, a = P.sample_euler_av(model, vn, an, sigmas)
+            v, a = sample_euler(model, (vn, an), sigmas)
         _RUNS[key] = (v, a, counter.count, model)
     return _RUNS[key]
 
@@ -344,7 +345,7 @@ def test_no_host_syncs_for_any_pass_combination(strategy, tmp_path_factory):
         model = _denoiser(ours, shape, (g, g), strategy)
         counter = CountScalarReads()
         with counter:
-            P.sample_euler_av(model, vn, an, sigmas)
+            sample_euler(model, (vn, an), sigmas)
         assert counter.count == 0, (g, counter.count)
 
 
@@ -527,12 +528,12 @@ def test_batch_of_two_equals_single_runs(tmp_path_factory):
     guid = dict(video=P.Guidance(cfg=3.0, stg=1.0, stg_blocks=(0,)), audio=P.Guidance(cfg=7.0))
     model = P.LTX2Denoiser(ours["transformer"], *ctx, *nctx, rope=rope, **guid)
     steps = []
-    v2, a2 = P.sample_euler_av(model, vn, an, sigmas, callback=lambda d: steps.append(d["i"]))
+    v2, a2 = sample_euler(model, (vn, an), sigmas, callback=lambda d: steps.append(d["i"]))
     assert steps == [0, 1, 2]
     for i in range(2):
         single = P.LTX2Denoiser(ours["transformer"], *(t[i:i + 1] for t in ctx), *(t[i:i + 1] for t in nctx),
                                 rope=rope, **guid)
-        v1, a1 = P.sample_euler_av(single, vn[i:i + 1], an[i:i + 1], sigmas)
+        v1, a1 = sample_euler(single, (vn[i:i + 1], an[i:i + 1]), sigmas)
         assert _rel(v2[i:i + 1], v1) < 1e-5 and _rel(a2[i:i + 1], a1) < 1e-5
 
 
