@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -211,6 +212,15 @@ def _check_guidance(g: Guidance, name: str, num_layers: int) -> Guidance:
     return Guidance(float(g.cfg), float(g.stg), blocks, float(g.modality), float(g.rescale))
 
 
+class _SharedPrefix(NamedTuple):
+    """Call ``target`` (the STG pass) starts at ``block`` from the states call ``source`` (the conditional
+    pass) had entering that block; indices into :attr:`LTX2Denoiser.groups`."""
+
+    source: int
+    target: int
+    block: int
+
+
 class LTX2Denoiser:
     """``model((video_x, audio_x), sigma) -> (video_x0, audio_x0)``: the guided clean estimates.
 
@@ -283,14 +293,15 @@ class LTX2Denoiser:
                 groups.append([[name], ctx[0], ctx[1], ctx[2], [switches]])
         self.groups = [tuple(g) for g in groups]
         # The STG pass equals the conditional pass up to the first block it perturbs: with ``share_prefix`` (split
-        # passes, one call each) it starts there from the conditional pass's states (cond call, STG call, block).
-        self._share = None
+        # passes, one call each) it starts there from the conditional pass's states. The transformer only runs
+        # ranges of blocks; which calls share what is decided here.
+        self._share: _SharedPrefix | None = None
         stg_blocks = set(specs["perturbed"][1]["skip_video_self_attn_blocks"]) | set(
             specs["perturbed"][1]["skip_audio_self_attn_blocks"])
         if share_prefix and strategy == "split" and "perturbed" in self.passes and stg_blocks and min(stg_blocks) > 0:
             gc, gp = self.passes.index("cond"), self.passes.index("perturbed")
             if gc < gp:
-                self._share = (gc, gp, min(stg_blocks))
+                self._share = _SharedPrefix(gc, gp, min(stg_blocks))
 
     def calls(self) -> int:
         """Transformer calls per evaluation."""
@@ -309,7 +320,8 @@ class LTX2Denoiser:
         vin, ain = vx.to(self.dtype), ax.to(self.dtype)
         vxf, axf = vx.float(), ax.float()
         est: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        shared = None
+        tr = self.transformer
+        shared = None  # the conditional pass's states entering the first STG block (share_prefix)
         tables: dict[int, dict] = {}  # the AdaLN tables per call batch: all passes run at the same sigma
         for gi, (names, vctx, actx, mask, switches) in enumerate(self.groups):
             n = len(names)
@@ -318,24 +330,24 @@ class LTX2Denoiser:
                                  f"latents {vx.shape[0]}")
             v_in = vin if n == 1 else torch.cat([vin] * n)
             a_in = ain if n == 1 else torch.cat([ain] * n)
-            extra = {}
             if n not in tables:
                 steps = timestep if timestep is None or n == 1 else (
                     timestep.repeat(n) if isinstance(timestep, TokenTimesteps) else timestep.repeat(n, 1))
-                tables[n] = self.transformer.time_conditioning(sigma, timestep=steps, batch=v_in.shape[0],
-                                                               device=v_in.device)
-            extra["conditioning"] = tables[n]
-            if self._share is not None and gi in self._share[:2]:
-                gc, _, k = self._share
-                extra["prefix"] = {"capture": k} if gi == gc else shared
-            if all(sw == switches[0] for sw in switches):  # one set for the whole call
-                extra.update(switches[0])
+                tables[n] = tr.time_conditioning(sigma, timestep=steps, batch=v_in.shape[0], device=v_in.device)
+            # one set of switches for the whole call, or one per pass (row block)
+            switch = switches[0] if all(sw == switches[0] for sw in switches) else {"per_item": switches}
+            inputs = tr.prepare(vctx, actx, sigma, batch=v_in.shape[0], device=v_in.device, rope=self.rope,
+                                encoder_attention_mask=mask, audio_encoder_attention_mask=mask,
+                                conditioning=tables[n], **switch)
+            share = self._share
+            if share is not None and gi == share.target:  # resume from the conditional pass's states
+                states, first = shared, share.block
             else:
-                extra["per_item"] = switches
-            vel, avel = self.transformer(v_in, a_in, vctx, actx, sigma, rope=self.rope,
-                                         encoder_attention_mask=mask, audio_encoder_attention_mask=mask, **extra)
-            if self._share is not None and gi == self._share[0]:
-                shared = {"block": k, "states": extra["prefix"]["states"]}
+                states, first = tr.embed(v_in, a_in), 0
+            if share is not None and gi == share.source:  # keep the states entering the shared block
+                states = shared = tr.run_blocks(states, inputs, 0, share.block)
+                first = share.block
+            vel, avel = tr.head(tr.run_blocks(states, inputs, first), inputs)
             for name, v_, a_ in zip(names, vel.chunk(n), avel.chunk(n)):
                 # x0 = x - sigma * v, in float32
                 v0 = (torch.sub(vxf, v_.float(), alpha=sigma) if video_sigma is None
