@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..core.noise import noise_generator, seeded_noise  # noise_generator: the run's one CPU generator
+from ..core.noise import noise_generator, seeded_noise  # noise_generator: also the nodes' entry point
 from ..core.sampling import (
     flow_euler_schedule,
     sample_euler,

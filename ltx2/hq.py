@@ -304,8 +304,8 @@ def hq_noise(seed: int, shape: LatentShape, device=None, appended: tuple[int, in
              ) -> tuple[torch.Tensor, ...]:
     """(stage-1 video, stage-1 audio, stage-2 video, stage-2 audio) packed noise by the pack's seed rule
     (:func:`core.noise.seeded_noise`: float32 from one CPU generator, in that order, the official draw order),
-    moved to ``device``. ``appended`` = the number of
-    appended keyframe tokens at stage 1 and stage 2 (their noise is drawn with the video's)."""
+    moved to ``device``. ``appended`` = the number of appended keyframe tokens at stage 1 and stage 2 (their
+    noise is drawn with the video's)."""
     s1 = half_shape(shape)
     b = shape.batch
     return seeded_noise(seed, (b, s1.video_tokens + appended[0], s1.video_channels), s1.audio_packed,

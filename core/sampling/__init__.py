@@ -7,8 +7,8 @@ written down in :mod:`.state`.
 from .euler import sample_euler, sample_euler_stochastic
 from .ltx_schedule import ltx2_sigmas
 from .res2s import sample_res2s, seeded_noise_sampler
-from .state import StateForm, step_info
 from .schedules import beta_ppf, flow_euler_schedule, shift_sigmas, unipc_flow_schedule
+from .state import StateForm, step_info
 from .unipc import sample_unipc, unipc_step_orders
 
 __all__ = [
