@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..core.noise import noise_generator, seeded_noise  # noise_generator: also the nodes' entry point
 from ..core.sampling import (
     flow_euler_schedule,
     sample_euler,
@@ -63,15 +64,10 @@ def latent_shape(num_frames: int, height: int, width: int) -> tuple[int, int, in
     return (num_frames - 1) // TEMPORAL_FACTOR + 1, height // SPATIAL_FACTOR, width // SPATIAL_FACTOR
 
 
-def noise_generator(seed: int) -> torch.Generator:
-    """The CPU generator all of a run's noise is drawn from: the start noise, then any sampler noise."""
-    return torch.Generator("cpu").manual_seed(int(seed))
-
-
 def initial_noise(shape, seed: int | torch.Generator) -> torch.Tensor:
-    """The starting noise for ``seed``: float32 from a CPU generator (the ComfyUI / diffusers convention)."""
-    gen = seed if isinstance(seed, torch.Generator) else noise_generator(seed)
-    return torch.randn(tuple(shape), generator=gen, dtype=torch.float32)
+    """The starting noise for ``seed`` (or continuing a generator): the pack's seed rule,
+    :func:`core.noise.seeded_noise` (float32 from a CPU generator, the ComfyUI / diffusers convention)."""
+    return seeded_noise(seed, shape)[0]
 
 
 # ---------------------------------------------------------------------------------------------- prompts
@@ -381,7 +377,7 @@ def denoise(
 
         return sample_euler_stochastic(
             model, x, schedule.sigmas, callback=callback,
-            noise_sampler=lambda x: torch.randn(x.shape, generator=generator, dtype=torch.float32),
+            noise_sampler=lambda x: seeded_noise(generator, x.shape)[0],
             after_step=pin_clean_frames if frames else None,
         )
     if schedule.sampler == "euler":

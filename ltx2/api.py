@@ -24,6 +24,8 @@ from typing import Callable, Sequence
 import torch
 
 from ..core.lora import LoraHandle, strength_scope
+from ..core.noise import seeded_noise
+from ..core.sampling.euler import sample_euler
 from ..core.sampling.ltx_schedule import ltx2_sigmas
 from .hq import (
     HQ_AUDIO_GUIDANCE,
@@ -39,7 +41,7 @@ from .hq import (
     strip_appended,
 )
 from .image import DEFAULT_IMAGE_CRF, conditioning_pixels, encode_image, source_rgb
-from .pipeline import Guidance, decode, encode_prompt, latent_shape, sample_euler_av
+from .pipeline import Guidance, decode, encode_prompt, latent_shape
 
 __all__ = ["AUDIO_GUIDANCE", "DEFAULT_STEPS", "PIPELINES", "VIDEO_GUIDANCE", "Keyframe", "generate",
            "initial_noise"]
@@ -65,13 +67,10 @@ class Keyframe:
 
 
 def initial_noise(shape, seed: int, appended: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Packed video (plus ``appended`` keyframe tokens) then audio noise for ``seed``: float32 from one CPU
-    generator (the pack's convention)."""
-    gen = torch.Generator("cpu").manual_seed(int(seed))
+    """Packed video (plus ``appended`` keyframe tokens) then audio noise for ``seed``, by the pack's seed rule
+    (:func:`core.noise.seeded_noise`: float32 from one CPU generator, video first)."""
     b, s, c = shape.video_packed
-    video = torch.randn((b, s + appended, c), generator=gen, dtype=torch.float32)
-    audio = torch.randn(shape.audio_packed, generator=gen, dtype=torch.float32)
-    return video, audio
+    return seeded_noise(seed, (b, s + appended, c), shape.audio_packed)
 
 
 def _keyframes(image, image_strength, keyframes, num_frames: int) -> list[Keyframe]:
@@ -303,5 +302,5 @@ def _one_stage(ck, shape, positive, negative, frames_in, pictures, width, height
         use_lora(strength)
         model = ConditionedDenoiser(tr, *positive, *negative, rope=conditioned_positions(tr, shape, cond, device),
                                     video=video_guidance, audio=audio_guidance, strategy=strategy, condition=cond)
-        video, audio = sample_euler_av(model, video, audio, ltx2_sigmas(steps), callback=callback)
+        video, audio = sample_euler(model, (video, audio), ltx2_sigmas(steps), callback=callback)
     return strip_appended(video, shape), audio

@@ -4,8 +4,9 @@
   frame-0 tokens and returns a :class:`VideoCondition` (denoise mask, 1 = denoise, and the clean latent).
   :class:`ConditionedDenoiser` is :class:`ltx2.pipeline.LTX2Denoiser` that gives conditioned tokens their
   own timestep ``sigma * mask`` (0 for a clean frame), converts velocity to x0 with that per-token sigma
-  (so clean tokens get ``x0 = x``) and blends the guided x0 with the clean latent. It works with Euler
-  (:func:`ltx2.pipeline.sample_euler_av`) and with res2s (which also re-blends its re-noised samples).
+  (so clean tokens get ``x0 = x``) and blends the guided x0 with the clean latent. It works with every sampler
+  of :mod:`core.sampling` on the (video, audio) pair, e.g. Euler and res2s (which also re-blends its re-noised
+  samples).
 * Keyframes (any other frame): :func:`append_keyframe` appends the image's latent tokens after the video
   tokens (official ``VideoConditionByKeyframeIndex``): they keep their clean values (mask ``1 - strength``),
   take rotary positions of their own (:func:`~ltx2.transformer.keyframe_coords`, time moved to the pixel frame
@@ -38,9 +39,11 @@ from typing import Callable, Sequence
 import torch
 
 from ..core.lora import strength_scope
+from ..core.noise import seeded_noise
+from ..core.sampling.euler import sample_euler
 from ..core.sampling.ltx_schedule import DISTILLED_SIGMAS, STAGE2_DISTILLED_SIGMAS, ltx2_sigmas
 from ..core.sampling.res2s import reference_noise_sampler, sample_res2s, seeded_noise_sampler
-from .pipeline import Guidance, LatentShape, LTX2Denoiser, pack_video, positions, sample_euler_av, unpack_video
+from .pipeline import Guidance, LatentShape, LTX2Denoiser, pack_video, positions, unpack_video
 from .transformer import TokenTimesteps
 from .upsampler import upsample_normalized_latents
 
@@ -299,16 +302,14 @@ def half_shape(shape: LatentShape) -> LatentShape:
 
 def hq_noise(seed: int, shape: LatentShape, device=None, appended: tuple[int, int] = (0, 0)
              ) -> tuple[torch.Tensor, ...]:
-    """(stage-1 video, stage-1 audio, stage-2 video, stage-2 audio) packed float32 noise from one CPU
-    generator seeded with ``seed`` (official draw order), moved to ``device``. ``appended`` = the number of
-    appended keyframe tokens at stage 1 and stage 2 (their noise is drawn with the video's)."""
+    """(stage-1 video, stage-1 audio, stage-2 video, stage-2 audio) packed noise by the pack's seed rule
+    (:func:`core.noise.seeded_noise`: float32 from one CPU generator, in that order, the official draw order),
+    moved to ``device``. ``appended`` = the number of appended keyframe tokens at stage 1 and stage 2 (their
+    noise is drawn with the video's)."""
     s1 = half_shape(shape)
     b = shape.batch
-    g = torch.Generator("cpu").manual_seed(int(seed))
-    sizes = ((b, s1.video_tokens + appended[0], s1.video_channels), s1.audio_packed,
-             (b, shape.video_tokens + appended[1], shape.video_channels), shape.audio_packed)
-    out = tuple(torch.randn(sz, generator=g, dtype=torch.float32) for sz in sizes)
-    return tuple(t.to(device) for t in out) if device is not None else out
+    return seeded_noise(seed, (b, s1.video_tokens + appended[0], s1.video_channels), s1.audio_packed,
+                        (b, shape.video_tokens + appended[1], shape.video_channels), shape.audio_packed, device=device)
 
 
 def _masks(condition: VideoCondition | None):
@@ -487,13 +488,13 @@ def run_distilled(transformer, upsampler, latents_mean: torch.Tensor, latents_st
         use_lora(lora_strengths[0])
         den1 = ConditionedDenoiser(transformer, pv, pa, pm, rope=conditioned_positions(transformer, s1, cond1, dev),
                                    condition=cond1)
-        v, a = sample_euler_av(den1, stage1_start(v1n, cond1), a1n, DISTILLED_SIGMAS,
-                               callback=_stage_callback(callback, "stage1"))
+        v, a = sample_euler(den1, (stage1_start(v1n, cond1), a1n), DISTILLED_SIGMAS,
+                            callback=_stage_callback(callback, "stage1"))
         del den1
         up = upsample_stage1(upsampler, strip_appended(v, s1), s1, latents_mean, latents_std)
         use_lora(lora_strengths[1])
         den2 = ConditionedDenoiser(transformer, pv, pa, pm, rope=conditioned_positions(transformer, shape, cond2, dev),
                                    condition=cond2)
         v, a = stage2_start(up, a, v2n, a2n, STAGE2_SIGMAS[0], cond2)
-        v, a = sample_euler_av(den2, v, a, STAGE2_SIGMAS, callback=_stage_callback(callback, "stage2"))
+        v, a = sample_euler(den2, (v, a), STAGE2_SIGMAS, callback=_stage_callback(callback, "stage2"))
     return strip_appended(v, shape), a

@@ -10,7 +10,8 @@ Stages (each a function; the sampler follows k-diffusion's ``sampler(model, x, s
    runs the passes that the guidance scales need (:func:`core.guidance.needed_passes`), converts each
    velocity to x0 (``x0 = x - sigma * v``) and combines them per modality in x0 space
    (:func:`core.guidance.multipass_guidance`).
-4. :func:`sample_euler_av` -- Euler over the (video, audio) pair with :func:`core.sampling.euler.sample_euler`.
+4. Sampling: any sampler of :mod:`core.sampling` steps the (video, audio) pair as it is (their contract takes a
+   tuple of tensors), e.g. ``sample_euler(model, (video, audio), sigmas)``.
 5. :func:`decode` -- latents -> frames [T, H, W, 3] in [0, 1], waveform, sample rate.
 
 Latents between the stages are the diffusion model's *normalised* packed tokens: video [B, F*H*W, C]
@@ -28,12 +29,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 
 from ..core.guidance import multipass_guidance, needed_passes
-from ..core.sampling.euler import sample_euler
 from .transformer import TokenTimesteps
 
 __all__ = [
@@ -47,7 +47,6 @@ __all__ = [
     "pack_audio",
     "unpack_audio",
     "positions",
-    "sample_euler_av",
     "decode",
 ]
 
@@ -213,6 +212,15 @@ def _check_guidance(g: Guidance, name: str, num_layers: int) -> Guidance:
     return Guidance(float(g.cfg), float(g.stg), blocks, float(g.modality), float(g.rescale))
 
 
+class _SharedPrefix(NamedTuple):
+    """Call ``target`` (the STG pass) starts at ``block`` from the states call ``source`` (the conditional
+    pass) had entering that block; indices into :attr:`LTX2Denoiser.groups`."""
+
+    source: int
+    target: int
+    block: int
+
+
 class LTX2Denoiser:
     """``model((video_x, audio_x), sigma) -> (video_x0, audio_x0)``: the guided clean estimates.
 
@@ -285,14 +293,15 @@ class LTX2Denoiser:
                 groups.append([[name], ctx[0], ctx[1], ctx[2], [switches]])
         self.groups = [tuple(g) for g in groups]
         # The STG pass equals the conditional pass up to the first block it perturbs: with ``share_prefix`` (split
-        # passes, one call each) it starts there from the conditional pass's states (cond call, STG call, block).
-        self._share = None
+        # passes, one call each) it starts there from the conditional pass's states. The transformer only runs
+        # ranges of blocks; which calls share what is decided here.
+        self._share: _SharedPrefix | None = None
         stg_blocks = set(specs["perturbed"][1]["skip_video_self_attn_blocks"]) | set(
             specs["perturbed"][1]["skip_audio_self_attn_blocks"])
         if share_prefix and strategy == "split" and "perturbed" in self.passes and stg_blocks and min(stg_blocks) > 0:
             gc, gp = self.passes.index("cond"), self.passes.index("perturbed")
             if gc < gp:
-                self._share = (gc, gp, min(stg_blocks))
+                self._share = _SharedPrefix(gc, gp, min(stg_blocks))
 
     def calls(self) -> int:
         """Transformer calls per evaluation."""
@@ -311,7 +320,8 @@ class LTX2Denoiser:
         vin, ain = vx.to(self.dtype), ax.to(self.dtype)
         vxf, axf = vx.float(), ax.float()
         est: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        shared = None
+        tr = self.transformer
+        shared = None  # the conditional pass's states entering the first STG block (share_prefix)
         tables: dict[int, dict] = {}  # the AdaLN tables per call batch: all passes run at the same sigma
         for gi, (names, vctx, actx, mask, switches) in enumerate(self.groups):
             n = len(names)
@@ -320,24 +330,24 @@ class LTX2Denoiser:
                                  f"latents {vx.shape[0]}")
             v_in = vin if n == 1 else torch.cat([vin] * n)
             a_in = ain if n == 1 else torch.cat([ain] * n)
-            extra = {}
             if n not in tables:
                 steps = timestep if timestep is None or n == 1 else (
                     timestep.repeat(n) if isinstance(timestep, TokenTimesteps) else timestep.repeat(n, 1))
-                tables[n] = self.transformer.time_conditioning(sigma, timestep=steps, batch=v_in.shape[0],
-                                                               device=v_in.device)
-            extra["conditioning"] = tables[n]
-            if self._share is not None and gi in self._share[:2]:
-                gc, _, k = self._share
-                extra["prefix"] = {"capture": k} if gi == gc else shared
-            if all(sw == switches[0] for sw in switches):  # one set for the whole call
-                extra.update(switches[0])
+                tables[n] = tr.time_conditioning(sigma, timestep=steps, batch=v_in.shape[0], device=v_in.device)
+            # one set of switches for the whole call, or one per pass (row block)
+            switch = switches[0] if all(sw == switches[0] for sw in switches) else {"per_item": switches}
+            inputs = tr.prepare(vctx, actx, sigma, batch=v_in.shape[0], device=v_in.device, rope=self.rope,
+                                encoder_attention_mask=mask, audio_encoder_attention_mask=mask,
+                                conditioning=tables[n], **switch)
+            share = self._share
+            if share is not None and gi == share.target:  # resume from the conditional pass's states
+                states, first = shared, share.block
             else:
-                extra["per_item"] = switches
-            vel, avel = self.transformer(v_in, a_in, vctx, actx, sigma, rope=self.rope,
-                                         encoder_attention_mask=mask, audio_encoder_attention_mask=mask, **extra)
-            if self._share is not None and gi == self._share[0]:
-                shared = {"block": k, "states": extra["prefix"]["states"]}
+                states, first = tr.embed(v_in, a_in), 0
+            if share is not None and gi == share.source:  # keep the states entering the shared block
+                states = shared = tr.run_blocks(states, inputs, 0, share.block)
+                first = share.block
+            vel, avel = tr.head(tr.run_blocks(states, inputs, first), inputs)
             for name, v_, a_ in zip(names, vel.chunk(n), avel.chunk(n)):
                 # x0 = x - sigma * v, in float32
                 v0 = (torch.sub(vxf, v_.float(), alpha=sigma) if video_sigma is None
@@ -361,42 +371,6 @@ def _cat_masks(a: torch.Tensor | None, b: torch.Tensor | None, rows_a: int, ref:
     if b is None:
         b = torch.ones(ref.shape[0], ref.shape[1], dtype=a.dtype, device=a.device)
     return torch.cat([a, b.to(a.dtype)])
-
-
-# --------------------------------------------------------------------------------------------------
-# 4. Sampling
-
-
-def sample_euler_av(model: Callable, video: torch.Tensor, audio: torch.Tensor, sigmas: Sequence[float],
-                    callback: Callable[[dict], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Euler over the (video, audio) pair with :func:`core.sampling.euler.sample_euler`.
-
-    ``sample_euler`` steps one tensor, so the pair travels as one flat [B, Sv*Cv + Sa*Ca] state: the
-    wrapper hands ``model`` views of its two parts and concatenates the two x0 (one copy per step).
-    Both streams share the sigmas, so this is exactly a per-stream Euler step. ``callback`` gets
-    sample_euler's dict with ``x`` / ``denoised`` split back into (video, audio) pairs.
-    """
-    if video.shape[0] != audio.shape[0]:
-        raise ValueError(f"sample_euler_av: video batch {video.shape[0]} != audio batch {audio.shape[0]}")
-    b = video.shape[0]
-    vshape, ashape = tuple(video.shape[1:]), tuple(audio.shape[1:])
-    nv = video[0].numel()
-    dtype = torch.promote_types(video.dtype, audio.dtype)
-    flat = torch.cat([video.reshape(b, -1).to(dtype), audio.reshape(b, -1).to(dtype)], dim=1)
-
-    def split(x: torch.Tensor):
-        return x[:, :nv].unflatten(1, vshape), x[:, nv:].unflatten(1, ashape)
-
-    def flat_model(x: torch.Tensor, sigma: float) -> torch.Tensor:
-        v0, a0 = model(split(x), sigma)
-        return torch.cat([v0.reshape(b, -1), a0.reshape(b, -1)], dim=1)
-
-    def cb(d):
-        callback({**d, "x": split(d["x"]), "denoised": split(d["denoised"])})
-
-    out = sample_euler(flat_model, flat, sigmas, callback=None if callback is None else cb)
-    v, a = split(out)
-    return v.to(video.dtype), a.to(audio.dtype)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -29,10 +29,12 @@ Positions are diffusers-style pixel bounds: ``video_coords`` [B, 3, S, 2] holdin
 and :func:`audio_coords` build them for a plain latent grid. :meth:`LTX2Transformer.rope` turns them into
 the four cos/sin tables, which can be built once per resolution and passed to every call.
 
-Guidance passes are plain arguments: ``skip_video_self_attn_blocks`` / ``skip_audio_self_attn_blocks``
-(STG: in those blocks the self-attention returns its value projection, still gated and projected out)
-and ``disable_a2v`` / ``disable_v2a`` (modality isolation). Nothing in ``forward`` reads a tensor on the
-host.
+The model knows nothing of guidance passes. What a pass changes is a plain per-call (or, with ``per_item``,
+per-sample) switch: ``skip_video_self_attn_blocks`` / ``skip_audio_self_attn_blocks`` (STG: in those blocks
+the self-attention returns its value projection, still gated and projected out) and ``disable_a2v`` /
+``disable_v2a`` (modality isolation). A call is also available in pieces (:meth:`LTX2Transformer.prepare`,
+``embed``, ``run_blocks`` over any range of blocks, ``head``), so a caller can share the first blocks of two
+calls. Nothing in a call reads a tensor on the host.
 
 Attribute names are the diffusers ``transformer/`` checkpoint keys; :func:`official_to_module_key`
 renames the official single-file (ComfyUI) keys.
@@ -55,6 +57,7 @@ from ..core.norms import RMSNorm
 
 __all__ = [
     "DEFAULT_CONFIG",
+    "BlockInputs",
     "LTX2Transformer",
     "video_coords",
     "keyframe_coords",
@@ -624,6 +627,9 @@ class LTX2Transformer(nn.Module):
         }
 
     # ---- forward -------------------------------------------------------------------------------
+    # A call is ``head(run_blocks(embed(latents), prepare(...)), ...)``. ``forward`` chains the four; a caller
+    # that runs two calls agreeing on their first blocks (the denoiser's conditional and STG passes) runs the
+    # pieces itself and starts the second call's blocks from the first call's states.
 
     def forward(
         self,
@@ -633,7 +639,31 @@ class LTX2Transformer(nn.Module):
         audio_encoder_hidden_states: torch.Tensor,
         sigma: torch.Tensor | float,
         audio_sigma: torch.Tensor | float | None = None,
+        **options,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Velocities for packed video tokens ``hidden_states`` [B, S, in] and audio tokens
+        ``audio_hidden_states`` [B, Sa, audio_in].
+
+        * ``encoder_hidden_states`` / ``audio_encoder_hidden_states``: the connector outputs [B, L, D]
+          (LTX-2.0: [B, L, caption_channels], projected here).
+        * ``sigma`` / ``audio_sigma``: per-sample sigmas ([B] tensor or float; audio defaults to video).
+        * ``options``: the keyword arguments of :meth:`prepare` (timesteps, positions, masks, switches,
+          shared time conditioning).
+        """
+        inputs = self.prepare(encoder_hidden_states, audio_encoder_hidden_states, sigma, audio_sigma,
+                              batch=hidden_states.shape[0], device=hidden_states.device, **options)
+        states = self.run_blocks(self.embed(hidden_states, audio_hidden_states), inputs)
+        return self.head(states, inputs)
+
+    def prepare(
+        self,
+        encoder_hidden_states: torch.Tensor,
+        audio_encoder_hidden_states: torch.Tensor,
+        sigma: torch.Tensor | float | None,
+        audio_sigma: torch.Tensor | float | None = None,
         *,
+        batch: int,
+        device,
         timestep: torch.Tensor | None = None,
         audio_timestep: torch.Tensor | None = None,
         video_coords: torch.Tensor | None = None,
@@ -647,15 +677,10 @@ class LTX2Transformer(nn.Module):
         disable_a2v: bool = False,
         disable_v2a: bool = False,
         per_item: Sequence[dict] | None = None,
-        prefix: dict | None = None,
         conditioning: dict | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Velocities for packed video tokens ``hidden_states`` [B, S, in] and audio tokens
-        ``audio_hidden_states`` [B, Sa, audio_in].
+    ) -> "BlockInputs":
+        """What every block of one call reads besides the stream states, for a batch of ``batch`` on ``device``.
 
-        * ``encoder_hidden_states`` / ``audio_encoder_hidden_states``: the connector outputs [B, L, D]
-          (LTX-2.0: [B, L, caption_channels], projected here).
-        * ``sigma`` / ``audio_sigma``: per-sample sigmas ([B] tensor or float; audio defaults to video).
         * ``timestep`` / ``audio_timestep``: optional per-token sigmas [B, S] / [B, Sa] for the block and
           output AdaLN (e.g. ``sigma * denoise_mask``; 0 for clean conditioning tokens); default sigma.
           The video one may be a :class:`TokenTimesteps` (a few levels and a per-token index).
@@ -663,79 +688,90 @@ class LTX2Transformer(nn.Module):
           [B, 1, Sa, 2] (:meth:`video_coords`, :meth:`audio_coords`).
         * masks: optional [B, L] text masks (1 = keep).
         * ``skip_*_self_attn_blocks``: block indices where that stream's self-attention passes its values
-          through (STG). ``disable_a2v`` / ``disable_v2a``: drop the cross-modal attention (modality pass).
-        * ``per_item``: the same four switches per sample instead (all passes of a guidance step in one call):
-          a list of n dicts with those keys, dict j applying to rows ``j*B/n .. (j+1)*B/n - 1``. A block where
-          only some rows are switched runs for all rows and keeps, per row, the values passed through (STG) or
-          the residual without the cross-modal term (as ltx-core's per-sample perturbation masks do).
-        * ``prefix``: share the first blocks between two calls that agree on them (e.g. the conditional
-          pass and an STG pass that first differs at block k). ``{"capture": k}`` stores the stream states
-          entering block k as ``prefix["states"]`` (and ``prefix["block"] = k``); a dict holding
-          ``"block"`` and ``"states"`` starts the blocks there from those states instead of from the inputs.
+          through (STG). ``disable_a2v`` / ``disable_v2a``: drop the cross-modal attention.
+        * ``per_item``: the same four switches per sample instead: a list of n dicts with those keys, dict j
+          applying to rows ``j*B/n .. (j+1)*B/n - 1``. A block where only some rows are switched runs for all
+          rows and keeps, per row, the values passed through (STG) or the residual without the cross-modal
+          term (as ltx-core's per-sample perturbation masks do).
         * ``conditioning``: :meth:`time_conditioning` of these sigmas / timesteps and batch, computed once and
-          shared by calls that agree on them (the passes of one guided evaluation); then the sigma and
-          timestep arguments are not read.
+          shared by calls that agree on them; then the sigma and timestep arguments are not read.
         """
-        c = self.config
-        b = hidden_states.shape[0]
-        dev = hidden_states.device
         if conditioning is None:
             conditioning = self.time_conditioning(sigma, audio_sigma, timestep=timestep, audio_timestep=audio_timestep,
-                                                  batch=b, device=dev, use_cross_timestep=use_cross_timestep)
-        elif conditioning["temb"].shape[0] != b:
-            raise ValueError(f"LTX2Transformer.forward: conditioning for batch {conditioning['temb'].shape[0]}, "
-                             f"inputs {b}")
-        index, emb, emb_audio = conditioning["temb_index"], conditioning["emb"], conditioning["emb_audio"]
-
+                                                  batch=batch, device=device, use_cross_timestep=use_cross_timestep)
+        elif conditioning["temb"].shape[0] != batch:
+            raise ValueError(f"LTX2Transformer: conditioning for batch {conditioning['temb'].shape[0]}, "
+                             f"inputs {batch}")
         if rope is None:
             if video_coords is None or audio_coords is None:
                 raise ValueError("LTX2Transformer.forward: pass `rope`, or both `video_coords` and `audio_coords`.")
-            rope = self.rope(video_coords.to(dev), audio_coords.to(dev))
-
-        resume = prefix is not None and "states" in prefix
-        if resume:
-            first, (vx, ax) = int(prefix["block"]), prefix["states"]
-            if vx.shape[0] != b or ax.shape[0] != b:
-                raise ValueError(f"LTX2Transformer.forward: prefix states have batch {vx.shape[0]}, inputs {b}")
-        else:
-            first = 0
-            vx = self.proj_in(hidden_states)
-            ax = self.audio_proj_in(audio_hidden_states)
-        capture = None if prefix is None or resume else prefix.get("capture")
-
+            rope = self.rope(video_coords.to(device), audio_coords.to(device))
         tensors = {
             **conditioning,
             "rope": rope,
             "mask": _key_mask(encoder_attention_mask),
             "audio_mask": _key_mask(audio_encoder_attention_mask),
         }
-
         vctx, actx = encoder_hidden_states, audio_encoder_hidden_states
-        if c["use_prompt_embeddings"]:
+        if self.config["use_prompt_embeddings"]:
             vctx = self.caption_projection(vctx)
             actx = self.audio_caption_projection(actx)
-
         if per_item is None:
             per_item = [dict(skip_video_self_attn_blocks=skip_video_self_attn_blocks,
                              skip_audio_self_attn_blocks=skip_audio_self_attn_blocks,
                              disable_a2v=disable_a2v, disable_v2a=disable_v2a)]
         elif skip_video_self_attn_blocks or skip_audio_self_attn_blocks or disable_a2v or disable_v2a:
             raise ValueError("LTX2Transformer.forward: give the switches per call or per_item, not both")
-        switch = _RowSwitches(per_item, b, dev)
+        switch = _RowSwitches(per_item, batch, device)
         a2v = switch.rows([not d.get("disable_a2v", False) for d in switch.items])
         v2a = switch.rows([not d.get("disable_v2a", False) for d in switch.items])
-        for i in range(first, len(self.transformer_blocks)):
-            if i == capture:
-                prefix["block"], prefix["states"] = i, (vx, ax)
-            vx, ax = self.transformer_blocks[i](vx, ax, vctx, actx, tensors, skip_video_self=switch.skip("video", i),
-                                                skip_audio_self=switch.skip("audio", i), a2v=a2v, v2a=v2a)
+        return BlockInputs(batch, tensors, vctx, actx, switch, a2v, v2a)
 
+    def embed(self, hidden_states: torch.Tensor, audio_hidden_states: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stream states entering block 0: the packed latents projected to the model width."""
+        return self.proj_in(hidden_states), self.audio_proj_in(audio_hidden_states)
+
+    def run_blocks(self, states: tuple[torch.Tensor, torch.Tensor], inputs: "BlockInputs", start: int = 0,
+                   stop: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Blocks ``start .. stop - 1`` (default: to the last) from the (video, audio) ``states`` entering block
+        ``start``; returns the states entering block ``stop``."""
+        vx, ax = states
+        if vx.shape[0] != inputs.batch or ax.shape[0] != inputs.batch:
+            raise ValueError(f"LTX2Transformer.run_blocks: states have batch {vx.shape[0]}, inputs {inputs.batch}")
+        stop = len(self.transformer_blocks) if stop is None else stop
+        switch, t = inputs.switches, inputs.tensors
+        for i in range(start, stop):
+            vx, ax = self.transformer_blocks[i](vx, ax, inputs.video_context, inputs.audio_context, t,
+                                                skip_video_self=switch.skip("video", i),
+                                                skip_audio_self=switch.skip("audio", i), a2v=inputs.a2v, v2a=inputs.v2a)
+        return vx, ax
+
+    def head(self, states: tuple[torch.Tensor, torch.Tensor], inputs: "BlockInputs"
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output head: the states after the last block -> (video velocity, audio velocity)."""
+        vx, ax = states
+        t = inputs.tensors
+        index, emb, emb_audio = t["temb_index"], t["emb"], t["emb_audio"]
         shift, scale = (_per_token(self.scale_shift_table[0] + emb, index),
                         _per_token(self.scale_shift_table[1] + emb, index))
         out = self.proj_out(_modulate(F.layer_norm(vx, (vx.shape[-1],), eps=1e-6), scale, shift))
         ashift, ascale = (self.audio_scale_shift_table + emb_audio.unsqueeze(2)).unbind(2)
         aout = self.audio_proj_out(_modulate(F.layer_norm(ax, (ax.shape[-1],), eps=1e-6), ascale, ashift))
         return out, aout
+
+
+class BlockInputs(NamedTuple):
+    """What :meth:`LTX2Transformer.prepare` builds for one call: the AdaLN tables, rotary tables and key masks
+    (``tensors``), the projected prompt contexts and the per-sample switches (see :class:`_RowSwitches`)."""
+
+    batch: int
+    tensors: dict
+    video_context: torch.Tensor
+    audio_context: torch.Tensor
+    switches: "_RowSwitches"
+    a2v: bool | torch.Tensor
+    v2a: bool | torch.Tensor
 
 
 class _RowSwitches:

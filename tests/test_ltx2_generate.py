@@ -4,6 +4,7 @@ Gemma-3, and equal to the same stages run by hand."""
 import pytest
 import torch
 
+from comfyui_cosmos3_ltx2.core.sampling.euler import sample_euler
 from comfyui_cosmos3_ltx2.core.sampling.ltx_schedule import ltx2_sigmas
 from comfyui_cosmos3_ltx2.ltx2 import generate
 from comfyui_cosmos3_ltx2.ltx2 import pipeline as P
@@ -40,7 +41,7 @@ def test_generate_runs_and_equals_the_stages(tiny, gemma_folder):  # noqa: F811
     (v, a, m), (nv, na, nm) = (P.encode_prompt(ck.connectors, *gemma.encode(t)) for t in ("a cat walks on the beach", "blurry"))
     model = P.LTX2Denoiser(ck.transformer, v, a, m, nv, na, nm, rope=P.positions(ck.transformer, shape),
                            video=KW["video_guidance"], audio=KW["audio_guidance"], strategy="split")
-    vx, ax = P.sample_euler_av(model, *initial_noise(shape, 5), ltx2_sigmas(3))
+    vx, ax = sample_euler(model, initial_noise(shape, 5), ltx2_sigmas(3))
     want, want_wave, _ = P.decode(ck.video_vae, ck.audio_vae, ck.vocoder, vx, ax, shape)
     assert torch.equal(frames, want) and torch.equal(wave, want_wave[0])
     # Spatial VAE tiles (one 64-px tile: the same decode) and an invalid tile size.

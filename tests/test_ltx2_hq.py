@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from comfyui_cosmos3_ltx2.core.sampling.euler import sample_euler
 from comfyui_cosmos3_ltx2.core.sampling.ltx_schedule import ltx2_sigmas
 from comfyui_cosmos3_ltx2.core.sampling.res2s import reference_noise_sampler, seeded_noise_sampler
 from comfyui_cosmos3_ltx2.ltx2 import hq as HQ
@@ -90,7 +91,7 @@ def test_i2v_matches_diffusers(tmp_path_factory):
     model = _cond_denoiser(ours, shape, CFG, cond)
     counter = CountScalarReads()
     with counter:
-        v, a = P.sample_euler_av(model, x_init, an, sigmas)
+        v, a = sample_euler(model, (x_init, an), sigmas)
     assert counter.count == 0
     assert torch.equal(v[:, :n0], x_init[:, :n0])  # the image frame stays exactly as given
     want_v, want_a = _i2v_reference(pipe, shape, x_init, an, sigmas)
@@ -101,7 +102,7 @@ def test_i2v_matches_diffusers(tmp_path_factory):
     assert rv < 1e-4 and ra < 1e-4, (rv, ra)
     # the conditioning matters: plain T2V from the same start differs
     plain = _cond_denoiser(ours, shape, CFG, None)
-    v_plain, _ = P.sample_euler_av(plain, x_init, an, sigmas)
+    v_plain, _ = sample_euler(plain, (x_init, an), sigmas)
     assert _rel(v_plain, v) > 1e-2
 
 

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from comfyui_cosmos3_ltx2.core.checkpoint import load_into, read_config
+from comfyui_cosmos3_ltx2.core.sampling.euler import sample_euler
 from comfyui_cosmos3_ltx2.core.sampling.ltx_schedule import ltx2_sigmas
 from comfyui_cosmos3_ltx2.ltx2 import pipeline as P
 from comfyui_cosmos3_ltx2.ltx2.audio_vae import LTX2AudioVAE
@@ -239,7 +240,7 @@ def _ours_run(variant, which, strategy, tmp_path_factory):
         model = _denoiser(ours, shape, GUIDANCE[which], strategy)
         counter = CountScalarReads()
         with counter:
-            v, a = P.sample_euler_av(model, vn, an, sigmas)
+            v, a = sample_euler(model, (vn, an), sigmas)
         _RUNS[key] = (v, a, counter.count, model)
     return _RUNS[key]
 
@@ -310,7 +311,8 @@ def test_needed_passes_only(tmp_path_factory):
     shape = _shape()
     calls = []
     tr = ours["transformer"]
-    handle = tr.register_forward_hook(lambda m, args, kw, out: calls.append(args[0].shape[0]), with_kwargs=True)
+    # one output head per transformer call: its batch is the call's
+    handle = tr.proj_out.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
     try:
         vn, an = _noise(shape)
         for guidance, passes, batched_calls in (
@@ -344,7 +346,7 @@ def test_no_host_syncs_for_any_pass_combination(strategy, tmp_path_factory):
         model = _denoiser(ours, shape, (g, g), strategy)
         counter = CountScalarReads()
         with counter:
-            P.sample_euler_av(model, vn, an, sigmas)
+            sample_euler(model, (vn, an), sigmas)
         assert counter.count == 0, (g, counter.count)
 
 
@@ -385,26 +387,33 @@ def test_split_passes_share_one_set_of_adaln_tables(tmp_path_factory, monkeypatc
     vn, an = _noise(shape, seed=4)
     tr = ours["transformer"]
     model = _denoiser(ours, shape, GUIDANCE["full"], "split")
-    made, seen = [], []
-    original_tables, original_forward = type(tr).time_conditioning, type(tr).forward
+    made, prepared, heads = [], [], []
+    cls = type(tr)
+    original_tables, original_prepare, original_head = cls.time_conditioning, cls.prepare, cls.head
 
     def counting_tables(self, *a, **k):
         made.append(k["batch"])
         return original_tables(self, *a, **k)
 
-    def recording_forward(self, *a, **k):
-        out = original_forward(self, *a, **k)
-        seen.append((a, dict(k), out))
+    def recording_prepare(self, *a, **k):
+        prepared.append((a, dict(k)))
+        return original_prepare(self, *a, **k)
+
+    def recording_head(self, *a, **k):
+        out = original_head(self, *a, **k)
+        heads.append(out)
         return out
 
-    monkeypatch.setattr(type(tr), "time_conditioning", counting_tables)
-    monkeypatch.setattr(type(tr), "forward", recording_forward)
+    monkeypatch.setattr(cls, "time_conditioning", counting_tables)
+    monkeypatch.setattr(cls, "prepare", recording_prepare)
+    monkeypatch.setattr(cls, "head", recording_head)
     model((vn, an), 0.6)
-    assert len(seen) == len(model.passes) == 4 and made == [vn.shape[0]]
-    assert all(k["conditioning"] is seen[0][1]["conditioning"] for _, k, _ in seen)
-    for a, k, out in seen:
-        k = {key: v for key, v in k.items() if key != "conditioning"}
-        own = original_forward(tr, *a, **k)
+    assert len(prepared) == len(heads) == len(model.passes) == 4 and made == [vn.shape[0]]
+    assert all(k["conditioning"] is prepared[0][1]["conditioning"] for _, k in prepared)
+    monkeypatch.undo()
+    for (a, k), out in zip(prepared, heads):  # each pass equals a whole call that makes its own tables
+        k = {key: v for key, v in k.items() if key not in ("conditioning", "batch", "device")}
+        own = tr(vn, an, *a, **k)
         assert torch.equal(own[0], out[0]) and torch.equal(own[1], out[1])
 
 
@@ -527,12 +536,12 @@ def test_batch_of_two_equals_single_runs(tmp_path_factory):
     guid = dict(video=P.Guidance(cfg=3.0, stg=1.0, stg_blocks=(0,)), audio=P.Guidance(cfg=7.0))
     model = P.LTX2Denoiser(ours["transformer"], *ctx, *nctx, rope=rope, **guid)
     steps = []
-    v2, a2 = P.sample_euler_av(model, vn, an, sigmas, callback=lambda d: steps.append(d["i"]))
+    v2, a2 = sample_euler(model, (vn, an), sigmas, callback=lambda d: steps.append(d["i"]))
     assert steps == [0, 1, 2]
     for i in range(2):
         single = P.LTX2Denoiser(ours["transformer"], *(t[i:i + 1] for t in ctx), *(t[i:i + 1] for t in nctx),
                                 rope=rope, **guid)
-        v1, a1 = P.sample_euler_av(single, vn[i:i + 1], an[i:i + 1], sigmas)
+        v1, a1 = sample_euler(single, (vn[i:i + 1], an[i:i + 1]), sigmas)
         assert _rel(v2[i:i + 1], v1) < 1e-5 and _rel(a2[i:i + 1], a1) < 1e-5
 
 

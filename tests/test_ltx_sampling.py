@@ -278,7 +278,7 @@ def test_res2s_single_tensor_callback_and_final_denoise_off():
     assert [d["i"] for d in seen] == [0, 1, 2]
     assert seen[-1]["sigma_next"] == 0.0 and seen[-1]["x"] is out
     assert calls[-1] == RES2S_TERMINAL_SIGMA and len(calls) == 7
-    assert set(seen[0]) == {"i", "x", "sigma", "sigma_next", "denoised"}
+    assert set(seen[0]) == {"i", "x", "sigma", "sigma_hat", "sigma_next", "denoised"}
 
     calls.clear()
     inputs = []

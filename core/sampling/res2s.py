@@ -26,11 +26,14 @@ with the same torch CPU kernels and precisions as there.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
+from ..noise import noise_generator, seeded_noise
+from .state import StateForm, step_info
 from .unipc import _as_sigma_list
 
 __all__ = [
@@ -44,9 +47,6 @@ __all__ = [
     "seeded_noise_sampler",
     "standardized_noise",
 ]
-
-_U64 = 1 << 64
-
 
 # The official loop swaps a final sigma of 0 for 0.0011 held in a float32 tensor, i.e. this value.
 RES2S_TERMINAL_SIGMA: float = float(np.float32(0.0011))
@@ -150,10 +150,10 @@ def sde_step(
 # --------------------------------------------------------------------------------------------------
 # noise
 # --------------------------------------------------------------------------------------------------
-def standardized_noise(shape, generator: torch.Generator, device=None) -> torch.Tensor:
-    """float64 normal noise standardized over the whole tensor, then again over its last two dims."""
-    device = generator.device if device is None else device
-    z = torch.randn(tuple(shape), generator=generator, dtype=torch.float64, device=device)
+def standardized_noise(shape, generator: torch.Generator) -> torch.Tensor:
+    """float64 normal noise from ``generator`` (on its device), standardized over the whole tensor, then
+    again over its last two dims (ltx-pipelines ``_get_new_noise``)."""
+    z, = seeded_noise(generator, shape, draw_dtype=torch.float64)
     z = (z - z.mean()) / z.std()
     dims = tuple(range(-min(z.ndim, 2), 0))
     z.sub_(z.mean(dim=dims, keepdim=True))
@@ -162,10 +162,14 @@ def standardized_noise(shape, generator: torch.Generator, device=None) -> torch.
 
 
 class _TwoStreamNoise:
-    """Noise sampler with one generator for the step noise and one for the substep (midpoint) noise."""
+    """Noise sampler with one generator for the step noise and one for the substep (midpoint) noise.
+
+    Unlike the start noise (:mod:`core.noise`: CPU generator, float32), the official res2s loop draws this
+    noise in float64 from generators on the latent's device; the same is done here, so that the official
+    seeds (:func:`reference_noise_sampler`) give the official numbers."""
 
     def __init__(self, step_seed: int, substep_seed: int, device=None):
-        self.seeds = {"step": int(step_seed) % _U64, "substep": int(substep_seed) % _U64}
+        self.seeds = {"step": int(step_seed), "substep": int(substep_seed)}
         self.device = None if device is None else torch.device(device)
         self._gens: dict[str, torch.Generator] = {}
 
@@ -174,14 +178,14 @@ class _TwoStreamNoise:
         if gen is None:
             if kind not in self.seeds:
                 raise ValueError(f"noise sampler: kind must be 'step' or 'substep', got {kind!r}")
-            gen = torch.Generator(device=self.device if self.device is not None else x.device)
-            gen.manual_seed(self.seeds[kind])
+            gen = noise_generator(self.seeds[kind], self.device if self.device is not None else x.device)
             self._gens[kind] = gen
         return standardized_noise(x.shape, gen)
 
 
 def seeded_noise_sampler(seed: int, device=None) -> Callable[[str, int, torch.Tensor], torch.Tensor]:
-    """SDE noise driven by the user's seed: step noise from ``seed``, substep noise from ``seed + 10000``.
+    """SDE noise driven by the user's seed: step noise from ``seed``, substep noise from ``seed + 10000``
+    (seeds taken mod 2**64, as :func:`core.noise.noise_generator` does).
 
     The generators live on ``device`` (default: the device of the first sample drawn for), are created on the
     first draw, and advance with every draw, so a sampler object serves one sampling run.
@@ -193,6 +197,77 @@ def seeded_noise_sampler(seed: int, device=None) -> Callable[[str, int, torch.Te
 def reference_noise_sampler(device=None) -> Callable[[str, int, torch.Tensor], torch.Tensor]:
     """The official res2s noise, which ignores the user's seed: step seed -1, substep seed 9999."""
     return _TwoStreamNoise(-1, 9999, device)
+
+
+# --------------------------------------------------------------------------------------------------
+# plan: every host-side decision and coefficient, before the loop
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Step:
+    """One res_2s step from ``sigma`` to ``sigma_next`` over the midpoint ``sigma_mid``.
+
+    ``ha21 = h * a21`` moves the anchor to the midpoint, ``h``, ``b1``, ``b2`` combine the two x0 estimates;
+    ``mid_sde`` / ``step_sde`` are the re-noisings to the midpoint and to ``sigma_next`` (:func:`_sde_plan`;
+    None = pass-through); ``refine`` switches the anchor refinement on; ``report`` says whether the callback
+    runs after this step (the last step reports after the final call)."""
+
+    sigma: float
+    sigma_next: float
+    sigma_mid: float
+    h: float
+    ha21: float
+    b1: float
+    b2: float
+    mid_sde: tuple | None
+    step_sde: tuple | None
+    refine: bool
+    report: bool
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The whole run: the res_2s ``steps``; then, when ``final_sigma`` is not None, one more model call there
+    whose x0 is the result; then the last callback, with ``last`` = (i, sigma, sigma_next) of the schedule
+    (its ``denoised`` is that final call's x0, or the last step's first x0). ``noise``: draw SDE noise."""
+
+    steps: tuple[_Step, ...]
+    final_sigma: float | None
+    last: tuple[int, float, float]
+    noise: bool
+
+
+def _plan(sig: list[float], eta: float, bongmath: bool, bongmath_iters: int, final_denoise: bool,
+          step_sde_float32: bool) -> _Plan:
+    """The plan of :func:`sample_res2s` for checked sigmas (host floats only; no tensor of the run)."""
+    n_steps = len(sig) - 1
+    ends_at_zero = sig[-1] == 0.0
+    if ends_at_zero and final_denoise:
+        if sig[-2] <= RES2S_TERMINAL_SIGMA:
+            raise ValueError(f"sample_res2s: the last non-zero sigma must exceed {RES2S_TERMINAL_SIGMA}")
+        # official: a final 0 becomes (0.0011, 0); N full steps, the last to 0.0011, then a call there
+        run = sig[:-1] + [RES2S_TERMINAL_SIGMA, 0.0]
+        n_rk, final = n_steps, RES2S_TERMINAL_SIGMA
+    else:
+        run = list(sig)
+        # without the final denoise a schedule ending in 0 returns the x0 of its last step's first call
+        n_rk, final = (n_steps - 1, sig[n_steps - 1]) if ends_at_zero else (n_steps, None)
+    # log-sigma step sizes, computed once on the CPU in float64 (the last entry may be inf and is unused)
+    run_t = torch.tensor(run, dtype=torch.float64)
+    hs = (-torch.log(run_t[1:] / run_t[:-1])).tolist()
+    steps = []
+    for i in range(n_rk):
+        s, sn, h = run[i], run[i + 1], hs[i]
+        # sqrt(sigma * sigma_next) by torch's CPU kernel, which is not always correctly rounded (as official)
+        s_mid = torch.sqrt(torch.tensor(s, dtype=torch.float64) * torch.tensor(sn, dtype=torch.float64)).tolist()
+        a21, b1, b2 = res2s_coefficients(h)
+        steps.append(_Step(
+            sigma=s, sigma_next=sn, sigma_mid=s_mid, h=h, ha21=h * a21, b1=b1, b2=b2,
+            mid_sde=_sde_plan(s, s_mid, eta, False),  # the midpoint re-noising is float64 in the official loop
+            step_sde=_sde_plan(s, sn, eta, step_sde_float32),
+            refine=bongmath and bongmath_iters > 0 and h < 0.5 and s > 0.03,
+            report=i < n_steps - 1,
+        ))
+    return _Plan(tuple(steps), final, (n_steps - 1, sig[n_steps - 1], sig[n_steps]), eta > 0.0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -218,18 +293,6 @@ def _refine_anchor(x_mid: list, den1: list, eps1: list, ha21: float, iters: int)
     sizes = [x.numel() for x in x_mid]
     return ([p.view_as(x) for p, x in zip(a.split(sizes), x_mid)],
             [p.view_as(x) for p, x in zip(e.split(sizes), x_mid)])
-
-
-def _per_item(value, n: int, what: str) -> list:
-    if value is None:
-        return [None] * n
-    if isinstance(value, (tuple, list)):
-        if len(value) != n:
-            raise ValueError(f"sample_res2s: {what} has {len(value)} entries for {n} latents")
-        return list(value)
-    if n != 1:
-        raise ValueError(f"sample_res2s: {what} must be a tuple of {n} entries (one per latent) or None")
-    return [value]
 
 
 def _blend(x: torch.Tensor, mask, clean) -> torch.Tensor:
@@ -259,13 +322,12 @@ def sample_res2s(
 ):
     """res_2s sampling over ``sigmas`` (N + 1 decreasing flow sigmas in (0, 1], last one >= 0).
 
-    Args:
-        model: ``model(x, sigma, **extra_args) -> x0`` with ``sigma`` a Python float. When ``x`` is a tuple
-            (video, audio) the model gets and returns tuples.
-        x: the sample(s) at ``sigmas[0]``.
+    Args (the contract of :mod:`core.sampling.state`):
+        model: ``model(x, sigma, **extra_args) -> x0`` with ``sigma`` a Python float, in ``x``'s form.
+        x: the sample(s) at ``sigmas[0]``: a tensor or a tuple of tensors (e.g. video, audio).
         eta: fraction of the noise std renewed by each re-noising (0 = deterministic, no noise drawn).
         noise_sampler: ``noise_sampler(kind, step, x) -> noise`` with ``kind`` "substep" or "step", called per
-            latent in the order substep (each latent), step (each latent); use :func:`seeded_noise_sampler`
+            part in the order substep (each part), step (each part); use :func:`seeded_noise_sampler`
             or :func:`reference_noise_sampler`. Required when ``eta > 0``.
         bongmath: refine the anchor (``bongmath_iters`` fixed-point iterations, only on steps with
             ``h < 0.5`` and ``sigma > 0.03``) so that it is consistent with the re-noised midpoint.
@@ -274,21 +336,19 @@ def sample_res2s(
             step returns the x0 of its first model call (2N - 1 calls).
         state_dtype: dtype of the integrator arithmetic (float64 in the official loop).
         model_dtype: dtype of the sample between steps and of every model input (official: bfloat16);
-            None keeps each input latent's dtype. One dtype, or one per latent.
+            None keeps each input part's dtype. One dtype, or one per part.
         step_sde_float32: do the step-level re-noising's sigma arithmetic in float32, as the official loop
             does with its float32 schedule tensor (the midpoint re-noising is float64 there too).
-        denoise_mask, clean_latent: optional per-latent mask (1 = denoise) and clean latent; each x0 and
+        denoise_mask, clean_latent: optional per-part mask (1 = denoise) and clean latent; each x0 and
             each re-noised sample is blended back to the clean latent where the mask is 0.
-        callback: called once per step (``len(sigmas) - 1`` times) with ``{"i", "x", "sigma",
-            "sigma_next", "denoised"}``; on the last step ``x`` is the returned sample.
+        callback: called once per step (``len(sigmas) - 1`` times) with
+            :func:`~core.sampling.state.step_info`'s dict; on the last step ``x`` is the returned sample.
 
-    Returns the denoised sample(s) (a tuple when ``x`` is a tuple), in the model dtype.
+    Returns the denoised sample(s) in ``x``'s form, in the model dtype. Every decision and coefficient is
+    worked out before the loop (:func:`_plan`); the loop only does tensor arithmetic.
     """
-    multi = isinstance(x, (tuple, list))
-    xs = list(x) if multi else [x]
-    n_lat = len(xs)
-    if n_lat == 0:
-        raise ValueError("sample_res2s: x is an empty tuple")
+    form = StateForm(x, "sample_res2s")
+    xs = form.parts(x)
     sig = _as_sigma_list(sigmas)
     if len(sig) < 2:
         raise ValueError(f"sample_res2s: need at least 2 sigmas (one step), got {len(sig)}")
@@ -302,98 +362,45 @@ def sample_res2s(
         raise ValueError(f"sample_res2s: eta must be finite and >= 0, got {eta!r}")
     if eta > 0.0 and noise_sampler is None:
         raise ValueError("sample_res2s: eta > 0 needs a noise_sampler, e.g. seeded_noise_sampler(seed)")
-    extra_args = {} if extra_args is None else extra_args
-    masks = _per_item(denoise_mask, n_lat, "denoise_mask")
-    cleans = _per_item(clean_latent, n_lat, "clean_latent")
+    masks = form.per_part(denoise_mask, "denoise_mask")
+    cleans = form.per_part(clean_latent, "clean_latent")
     if any((m is None) != (c is None) for m, c in zip(masks, cleans)):
         raise ValueError("sample_res2s: denoise_mask and clean_latent must be given together")
-    if isinstance(model_dtype, (tuple, list)):
-        mdts = _per_item(model_dtype, n_lat, "model_dtype")
-    else:
-        mdts = [model_dtype] * n_lat
+    mdts = form.per_part(model_dtype, "model_dtype") if isinstance(model_dtype, (tuple, list)) \
+        else [model_dtype] * form.n
     mdts = [xi.dtype if d is None else d for xi, d in zip(xs, mdts)]
+    plan = _plan(sig, eta, bongmath, bongmath_iters, final_denoise, step_sde_float32)
+    model_call = form.model_fn(model, extra_args)
     sd = state_dtype
 
-    n_steps = len(sig) - 1
-    ends_at_zero = sig[-1] == 0.0
-    if ends_at_zero and final_denoise:
-        if sig[-2] <= RES2S_TERMINAL_SIGMA:
-            raise ValueError(f"sample_res2s: the last non-zero sigma must exceed {RES2S_TERMINAL_SIGMA}")
-        run = sig[:-1] + [RES2S_TERMINAL_SIGMA, 0.0]
-        n_rk = n_steps
-    else:
-        run = list(sig)
-        n_rk = n_steps - 1 if ends_at_zero else n_steps
-    # log-sigma step sizes, computed once on the CPU in float64 (the last entry may be inf and is unused)
-    run_t = torch.tensor(run, dtype=torch.float64)
-    hs = (-torch.log(run_t[1:] / run_t[:-1])).tolist()
-    # everything the loop decides or multiplies by, as host floats prepared here
-    plans = []
-    for i in range(n_rk):
-        s, sn, h = run[i], run[i + 1], hs[i]
-        # sqrt(sigma * sigma_next) by torch's CPU kernel, which is not always correctly rounded (as official)
-        s_mid = torch.sqrt(torch.tensor(s, dtype=torch.float64) * torch.tensor(sn, dtype=torch.float64)).tolist()
-        plans.append((
-            s, sn, h, s_mid, res2s_coefficients(h),
-            _sde_plan(s, s_mid, eta, False),  # the midpoint re-noising is float64 in the official loop
-            _sde_plan(s, sn, eta, step_sde_float32),
-            bongmath and bongmath_iters > 0 and h < 0.5 and s > 0.03,
-        ))
+    def call(parts: list[torch.Tensor], sigma: float) -> list[torch.Tensor]:
+        return [_blend(o, m, c) for o, m, c in zip(model_call(parts, sigma), masks, cleans)]
 
-    def call(latents: list[torch.Tensor], sigma: float) -> list[torch.Tensor]:
-        out = model(tuple(latents) if multi else latents[0], sigma, **extra_args)
-        outs = list(out) if multi else [out]
-        if len(outs) != n_lat:
-            raise ValueError(f"sample_res2s: model returned {len(outs)} latents for {n_lat}")
-        return [_blend(o, m, c) for o, m, c in zip(outs, masks, cleans)]
-
-    def pack(items: list[torch.Tensor]):
-        return tuple(items) if multi else items[0]
-
-    def report(i: int, cur, sigma: float, sigma_next: float, den) -> None:
-        if callback is not None:
-            callback({"i": i, "x": pack(cur), "sigma": sigma, "sigma_next": sigma_next, "denoised": pack(den)})
+    def renoise(i: int, kind: str, sde, anchor: list, det: list, like: list) -> list:
+        # noise is drawn whenever eta > 0 (also for pass-through steps), as the official loop does
+        noise = [noise_sampler(kind, i, c) if plan.noise else None for c in like]
+        return [_blend(_sde_apply(a, d, sde, z), mk, cl) for a, d, z, mk, cl in zip(anchor, det, noise, masks, cleans)]
 
     cur = [xi.to(d) for xi, d in zip(xs, mdts)]
-    draw = eta > 0.0
-    for i in range(n_rk):
-        s, sn, h, s_mid, (a21, b1, b2), plan_mid, plan_step, refine = plans[i]
-        ha21 = h * a21
-
-        den1 = call(cur, s)
+    den1 = None
+    for i, st in enumerate(plan.steps):
+        den1 = call(cur, st.sigma)
         anchor = [c.to(sd) for c in cur]
         den1_s = [d.to(sd) for d in den1]
         eps1 = [d - a for d, a in zip(den1_s, anchor)]
-        mid_det = [a + ha21 * e for a, e in zip(anchor, eps1)]
-        noise_mid = [noise_sampler("substep", i, c) if draw else None for c in cur]
-        x_mid = [
-            _blend(_sde_apply(a, m, plan_mid, z), mk, cl)
-            for a, m, z, mk, cl in zip(anchor, mid_det, noise_mid, masks, cleans)
-        ]
-        if refine:
-            anchor, eps1 = _refine_anchor(x_mid, den1_s, eps1, ha21, bongmath_iters)
-
-        den2 = call([m.to(d) for m, d in zip(x_mid, mdts)], s_mid)
+        x_mid = renoise(i, "substep", st.mid_sde, anchor, [a + st.ha21 * e for a, e in zip(anchor, eps1)], cur)
+        if st.refine:
+            anchor, eps1 = _refine_anchor(x_mid, den1_s, eps1, st.ha21, bongmath_iters)
+        den2 = call([m.to(d) for m, d in zip(x_mid, mdts)], st.sigma_mid)
         eps2 = [d.to(sd) - a for d, a in zip(den2, anchor)]
-        next_det = [a + h * (b1 * e1 + b2 * e2) for a, e1, e2 in zip(anchor, eps1, eps2)]
-        noise_step = [noise_sampler("step", i, c) if draw else None for c in cur]
-        x_next = [
-            _blend(_sde_apply(a, nd, plan_step, z), mk, cl)
-            for a, nd, z, mk, cl in zip(anchor, next_det, noise_step, masks, cleans)
-        ]
-        cur = [xn.to(d) for xn, d in zip(x_next, mdts)]
-        if i < n_steps - 1:
-            report(i, cur, sig[i], sig[i + 1], den1)
-
-    if n_rk == n_steps:
-        if ends_at_zero:  # final plain denoise at the terminal sigma
-            den = call(cur, RES2S_TERMINAL_SIGMA)
-            cur = [d.to(dt) for d, dt in zip(den, mdts)]
-        else:
-            den = den1
-        report(n_steps - 1, cur, sig[n_steps - 1], sig[n_steps], den)
-    else:  # schedule ends at 0 without the final denoise: the last step returns its x0
-        den = call(cur, sig[n_steps - 1])
-        cur = [d.to(dt) for d, dt in zip(den, mdts)]
-        report(n_steps - 1, cur, sig[n_steps - 1], sig[n_steps], den)
-    return pack(cur)
+        next_det = [a + st.h * (st.b1 * e1 + st.b2 * e2) for a, e1, e2 in zip(anchor, eps1, eps2)]
+        cur = [xn.to(d) for xn, d in zip(renoise(i, "step", st.step_sde, anchor, next_det, cur), mdts)]
+        if st.report and callback is not None:
+            callback(step_info(i, form.pack(cur), st.sigma, st.sigma_next, form.pack(den1)))
+    if plan.final_sigma is not None:
+        den1 = call(cur, plan.final_sigma)
+        cur = [d.to(dt) for d, dt in zip(den1, mdts)]
+    if callback is not None:
+        i, s, sn = plan.last
+        callback(step_info(i, form.pack(cur), s, sn, form.pack(den1)))
+    return form.pack(cur)

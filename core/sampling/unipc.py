@@ -29,6 +29,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
+from .state import StateForm, step_info
+
 __all__ = ["sample_unipc", "unipc_step_orders"]
 
 
@@ -188,8 +190,8 @@ def _apply(upd: _Update, x: torch.Tensor, hist: list[torch.Tensor], new: torch.T
 
 
 def sample_unipc(
-    model: Callable[..., torch.Tensor],
-    x: torch.Tensor,
+    model: Callable,
+    x,
     sigmas,
     extra_args: dict | None = None,
     callback: Callable[[dict], None] | None = None,
@@ -198,19 +200,19 @@ def sample_unipc(
     solver_type: str = "bh2",
     lower_order_final: bool = True,
     disable_corrector: Iterable[int] = (),
-) -> torch.Tensor:
+):
     """UniPC multistep sampling of a flow model from ``sigmas[0]`` down to ``sigmas[-1]``.
 
-    Args:
+    Args (the contract of :mod:`core.sampling.state`):
         model: ``model(x, sigma, **extra_args) -> x0`` (the denoised estimate; a velocity model is wrapped
             as ``x - sigma * v``). ``sigma`` is a Python float taken from ``sigmas``.
-        x: the starting sample at ``sigmas[0]`` (noise for text-to-video). Its dtype is the state dtype;
-            updates are computed in at least float32 and cast back.
+        x: the starting sample at ``sigmas[0]`` (noise for text-to-video): a tensor or a tuple of tensors.
+            Each part's dtype is its state dtype; updates are computed in at least float32 and cast back.
         sigmas: N + 1 flow sigmas (Python floats, or a 1-D tensor that is read once before the loop),
             strictly decreasing in (0, 1), the last one in [0, 1) (it may repeat the previous value, as
             ``final_sigmas_type="sigma_min"`` does; that last step then leaves x unchanged).
         extra_args: keyword arguments passed to every model call.
-        callback: called after each step with ``{"i", "x", "sigma", "sigma_next", "denoised"}``; an
+        callback: called after each step with :func:`~core.sampling.state.step_info`'s dict; an
             exception raised there aborts sampling.
         order: solver order (1, 2, 3, ...), warmed up from 1.
         solver_type: ``"bh1"`` (B(h) = h) or ``"bh2"`` (B(h) = e^h - 1).
@@ -218,7 +220,8 @@ def sample_unipc(
         disable_corrector: step indices j whose predictor output is NOT corrected (diffusers' convention:
             the UniC correction of step j's result would run at the start of step j + 1).
 
-    Returns the sample after the last step (the x0 estimate of the last model call when sigmas end in 0).
+    Returns the sample after the last step (the x0 estimate of the last model call when sigmas end in 0), in
+    ``x``'s form.
 
     Matches diffusers' ``UniPCMultistepScheduler`` (flow sigmas, ``prediction_type="flow_prediction"``,
     predict_x0) step for step, except that a step that lands on sigma 0 always uses order 1 (diffusers
@@ -232,24 +235,25 @@ def sample_unipc(
     _check_flow_sigmas(sig, "sample_unipc")
     order = int(order)
     plan = _plan(sig, order, solver_type, lower_order_final, disable_corrector)
-    extra_args = {} if extra_args is None else extra_args
-    state_dtype = x.dtype
-    work_dtype = torch.promote_types(x.dtype, torch.float32)
+    form = StateForm(x, "sample_unipc")
+    call = form.model_fn(model, extra_args)
+    xs = form.parts(x)
+    dtypes = [p.dtype for p in xs]
+    work = [torch.promote_types(d, torch.float32) for d in dtypes]
 
-    hist: list[torch.Tensor] = []  # x0 estimates in the working dtype, oldest first
+    hist: list[list[torch.Tensor]] = [[] for _ in xs]  # per part: x0 estimates (working dtype), oldest first
     x_in = None  # the (corrected) sample the previous predictor started from
     for i, (corr, pred) in enumerate(plan):
-        denoised = model(x, sig[i], **extra_args)
-        m_new = denoised.to(work_dtype)
+        den = call(xs, sig[i])
+        m_new = [d.to(w) for d, w in zip(den, work)]
         if corr is not None:
-            x = _apply(corr, x_in, hist, m_new).to(state_dtype)
-        hist.append(m_new)
-        del hist[:-order]
-        x_in = x
-        if pred.ratio is None:
-            x = x_in
-        else:
-            x = _apply(pred, x_in, hist, None).to(state_dtype)
+            xs = [_apply(corr, xp, h, m).to(dt) for xp, h, m, dt in zip(x_in, hist, m_new, dtypes)]
+        for h, m in zip(hist, m_new):
+            h.append(m)
+            del h[:-order]
+        x_in = xs
+        if pred.ratio is not None:
+            xs = [_apply(pred, xp, h, None).to(dt) for xp, h, dt in zip(x_in, hist, dtypes)]
         if callback is not None:
-            callback({"i": i, "x": x, "sigma": sig[i], "sigma_next": sig[i + 1], "denoised": denoised})
-    return x
+            callback(step_info(i, form.pack(xs), sig[i], sig[i + 1], form.pack(den)))
+    return form.pack(xs)
