@@ -25,6 +25,7 @@ except Exception:  # plain Python (or a ComfyUI that cannot start here, e.g. no 
     mm = model_patcher = comfy_utils = folder_paths = None
 
 MODEL_FOLDER = "cosmos3"  # models/cosmos3: diffusers-format Cosmos3 checkpoint folders
+GUARDRAILS_FOLDER = "guardrails"  # models/guardrails: guardrail weights (RetinaFace's Resnet50_Final.pth, ...)
 EMBEDDED_CHECKPOINT = "cosmos3-tiny-random (embedded demo: noise)"
 MODELS_DIR_ENV = "COSMOS3_LTX2_MODELS_DIR"  # where headless runs look for model folders without ComfyUI
 
@@ -117,10 +118,11 @@ def load_to_device(patcher, module: nn.Module, device: torch.device) -> None:
 
 # ---------------------------------------------------------------------------------------------- folders
 def register_model_folders() -> None:
-    """Add ``models/cosmos3`` to ComfyUI's model folders (diffusers-format checkpoint folders)."""
+    """Add ``models/cosmos3`` (diffusers-format checkpoint folders) and ``models/guardrails`` to ComfyUI's model folders."""
     if folder_paths is None:
         return
-    folder_paths.add_model_folder_path(MODEL_FOLDER, os.path.join(folder_paths.models_dir, MODEL_FOLDER))
+    for kind in (MODEL_FOLDER, GUARDRAILS_FOLDER):
+        folder_paths.add_model_folder_path(kind, os.path.join(folder_paths.models_dir, kind))
 
 
 def _search_roots(kind: str) -> list[Path]:
@@ -144,15 +146,20 @@ def checkpoint_folders(kind: str = MODEL_FOLDER, marker: str = "model_index.json
 
 def safetensors_files(kind: str) -> list[str]:
     """``.safetensors`` files of a ComfyUI model folder kind (e.g. ``diffusion_models``, ``vae``)."""
+    return model_files(kind, (".safetensors",))
+
+
+def model_files(kind: str, suffixes: tuple[str, ...]) -> list[str]:
+    """Files ending in one of ``suffixes`` in a ComfyUI model folder kind, relative to their folder."""
     if folder_paths is not None:
         try:
-            return [f for f in folder_paths.get_filename_list(kind) if f.endswith(".safetensors")]
+            return [f for f in folder_paths.get_filename_list(kind) if f.endswith(suffixes)]
         except KeyError:
             return []
     names = []
     for root in _search_roots(kind):
         if root.is_dir():
-            names += sorted(str(p.relative_to(root)) for p in root.rglob("*.safetensors"))
+            names += sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name.endswith(suffixes))
     return names
 
 

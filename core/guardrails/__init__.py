@@ -1,0 +1,1 @@
+"""Guardrails: checks on prompts and on generated frames (text guard, face pixelation)."""
