@@ -170,15 +170,20 @@ def checkpoint_folders(kind: str, marker: str = "model_index.json") -> list[str]
 
 def safetensors_files(kind: str) -> list[str]:
     """``.safetensors`` files of a ComfyUI model folder kind (e.g. ``diffusion_models``, ``vae``)."""
+    return model_files(kind, (".safetensors",))
+
+
+def model_files(kind: str, suffixes: tuple[str, ...]) -> list[str]:
+    """Files ending in one of ``suffixes`` in a ComfyUI model folder kind, relative to their folder."""
     if folder_paths is not None:
         try:
-            return [f for f in folder_paths.get_filename_list(kind) if f.endswith(".safetensors")]
+            return [f for f in folder_paths.get_filename_list(kind) if f.endswith(suffixes)]
         except KeyError:
             return []
     names = []
     for root in _search_roots(kind):
         if root.is_dir():
-            names += sorted(str(p.relative_to(root)) for p in root.rglob("*.safetensors"))
+            names += sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name.endswith(suffixes))
     return names
 
 

@@ -127,10 +127,11 @@ def comfyui_standin(models_dir: str):
     saved = {k: sys.modules.get(k) for k in modules}
     sys.modules.update(modules)
     glue = importlib.import_module("comfyui_cosmos3_ltx2.nodes.comfy")
-    cosmos3_nodes = importlib.import_module("comfyui_cosmos3_ltx2.nodes.cosmos3")
+    node_modules = [importlib.import_module(f"comfyui_cosmos3_ltx2.nodes.{m}") for m in ("cosmos3", "guardrails")]
     try:
         importlib.reload(glue)
-        glue.register_model_folder(cosmos3_nodes.MODEL_FOLDER)  # as importing the nodes does inside ComfyUI
+        for module in node_modules:  # as importing the nodes does inside ComfyUI
+            glue.register_model_folder(module.MODEL_FOLDER)
         yield rec
     finally:
         for k, v in saved.items():

@@ -50,8 +50,15 @@ def reference_module():
     import transformers  # noqa: F401
 
     added, before = [], set(sys.modules)
+    hide_torchvision = "torchvision" not in sys.modules and importlib.util.find_spec("torchvision") is None
     if not on_path:
         sys.path.insert(0, folder)
+    if hide_torchvision:  # the face filter's oracles put a torchvision in that folder: not for transformers' imports
+        sys.modules["torchvision"] = None
+    for name in ("retinaface",):  # the face detector (also in that folder, needing torchvision): unused here
+        if name not in sys.modules:
+            sys.modules[name] = _Stub(name)
+            added.append(name)
     try:
         while True:
             try:
@@ -64,6 +71,8 @@ def reference_module():
     finally:
         if not on_path:
             sys.path.remove(folder)
+        if hide_torchvision and sys.modules.get("torchvision", 0) is None:
+            del sys.modules["torchvision"]
         for name in added + [m for m in set(sys.modules) - before if m.startswith("cosmos_guardrail")]:
             sys.modules.pop(name, None)
 

@@ -366,10 +366,8 @@ def test_node_reads_models_guardrails(tmp_path, monkeypatch, nltk_data, tiny_gua
 def test_guardrails_model_folder_is_registered_in_comfyui(tmp_path):
     from comfy_standin import comfyui_standin
 
-    from comfyui_cosmos3_ltx2.nodes import comfy as glue
 
     with comfyui_standin(str(tmp_path)) as rec:
-        glue.register_model_folder("guardrails")  # as importing nodes/guardrails.py does inside ComfyUI
         assert rec.folders["guardrails"] == [str(tmp_path / "guardrails")]
         write_lists(tmp_path / "guardrails" / "my-list", custom=["zorbex"])
         assert NODE.INPUT_TYPES()["required"]["blocklist"][0] == ["default (shipped)", "my-list"]

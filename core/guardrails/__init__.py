@@ -5,6 +5,9 @@ empty-prompt check, the blocklist (:mod:`.blocklist`: leetspeak-aware censor on 
 lemmatised prompt, whole-word exact and fuzzy matches) and optionally a guard language model
 (:mod:`.guard_model`, Qwen3Guard style). Everything comes from local folders; nothing is downloaded.
 A guard model that fails blocks (fail closed).
+
+Video guardrail (after decoding): :mod:`.faces` pixelates faces found by RetinaFace (:mod:`.retinaface`, the
+reference's ResNet-50 network and weight file) or, without weights, OpenCV's Haar cascade.
 """
 
 from .blocklist import DEFAULT_FOLDER as DEFAULT_BLOCKLIST
