@@ -239,7 +239,7 @@ def test_editor_layout_reads_left_to_right_and_opens_fitted(path):
     # the stored view shows the whole graph in a small window, clear of the side bar and the top menu
     ds = wf["extra"]["ds"]
     scale, (ox, oy) = ds["scale"], ds["offset"]
-    assert 0.3 <= scale <= 1.0
+    assert 0.2 <= scale <= 1.0  # the frontend fits a template on opening; this is the drag-and-drop view
     for left, top, right, bottom in boxes.values():
         assert MARGINS[0] <= (left + ox) * scale and (right + ox) * scale <= VIEW[0] - MARGINS[2], path.name
         assert MARGINS[1] <= (top + oy) * scale and (bottom + oy) * scale <= VIEW[1] - MARGINS[3], path.name

@@ -25,6 +25,8 @@ FROM_CHECKPOINT = "(from the checkpoint folder)"
 PROMPT = ("A robot arm in a bright workshop picks up a red wooden block and places it on top of a blue one. "
           "The camera slowly pushes in; soft daylight from a window.")
 NEGATIVE = "blurry, distorted, low quality, flickering, watermark, text"
+# The guardrails' face detector with no weight file (RetinaFace needs models/guardrails/Resnet50_Final.pth).
+FACE_DETECTOR = "opencv haar cascade (no weights)"
 
 # Each node: id, class, widgets (name -> value, in INPUT_TYPES order), links (input -> (source node, output slot,
 # type)), outputs [(name, type)]. Editor-only details: linked_widgets (widget inputs fed by a link, whose value
@@ -40,8 +42,11 @@ def t2v():
              outputs=[("vae", "COSMOS3_VAE")]),
         dict(id=3, cls="Cosmos3EmptyLatent", widgets=dict(width=320, height=192, frames=17, batch_size=1),
              outputs=[("LATENT", "LATENT")]),
+        dict(id=10, cls="Cosmos3LTX2TextGuardrail",
+             widgets=dict(prompt=PROMPT, blocklist="default (shipped)", guard_model="none", device="default"),
+             outputs=[("prompt", "STRING")]),
         dict(id=4, cls="Cosmos3TextEncode",
-             links=dict(model=(1, 0, "COSMOS3_MODEL"), latent=(3, 0, "LATENT")),
+             links=dict(model=(1, 0, "COSMOS3_MODEL"), latent=(3, 0, "LATENT"), prompt=(10, 0, "STRING")),
              widgets=dict(prompt=PROMPT, negative_prompt=NEGATIVE, fps=24.0, use_system_prompt=True,
                           add_duration_template=True, add_resolution_template=True),
              outputs=[("conditioning", "COSMOS3_CONDITIONING")]),
@@ -52,7 +57,9 @@ def t2v():
              sockets=[("sigmas", "SIGMAS")], outputs=[("LATENT", "LATENT")]),
         dict(id=6, cls="Cosmos3VAEDecode", links=dict(vae=(2, 0, "COSMOS3_VAE"), latent=(5, 0, "LATENT")),
              outputs=[("images", "IMAGE"), ("fps", "FLOAT")]),
-        dict(id=7, cls="CreateVideo", links=dict(images=(6, 0, "IMAGE"), fps=(6, 1, "FLOAT")), widgets={},
+        dict(id=11, cls="Cosmos3LTX2VideoGuardrail", links=dict(images=(6, 0, "IMAGE")),
+             widgets=dict(detector=FACE_DETECTOR, batch_size=4), outputs=[("images", "IMAGE"), ("changed", "BOOLEAN")]),
+        dict(id=7, cls="CreateVideo", links=dict(images=(11, 0, "IMAGE"), fps=(6, 1, "FLOAT")), widgets={},
              linked_widgets=dict(fps=24.0), optional_widgets=dict(bit_depth=8), sockets=[("audio", "AUDIO")],
              outputs=[("VIDEO", "VIDEO")]),
         dict(id=8, cls="SaveVideo", links=dict(video=(7, 0, "VIDEO")),
@@ -61,25 +68,35 @@ def t2v():
     ]
 
 
+def _node(nodes, node_id: int) -> dict:
+    return next(n for n in nodes if n["id"] == node_id)
+
+
+def _set_prompt(nodes, text: str) -> None:
+    """The prompt lives in the text guardrail (10), which feeds the text encoder (4); both keep the words."""
+    for node_id in (10, 4):
+        _node(nodes, node_id)["widgets"]["prompt"] = text
+
+
 def i2v():
     nodes = t2v()
-    nodes[2] = dict(id=3, cls="Cosmos3ImageToVideoLatent",
-                    links=dict(vae=(2, 0, "COSMOS3_VAE"), image=(9, 0, "IMAGE")),
-                    widgets=dict(width=320, height=192, frames=17, batch_size=1), outputs=[("LATENT", "LATENT")])
+    nodes[nodes.index(_node(nodes, 3))] = dict(
+        id=3, cls="Cosmos3ImageToVideoLatent", links=dict(vae=(2, 0, "COSMOS3_VAE"), image=(9, 0, "IMAGE")),
+        widgets=dict(width=320, height=192, frames=17, batch_size=1), outputs=[("LATENT", "LATENT")])
     nodes.append(dict(id=9, cls="LoadImage", widgets=dict(image="cosmos3_i2v_example.png"), upload="image",
                       outputs=[("IMAGE", "IMAGE"), ("MASK", "MASK")]))
-    nodes[3]["widgets"]["prompt"] = ("The robot arm from the first frame lifts the block and sets it down gently; "
-                                     "the camera stays still.")
-    nodes[7]["widgets"]["filename_prefix"] = "video/cosmos3_i2v"
+    _set_prompt(nodes, "The robot arm from the first frame lifts the block and sets it down gently; "
+                       "the camera stays still.")
+    _node(nodes, 8)["widgets"]["filename_prefix"] = "video/cosmos3_i2v"
     return nodes
 
 
 def t2i():
-    nodes = t2v()[:6]
-    nodes[2]["widgets"].update(width=384, height=256, frames=1)
-    nodes[3]["widgets"]["prompt"] = "A red wooden block on a blue one, studio photo, soft light."
-    nodes[4]["widgets"].update(steps=20, shift=3.0)
-    nodes.append(dict(id=7, cls="SaveImage", links=dict(images=(6, 0, "IMAGE")),
+    nodes = [n for n in t2v() if n["id"] not in (7, 8)]  # no video: the picture is saved as it is
+    _node(nodes, 3)["widgets"].update(width=384, height=256, frames=1)
+    _set_prompt(nodes, "A red wooden block on a blue one, studio photo, soft light.")
+    _node(nodes, 5)["widgets"].update(steps=20, shift=3.0)
+    nodes.append(dict(id=7, cls="SaveImage", links=dict(images=(11, 0, "IMAGE")),
                       widgets=dict(filename_prefix="cosmos3_t2i"), outputs=[("images", "IMAGE")]))
     return nodes
 
@@ -171,7 +188,8 @@ def _inside(point, box, margin) -> bool:
 
 def layout(nodes) -> dict[int, tuple[int, int, int, int]]:
     """``{node id: (x, y, width, height)}`` of the body (its title bar is above ``y``): columns left to right in the
-    order data flows, each column stacked without overlap, and no link passing behind a node it does not join."""
+    order data flows, each column stacked without overlap, and no link passing behind a node it does not join (a
+    link that jumps over a column runs below the nodes there; a node beside a link's end moves below the link)."""
     column = _columns(nodes)
     size = {n["id"]: node_size(n) for n in nodes}
     order = sorted(set(column.values()))
@@ -193,15 +211,21 @@ def layout(nodes) -> dict[int, tuple[int, int, int, int]]:
         return boxes
 
     boxes = stack()
-    for _ in range(50):  # push a node down below any link that would pass behind it
+    for _ in range(50):
         moved = False
         for src, dst, points in link_curves(nodes, boxes):
             for i, box in boxes.items():
-                hits = [p for p in points if i not in (src, dst) and _inside(p, box, CLEARANCE)]
-                if hits:
+                if i in (src, dst) or not any(_inside(p, box, CLEARANCE) for p in points):
+                    continue
+                below = box[1] + box[3] + CLEARANCE + TITLE_H + 1
+                if column[src] < column[i] < column[dst]:
+                    # a link jumping over a column runs below the node in its way: lower both of its ends
+                    for end in (src, dst):
+                        tops[end] = max(tops[end], below)
+                else:  # a node beside one end of the link: it moves below the link
                     tops[i] = max(p[1] for p in points if box[0] - CLEARANCE <= p[0] <= box[0] + box[2] + CLEARANCE) \
                         + CLEARANCE + TITLE_H + 1
-                    moved = True
+                moved = True
         if not moved:
             break
         boxes = stack()
@@ -237,8 +261,8 @@ def editor_format(nodes) -> dict:
             row = next(r for r in link_rows if r[3] == n["id"] and r[6] == name)
             row[4] = len(inputs)
             entry = {"name": name, "type": typ, "link": row[0]}
-            if name in n.get("linked_widgets", {}):
-                entry["widget"] = {"name": name}
+            if name in n.get("linked_widgets", {}) or name in n.get("widgets", {}):
+                entry["widget"] = {"name": name}  # a widget fed by a link keeps its value in its place
             inputs.append(entry)
         inputs += [{"name": name, "type": typ, "link": None} for name, typ in n.get("sockets", [])]
         widgets = list(n.get("widgets", {}).values())
