@@ -5,67 +5,92 @@ Without ``--checkpoint``, ``generate`` runs on the embedded default: a tiny, ran
 in the real on-disk format, written once into a cache folder. Its frames are noise; point
 ``--checkpoint`` at a real diffusers-format Cosmos3 folder (e.g. a local copy of nvidia/Cosmos3-Nano)
 for real videos. Nothing is ever downloaded.
+
+Bad input: every option, the conditioning image and the output file are checked before any model is loaded, and a
+problem is one line on stderr naming the option, without a traceback: exit status 2 for a wrong option (found before
+any work), 1 for a failure during the work (a checkpoint that cannot be read, frames that are not finite, ...), 130
+when interrupted. ``--debug`` (or ``COSMOS3_LTX2_DEBUG=1``) shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
 # Small enough to run in seconds on a laptop CPU with the tiny default model.
 TINY_DEFAULTS = dict(width=128, height=128, frames=17, steps=8)
-REAL_DEFAULTS = dict(width=1280, height=720, frames=189, steps=None)  # steps: the checkpoint decides (35)
+# With --checkpoint: the reference pipeline's size; steps None = the checkpoint's (35, or a distilled list's length).
+REAL_DEFAULTS = dict(width=1280, height=720, frames=189, steps=None)
+DEBUG_ENV = "COSMOS3_LTX2_DEBUG"
+
+# How the command line names the Python API's fields in its messages (others: --field-name).
+FLAGS = {"num_frames": "--frames", "distilled_lora": "--lora"}
 
 
-def write_output(frames, path: Path, fps: float, sound=None) -> Path:
-    """Write the frames (and ``sound = (waveform, sample_rate)``) by the suffix of ``--output``."""
-    from .headless import media
+def flag(field: str) -> str:
+    return FLAGS.get(field, "--" + field.replace("_", "-"))
 
-    try:
-        media.write_frames(frames, path, fps, sound)
-    except (ValueError, ImportError) as e:
-        raise SystemExit(f"--output {path}: {e}") from None
-    return path
+
+def describe_error(error: Exception) -> tuple[int, str]:
+    """``(exit status, one-line message)`` for an exception that ends a command: 2 for a wrong option or workflow
+    (found by the checks before any work), 1 for a failure while working; no traceback either way. Exceptions
+    of kinds a user's input does not cause (a bug) say how to see the traceback."""
+    from .core.checks import OptionError
+    from .headless.validation import WorkflowError
+
+    if isinstance(error, OptionError):
+        return 2, error.describe({f: flag(f) for f in error.fields})
+    if isinstance(error, WorkflowError):
+        return 2, str(error)
+    if isinstance(error, (ValueError, OSError, ImportError, RuntimeError)):  # RuntimeError: node errors, OOM
+        return 1, str(error)
+    return 1, f"{type(error).__name__}: {error} (run with --debug or {DEBUG_ENV}=1 for the traceback)"
 
 
 def cmd_generate(args) -> int:
     import torch
 
+    from .cosmos3.options import check_request
     from .cosmos3.pipeline import generate
     from .cosmos3.tiny import default_checkpoint
+    from .headless.media import check_output, write_frames
 
     embedded = args.checkpoint is None
     defaults = TINY_DEFAULTS if embedded else REAL_DEFAULTS
-    width = args.width or defaults["width"]
-    height = args.height or defaults["height"]
-    frames = args.frames or defaults["frames"]
-    steps = args.steps or defaults["steps"]
+    given = {name: getattr(args, name) for name in ("width", "height", "frames", "steps")}
+    width, height, frames, steps = (defaults[k] if v is None else v for k, v in given.items())
+    # Everything the user gave is checked before anything is loaded (generate checks the image and the checkpoint's
+    # own recipe before loading, too).
+    check_request(prompt=args.prompt, negative_prompt=args.negative_prompt, width=width, height=height,
+                  num_frames=frames, fps=args.fps, steps=steps, guidance=args.guidance, shift=args.shift,
+                  seed=args.seed, sampler="auto", image=args.image)
+    out = check_output(args.output or ("cosmos3.png" if frames == 1 else "cosmos3.webp"), frames)
+    unset = [flag(n) for n, v in given.items() if v is None and n != "steps"]
+    where = "the embedded demo model's defaults" if embedded else "the reference pipeline's defaults for a real checkpoint"
+    note = f" ({'/'.join(unset)}: {where})" if unset else ""
+    shown_steps = "the checkpoint's" if steps is None else steps
+    print(f"[cosmos3] {width}x{height}, {frames} frame(s), {shown_steps} steps{note}")
     if embedded:
         checkpoint = default_checkpoint()
         print(f"[cosmos3] no --checkpoint: using the embedded tiny random model in {checkpoint}")
         print("[cosmos3] its weights are random, so the frames are noise; pass --checkpoint DIR for real output")
     else:
         checkpoint = Path(args.checkpoint)
-    image = None
-    if args.image:
-        from PIL import Image
-
-        image = Image.open(args.image).convert("RGB")
 
     def progress(info):
         print(f"\r[cosmos3] step {info['i'] + 1}", end="", flush=True)
 
     t0 = time.perf_counter()
     video = generate(
-        checkpoint, args.prompt, args.negative_prompt, image, width=width, height=height, num_frames=frames,
+        checkpoint, args.prompt, args.negative_prompt, args.image, width=width, height=height, num_frames=frames,
         fps=args.fps, steps=steps, guidance=args.guidance, seed=args.seed, shift=args.shift,
         device=args.device, dtype=args.dtype, callback=progress, vae=args.vae,
     )
     print()
-    out = Path(args.output or ("cosmos3.png" if video.shape[0] == 1 else "cosmos3.webp"))
-    write_output(video, out, args.fps)
+    write_frames(video, out, args.fps)
     print(f"[cosmos3] {video.shape[0]} frame(s) {video.shape[2]}x{video.shape[1]} -> {out} "
           f"({time.perf_counter() - t0:.1f}s, torch {torch.__version__})")
     return 0
@@ -73,6 +98,7 @@ def cmd_generate(args) -> int:
 
 def _keyframe_arg(text: str):
     """IMAGE:FRAME[:STRENGTH] -> Keyframe (the image path may itself hold colons)."""
+    from .core.checks import OptionError
     from .ltx2.api import Keyframe
 
     parts = text.rsplit(":", 2)
@@ -82,15 +108,18 @@ def _keyframe_arg(text: str):
         path, frame = text.rsplit(":", 1)
         return Keyframe(path, int(frame), 1.0)
     except ValueError:
-        raise SystemExit(f"--keyframe {text!r}: expected IMAGE:FRAME or IMAGE:FRAME:STRENGTH") from None
+        raise OptionError("keyframe", text, "expected IMAGE:FRAME or IMAGE:FRAME:STRENGTH") from None
 
 
 def cmd_ltx_generate(args) -> int:
     import torch
 
+    from .core.checks import OptionError
+    from .headless.media import check_output, write_frames
     from .ltx2 import generate
 
     keyframes = [_keyframe_arg(k) for k in args.keyframe]
+    out = check_output(args.output, args.frames, sound=True)  # before Gemma and the checkpoint load
 
     def progress(info):
         stage = f" {info['stage']}" if "stage" in info else ""
@@ -99,7 +128,7 @@ def cmd_ltx_generate(args) -> int:
     guidance = {}
     if args.stg_block is not None:
         if args.pipeline == "distilled":
-            raise SystemExit("--stg-block: the distilled pipeline runs without guidance")
+            raise OptionError("stg_block", args.stg_block, "the distilled pipeline runs without guidance")
         from dataclasses import replace
 
         from .ltx2.api import DEFAULT_GUIDANCE
@@ -117,7 +146,7 @@ def cmd_ltx_generate(args) -> int:
         lora_strengths=tuple(args.lora_strengths), sde_noise=args.sde_noise, device=args.device,
         dtype=args.dtype, callback=progress, **guidance)
     print()
-    out = write_output(frames, Path(args.output), args.fps, (waveform, rate))
+    write_frames(frames, out, args.fps, (waveform, rate))
     print(f"[ltx2] {frames.shape[0]} frames {frames.shape[2]}x{frames.shape[1]} + {waveform.shape[-1] / rate:.2f}s "
           f"of sound at {rate} Hz -> {out} ({time.perf_counter() - t0:.1f}s, torch {torch.__version__})")
     return 0
@@ -127,31 +156,16 @@ def cmd_run(args) -> int:
     """Run an API-format workflow in-process on the pack's nodes, or on a ComfyUI server with --server."""
     from . import headless
 
-    try:
-        graph = headless.load_workflow(args.workflow)
-        if args.server:
-            graph = headless.apply_overrides(graph, args.set)
-            files = headless.submit(graph, args.server, output_dir=args.output_dir, timeout=args.timeout,
-                                    on_progress=headless.print_progress)
-        else:
-            mappings = headless.node_mappings(False if args.standins else None)
-            graph = headless.apply_overrides(graph, args.set, mappings)
-            files = headless.run(graph, output_dir=args.output_dir, input_dir=args.input_dir, mappings=mappings,
-                                 on_progress=headless.print_progress)
-    except headless.WorkflowError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (headless.NodeError, headless.ServerError, headless.RunInterrupted) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted: no output written", file=sys.stderr)
-        return 130
-    except BaseException as e:
-        if isinstance(e, (Exception, SystemExit)):
-            raise
-        print(f"interrupted ({type(e).__name__}): no output written", file=sys.stderr)
-        return 130
+    graph = headless.load_workflow(args.workflow)
+    if args.server:
+        graph = headless.apply_overrides(graph, args.set)
+        files = headless.submit(graph, args.server, output_dir=args.output_dir, timeout=args.timeout,
+                                on_progress=headless.print_progress)
+    else:
+        mappings = headless.node_mappings(False if args.standins else None)
+        graph = headless.apply_overrides(graph, args.set, mappings)
+        files = headless.run(graph, output_dir=args.output_dir, input_dir=args.input_dir, mappings=mappings,
+                             on_progress=headless.print_progress)
     print(f"[run] {len(files)} file(s) written:")
     for f in files:
         print(f"  {f}")
@@ -175,19 +189,28 @@ def cmd_fit_preview(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m comfyui_cosmos3_ltx2", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true",
+                        help=f"show the traceback of an error (also with {DEBUG_ENV}=1)")
     sub = p.add_subparsers(dest="command", required=True)
-    g = sub.add_parser("generate", help="Cosmos3 text-to-video / image-to-video / text-to-image")
+    g = sub.add_parser("generate", parents=[common], help="Cosmos3 text-to-video / image-to-video / text-to-image",
+                       description="Cosmos3 in one call. Without --checkpoint: the embedded demo model at "
+                                   f"{TINY_DEFAULTS['width']}x{TINY_DEFAULTS['height']}, {TINY_DEFAULTS['frames']} "
+                                   f"frames, {TINY_DEFAULTS['steps']} steps; with it: the reference pipeline's "
+                                   f"{REAL_DEFAULTS['width']}x{REAL_DEFAULTS['height']}, {REAL_DEFAULTS['frames']} "
+                                   "frames and the checkpoint's steps. The size used is printed before the work.")
     g.add_argument("--checkpoint", help="diffusers-format Cosmos3 folder (default: the embedded tiny model)")
     g.add_argument("--vae", help="a Wan2.2 VAE folder or file to use instead of the checkpoint's vae/ "
                                  "(e.g. ComfyUI's models/vae/wan2.2_vae.safetensors)")
     g.add_argument("--prompt", default="A robot arm stacks wooden blocks on a table, soft daylight.")
     g.add_argument("--negative-prompt", default="")
     g.add_argument("--image", help="conditioning image for image-to-video")
-    g.add_argument("--width", type=int)
-    g.add_argument("--height", type=int)
-    g.add_argument("--frames", type=int, help="4k+1 frames; 1 makes an image")
+    g.add_argument("--width", type=int, help="multiple of 16 (default: 128 for the demo model, 1280 with --checkpoint)")
+    g.add_argument("--height", type=int, help="multiple of 16 (default: 128 for the demo model, 720 with --checkpoint)")
+    g.add_argument("--frames", type=int, help="4k+1 frames; 1 makes an image (default: 17 for the demo model, 189 with "
+                                              "--checkpoint)")
     g.add_argument("--fps", type=float, default=24.0)
-    g.add_argument("--steps", type=int)
+    g.add_argument("--steps", type=int, help="default: 8 for the demo model, the checkpoint's (35) with --checkpoint")
     g.add_argument("--guidance", type=float, help="classifier-free guidance (default 6; 1 for distilled checkpoints)")
     g.add_argument("--shift", type=float, help="flow shift (default: the checkpoint's scheduler config)")
     g.add_argument("--seed", type=int, default=0)
@@ -195,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], help="default: bf16 on GPU, fp32 on CPU")
     g.add_argument("--output", help="output file: .webp/.gif (or .mp4 with PyAV) for clips, .png for images")
     g.set_defaults(func=cmd_generate)
-    x = sub.add_parser("ltx-generate", help="LTX-2 / LTX-2.3 video with sound (one-stage or HQ two-stage)")
+    x = sub.add_parser("ltx-generate", parents=[common], help="LTX-2 / LTX-2.3 video with sound (one-stage or HQ two-stage)")
     x.add_argument("--checkpoint", required=True, help="official single file (e.g. ltx-2.3-22b-dev.safetensors) or "
                                                        "a diffusers folder")
     x.add_argument("--text-encoder", required=True,
@@ -224,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
     x.add_argument("--output", default="ltx2.mp4", help=".mp4 (needs PyAV), or .webp/.gif plus a .wav beside it")
     x.set_defaults(func=cmd_ltx_generate)
-    r = sub.add_parser("run", help="run an API-format workflow headless (in-process, or on a ComfyUI server)")
+    r = sub.add_parser("run", parents=[common], help="run an API-format workflow headless (in-process, or on a ComfyUI server)")
     r.add_argument("workflow", help="API-format workflow JSON (ComfyUI: Export (API)); e.g. workflows/api/*_api.json")
     r.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE",
                    help="override an input, e.g. --set 3.seed=42 --set '6.text=a cat' (repeatable; VALUE is JSON "
@@ -236,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--standins", action="store_true",
                    help="use the pack's stand-in LoadImage/SaveImage/CreateVideo/SaveVideo even when ComfyUI is importable")
     r.set_defaults(func=cmd_run)
-    f = sub.add_parser("fit-preview", help="fit the latent-to-RGB preview factors on a real Wan2.2 VAE")
+    f = sub.add_parser("fit-preview", parents=[common], help="fit the latent-to-RGB preview factors on a real Wan2.2 VAE")
     f.add_argument("--vae", required=True, help="a Cosmos3 checkpoint folder, its vae/ folder, or a VAE file")
     f.add_argument("--output", help="where to write the factors (default: the pack's cosmos3/latent_rgb_factors.json)")
     f.add_argument("--device", default="cpu")
@@ -245,8 +268,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run one command; its errors end as one line on stderr and an exit status (see the module's docstring)."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    debug = args.debug or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted: no output written", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if debug:
+            raise
+        code, message = describe_error(e)
+        print(f"error: {message}", file=sys.stderr)
+        return code
+    except BaseException as e:  # an interrupt of another kind (e.g. ComfyUI's); SystemExit passes
+        if debug or isinstance(e, SystemExit):
+            raise
+        print(f"interrupted ({type(e).__name__}): no output written", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

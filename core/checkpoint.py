@@ -33,6 +33,7 @@ from safetensors import SafetensorError, safe_open
 
 __all__ = [
     "CheckpointError",
+    "refuse_pickle",
     "resolve_weight_files",
     "read_config",
     "safetensors_metadata",
@@ -45,7 +46,7 @@ PathLike = Union[str, os.PathLike]
 KeyMap = Union[Mapping[str, str], Callable[[str], "str | None"], None]
 
 # Formats we refuse because loading them means unpickling arbitrary code.
-_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 # Bits per element for the safetensors dtype names, used to check that each tensor's byte range
 # matches its shape. Unknown names are left to safetensors itself.
@@ -127,6 +128,29 @@ def resolve_weight_files(path: PathLike, weight_name: str = "diffusion_pytorch_m
     )
 
 
+def refuse_pickle(path: PathLike) -> None:
+    """Raise the "only safetensors" error when ``path`` is a pickle-based weight file: by its suffix (``.pt``,
+    ``.pth``, ``.bin``, ``.ckpt``, ``.pkl``, ``.pickle``) or, whatever its name, by its first bytes (a zip archive,
+    as ``torch.save`` writes, or a pickle stream). Anything else passes; the file is never unpickled."""
+    p = Path(path).expanduser()
+    if p.is_file() and (p.suffix.lower() in _PICKLE_SUFFIXES or _looks_pickled(p)):
+        raise _pickle_error(p)
+
+
+def _looks_pickled(file: Path) -> bool:
+    """A zip archive (``torch.save``'s format since PyTorch 1.6) or a pickle stream (protocol 2 or later: older
+    ``torch.save`` files and plain pickles). A safetensors file whose header length happens to start with the same
+    bytes is told apart by the ``{`` that opens its JSON header at byte 8."""
+    try:
+        with open(file, "rb") as fh:
+            head = fh.read(9)
+    except OSError:
+        return False
+    if len(head) == 9 and head[8:9] == b"{":
+        return False
+    return head[:4] == b"PK\x03\x04" or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
 def _pickle_error(file: Path) -> CheckpointError:
     return CheckpointError(
         f"{file}: only .safetensors weights are read (pickle-based {file.suffix} files are never "
@@ -187,6 +211,8 @@ def read_config(path: PathLike, weight_name: str = "diffusion_pytorch_model") ->
                 return cfg
         raise CheckpointError(f"{p}: no config.json in this folder; the model folder is incomplete.")
 
+    if p.suffix.lower() in _PICKLE_SUFFIXES:
+        raise _pickle_error(p)
     candidates = [p.parent / "config.json"]
     if p.suffix == ".safetensors":
         cfg = metadata_config(p)
@@ -237,6 +263,8 @@ def _read_header(file: Path) -> tuple[dict, dict]:
     entry's ``data_offsets`` are relative to the start of the data, so a file shorter than the
     largest end offset was cut off, which we report here before anything is loaded.
     """
+    if file.suffix.lower() in _PICKLE_SUFFIXES:
+        raise _pickle_error(file)
     bad = f"{file}: is truncated or not a safetensors file"
     try:
         size = file.stat().st_size
@@ -246,6 +274,7 @@ def _read_header(file: Path) -> tuple[dict, dict]:
                 raise CheckpointError(f"{bad} (only {size} bytes). Re-download it.")
             (n,) = struct.unpack("<Q", head)
             if n > size - 8:
+                refuse_pickle(file)
                 raise CheckpointError(
                     f"{bad} (header claims {n} bytes, file has {size}). Re-download it.")
             raw = fh.read(n)
@@ -254,6 +283,7 @@ def _read_header(file: Path) -> tuple[dict, dict]:
     try:
         header = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
+        refuse_pickle(file)
         raise CheckpointError(f"{bad} (its header is not valid JSON). Re-download it.") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{bad} (its header is not a JSON object). Re-download it.")

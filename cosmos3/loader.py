@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.checkpoint import CheckpointError, list_keys, load_into, read_config, resolve_weight_files
+from ..core.checkpoint import CheckpointError, list_keys, load_into, read_config, refuse_pickle, resolve_weight_files
 from ..core.weight_storage import store_linear_weights
 from .config import Cosmos3Config
 from .latent_format import WAN22_LATENTS_MEAN, WAN22_LATENTS_STD, Wan22LatentFormat, WanLatentFormat
@@ -174,6 +174,13 @@ class Cosmos3Checkpoint:
 def read_model_index(root: str | Path) -> dict:
     root = Path(root)
     index = root / "model_index.json"
+    refuse_pickle(root)
+    if root.is_file():
+        raise CheckpointError(
+            f"{root}: is a file, but a Cosmos3 checkpoint folder is needed here (model_index.json, transformer/, vae/, "
+            "text_tokenizer/, scheduler/); a lone transformer .safetensors file loads with the Cosmos3 Model Loader "
+            "node or load_model(file, tokenizer=FOLDER)"
+        )
     if not root.is_dir():
         raise CheckpointError(f"{root}: checkpoint folder does not exist")
     if not index.is_file():
@@ -241,9 +248,10 @@ def load_model(checkpoint: str | Path, *, tokenizer: str | Path | None = None, d
     layers in 8 bits and computes in bf16.
     """
     path = Path(checkpoint)
+    refuse_pickle(path)
     is_folder = path.is_dir() and (path / "model_index.json").is_file()
     if not is_folder and not path.exists():
-        raise CheckpointError(f"{path}: checkpoint folder does not exist")
+        raise CheckpointError(f"{path}: no such checkpoint folder or file")
     if not is_folder and tokenizer is None:
         raise CheckpointError(
             f"{path}: a lone transformer needs a tokenizer folder (a Cosmos3 folder with text_tokenizer/), which "

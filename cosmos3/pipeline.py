@@ -30,35 +30,13 @@ from ..core.sampling import (
     sample_unipc,
     unipc_flow_schedule,
 )
+from ..core.checks import OptionError, require_finite
+from ..core.images import to_rgb255
+from .options import SAMPLERS, SPATIAL_FACTOR, TEMPORAL_FACTOR, check_request, check_sampling
 from .prompt import PromptOptions, prompt_ids
 from .transformer import Cosmos3Transformer, TextKV
 
-SPATIAL_FACTOR = 16
-TEMPORAL_FACTOR = 4
-
-
 # ---------------------------------------------------------------------------------------------- sizes
-def check_size(width: int, height: int, num_frames: int) -> int:
-    """Validate the output size; return the frame count the VAE can produce.
-
-    Width and height must be multiples of 16. A frame count that is not ``4k + 1`` is rounded down to
-    the nearest one (as SGLang does; diffusers would silently drop the trailing frames) with a warning.
-    """
-    for name, value in (("width", width), ("height", height)):
-        if not isinstance(value, int) or value <= 0 or value % SPATIAL_FACTOR:
-            raise ValueError(f"{name}={value!r} must be a positive multiple of {SPATIAL_FACTOR}")
-    if not isinstance(num_frames, int) or num_frames < 1:
-        raise ValueError(f"num_frames={num_frames!r} must be a positive integer (1 = an image)")
-    if num_frames > 1 and (num_frames - 1) % TEMPORAL_FACTOR:
-        rounded = (num_frames - 1) // TEMPORAL_FACTOR * TEMPORAL_FACTOR + 1
-        warnings.warn(
-            f"num_frames={num_frames} is not 4k+1, which the Wan2.2 VAE needs; using {rounded} frames",
-            stacklevel=2,
-        )
-        num_frames = rounded
-    return num_frames
-
-
 def latent_shape(num_frames: int, height: int, width: int) -> tuple[int, int, int]:
     """Latent ``(T, H, W)`` of a clip: 4x causal time compression, 16x space."""
     return (num_frames - 1) // TEMPORAL_FACTOR + 1, height // SPATIAL_FACTOR, width // SPATIAL_FACTOR
@@ -115,26 +93,14 @@ def empty_latents(num_frames: int, height: int, width: int, batch: int = 1, chan
 
 
 def preprocess_image(image, height: int, width: int) -> torch.Tensor:
-    """One RGB image -> ``[1, 3, H, W]`` in [-1, 1], scaled to cover ``H x W`` and centre-cropped.
+    """One picture -> ``[1, 3, H, W]`` in [-1, 1], scaled to cover ``H x W`` and centre-cropped.
 
-    Accepts a PIL image, a uint8 array ``[H, W, 3]``, or a float tensor/array ``[H, W, 3]`` or
-    ``[1, H, W, 3]`` in [0, 1] (ComfyUI's IMAGE). Resampling is bilinear with antialiasing on values in
-    0..255 and the crop offsets are rounded, as in the reference.
+    Takes what :func:`~..core.images.to_rgb255` reads: a file path, a PIL image, a uint8 / uint16 array, or a float
+    tensor/array ``[H, W, 3]`` or ``[1, H, W, 3]`` in [0, 1] (ComfyUI's IMAGE); 16-bit greyscale is scaled, not
+    clipped, and transparency is refused. Resampling is bilinear with antialiasing on values in 0..255 and the crop
+    offsets are rounded, as in the reference.
     """
-    if hasattr(image, "convert"):  # PIL
-        image = np.asarray(image.convert("RGB"))
-    x = image if isinstance(image, torch.Tensor) else torch.from_numpy(np.array(image))
-    if x.ndim == 4:
-        if x.shape[0] != 1:
-            raise ValueError(f"image: expected one image, got a batch of {x.shape[0]}")
-        x = x[0]
-    if x.ndim != 3 or x.shape[-1] not in (3, 4):
-        raise ValueError(f"image: expected [H, W, 3] pixels, got shape {tuple(x.shape)}")
-    x = x[..., :3].permute(2, 0, 1).unsqueeze(0)
-    integer = not x.is_floating_point()
-    x = x.to(torch.float32)
-    if not integer:
-        x = x * 255.0
+    x = to_rgb255(image).permute(2, 0, 1).unsqueeze(0)
     src_h, src_w = x.shape[-2:]
     scale = max(width / src_w, height / src_h)
     rh, rw = math.ceil(scale * src_h), math.ceil(scale * src_w)
@@ -159,8 +125,14 @@ def encode_image(vae, image: torch.Tensor) -> torch.Tensor:
 def image_latents(vae, image, num_frames: int, height: int, width: int, batch: int = 1) -> tuple[torch.Tensor, list[int]]:
     """Image-to-video start: raw latents whose frame 0 holds the encoded image; the list of clean frames.
     The latents are on the VAE's device."""
-    first = encode_image(vae, preprocess_image(image, height, width))
-    latents = empty_latents(num_frames, height, width, batch, first.shape[1], device=first.device)
+    return first_frame_latents(vae, preprocess_image(image, height, width), num_frames, batch)
+
+
+def first_frame_latents(vae, pixels: torch.Tensor, num_frames: int, batch: int = 1) -> tuple[torch.Tensor, list[int]]:
+    """:func:`image_latents` from the already preprocessed ``[1, 3, H, W]`` pixels."""
+    first = encode_image(vae, pixels)
+    latents = empty_latents(num_frames, *pixels.shape[-2:], batch, first.shape[1],
+                            device=first.device)
     latents[:, :, :1] = first
     return latents, [0]
 
@@ -241,7 +213,6 @@ def make_schedule(
     return Schedule(list(s), list(t), "unipc", solver)
 
 
-SAMPLERS = ("auto", "uni_pc_bh2", "uni_pc_bh1", "euler")
 DEFAULT_STEPS = 35
 DEFAULT_GUIDANCE = 6.0
 
@@ -269,18 +240,19 @@ def sampling_schedule(
     * Explicit ``sigmas`` (a trailing 0 is dropped) replace the list, and ``steps``: flow Euler over them,
       shifted by ``shift`` when it is given (as diffusers' flow Euler scheduler does with custom sigmas).
     """
+    check_sampling(steps=steps, guidance=guidance, shift=shift)
     if sampler not in SAMPLERS:
-        raise ValueError(f"sampler={sampler!r} is not one of {list(SAMPLERS)}")
+        raise OptionError("sampler", sampler, f"not one of {', '.join(SAMPLERS)}")
     distilled = settings.distilled_sigmas if sampler == "auto" else None
     if distilled is not None:
         if guidance is not None and float(guidance) != 1.0:
-            raise ValueError(f"guidance (cfg) {guidance}: this distilled checkpoint has guidance built in; use 1, "
-                             "or a sampler other than 'auto' to run it as an ordinary flow model")
+            raise OptionError("guidance", guidance, "this distilled checkpoint has guidance built in; use 1, or a "
+                                                    "sampler other than 'auto' to run it as an ordinary flow model")
         guidance = 1.0
         if sigmas is None:
             if steps is not None and steps != len(distilled):
-                raise ValueError(f"steps={steps}: this distilled checkpoint samples in exactly {len(distilled)} steps; "
-                                 f"use {len(distilled)}, or a sampler other than 'auto'")
+                raise OptionError("steps", steps, f"this distilled checkpoint samples in exactly {len(distilled)} "
+                                                  f"steps; use {len(distilled)}, or a sampler other than 'auto'")
             sigmas = distilled
     guidance = DEFAULT_GUIDANCE if guidance is None else float(guidance)
     config = dict(settings.scheduler_config)
@@ -289,7 +261,7 @@ def sampling_schedule(
         if values and values[-1] == 0.0:
             values = values[:-1]
         if not values or not all(0.0 < v <= 1.0 for v in values):
-            raise ValueError(f"sigmas {values}: need at least one value in (0, 1] before the final 0")
+            raise OptionError("sigmas", values, "need at least one value, each in (0, 1], before the final 0")
         return make_schedule(len(values), config, shift=shift, sigmas=values), guidance
     if sampler in ("uni_pc_bh1", "uni_pc_bh2"):
         config["solver_type"] = sampler[-3:]
@@ -434,10 +406,14 @@ def sample(
 # ---------------------------------------------------------------------------------------------- decode
 @torch.no_grad()
 def decode(vae, latents: torch.Tensor, callback: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """Raw latents ``[B, C, T, h, w]`` -> frames ``[B, T', H, W, 3]`` float32 in [0, 1]."""
+    """Raw latents ``[B, C, T, h, w]`` -> frames ``[B, T', H, W, 3]`` float32 in [0, 1].
+
+    Frames that are not finite raise :class:`~..core.checks.NonFiniteError` (clamped, they would be a black video).
+    """
     dtype = next(vae.parameters()).dtype
     device = next(vae.parameters()).device
     video = vae.decode(latents.to(device=device, dtype=dtype), callback=callback)  # [B, 3, T', H, W] in [-1, 1]
+    require_finite(video, "the decoded frames")  # before the clamp, which would hide infinities
     return video.float().mul_(0.5).add_(0.5).clamp_(0, 1).permute(0, 2, 3, 4, 1)
 
 
@@ -480,20 +456,35 @@ def generate(
     the sampler node uses too: a distilled checkpoint (``distilled_sigmas`` in its ``modular_model_index.json``)
     samples its own list with guidance 1. The same ``seed`` gives the same starting noise as diffusers'
     ``Cosmos3OmniPipeline``. Returns frames ``[T, H, W, 3]`` float32 in [0, 1].
-    """
-    from .loader import Cosmos3Checkpoint, load_checkpoint
 
-    num_frames = check_size(width, height, num_frames)
-    if not isinstance(checkpoint, Cosmos3Checkpoint):
+    Every option (:mod:`.options`), the image and the checkpoint's recipe are checked before any weight is loaded;
+    a wrong one raises :class:`~..core.checks.OptionError` naming the field. Frames that decode to NaN or
+    infinities raise :class:`~..core.checks.NonFiniteError`.
+    """
+    from .loader import Cosmos3Checkpoint, load_checkpoint, read_model_index, read_settings
+
+    # Every check first, so that a wrong option or file is reported before any weight is read.
+    check_request(prompt=prompt, negative_prompt=negative_prompt, width=width, height=height, num_frames=num_frames,
+                  fps=fps, steps=steps, guidance=guidance, shift=shift, seed=seed, sampler=sampler, image=image)
+    pixels = None
+    if image is not None and num_frames > 1:
+        pixels = preprocess_image(image, height, width)
+    elif image is not None:
+        warnings.warn("text-to-image (num_frames=1) ignores the conditioning image", stacklevel=2)
+    loaded = isinstance(checkpoint, Cosmos3Checkpoint)
+    if loaded and vae is not None:
+        raise ValueError("generate: `vae` applies when loading a checkpoint folder, not to a loaded Cosmos3Checkpoint")
+    if not loaded:
+        read_model_index(checkpoint)  # the folder is a Cosmos3 checkpoint
+    settings = checkpoint.settings if loaded else read_settings(checkpoint)
+    schedule, guidance = sampling_schedule(settings, steps=steps, guidance=guidance, shift=shift, sampler=sampler,
+                                           sigmas=sigmas)
+    if not loaded:
         device = torch.device(device) if device is not None else default_device()
         if dtype is None:
             dtype = "bf16" if device.type == "cuda" else "fp32"
         checkpoint = load_checkpoint(checkpoint, device=device, dtype=dtype, vae=vae)
-    elif vae is not None:
-        raise ValueError("generate: `vae` applies when loading a checkpoint folder, not to a loaded Cosmos3Checkpoint")
     ckpt = checkpoint
-    schedule, guidance = sampling_schedule(ckpt.settings, steps=steps, guidance=guidance, shift=shift,
-                                           sampler=sampler, sigmas=sigmas)
     options = PromptOptions(
         use_system_prompt=ckpt.settings.default_use_system_prompt if use_system_prompt is None else bool(use_system_prompt),
         add_duration_template=add_duration_template,
@@ -503,11 +494,9 @@ def generate(
         ckpt.transformer, ckpt.tokenizer, prompt, negative_prompt, num_frames=num_frames, height=height,
         width=width, fps=fps, options=options, with_negative=guidance != 1.0,
     )
-    if image is not None and num_frames > 1:
-        latents, condition_frames = image_latents(ckpt.vae, image, num_frames, height, width)
+    if pixels is not None:
+        latents, condition_frames = first_frame_latents(ckpt.vae, pixels, num_frames)
     else:
-        if image is not None:
-            warnings.warn("text-to-image (num_frames=1) ignores the conditioning image", stacklevel=2)
         latents, condition_frames = empty_latents(num_frames, height, width), []
     x = sample(ckpt.transformer, conditioning, latents, schedule, latent_format=ckpt.settings.latent_format,
                guidance=guidance, seed=seed, condition_frames=condition_frames, callback=callback)

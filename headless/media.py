@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..core.checks import OptionError, require_finite
+
 STILL_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 CLIP_SUFFIXES = (".webp", ".gif")
 
@@ -36,8 +38,10 @@ def have_av() -> bool:
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """``[T, H, W, C]`` (or one ``[H, W, C]``) floats in 0..1 -> uint8 numpy ``[T, H, W, C]``."""
-    x = images.detach().to("cpu", torch.float32)
+    """``[T, H, W, C]`` (or one ``[H, W, C]``) floats in 0..1 -> uint8 numpy ``[T, H, W, C]``.
+
+    Frames holding NaN or infinities raise :class:`~..core.checks.NonFiniteError` (they would be written black)."""
+    x = require_finite(images.detach().to("cpu", torch.float32), "the frames to write")
     if x.dim() == 3:
         x = x.unsqueeze(0)
     return x.clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
@@ -161,27 +165,53 @@ def write_wav(waveform: torch.Tensor, sample_rate: int, path) -> Path:
     return path
 
 
-def write_frames(frames: torch.Tensor, path, fps: float, sound: tuple | None = None) -> list[Path]:
-    """The command line's writer: frames (and ``sound = (waveform, sample_rate)``) to ``path`` by its suffix.
-
-    ``.mp4``: H.264 (+ AAC) with PyAV. Otherwise one frame as a still (.png/.jpg/.webp) or a clip as a lossless
-    animated WebP or a GIF, with the sound as a ``.wav`` beside it. Returns the files written; raises
-    ValueError for a suffix that cannot hold the frames and ImportError when MP4 lacks PyAV (nothing written).
-    """
+def check_output(path, num_frames: int, sound: bool = False) -> Path:
+    """Whether :func:`write_frames` can write ``num_frames`` frames (and a sound track) to ``path``; checked before
+    any work, so a run never ends on a file it cannot write. Raises :class:`~..core.checks.OptionError` (field
+    ``output``): a suffix that cannot hold the frames, MP4 without PyAV, a path that is a folder, or a folder that
+    cannot be made or written (missing folders are made when writing)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".mp4":
         if not have_av():
-            raise ImportError("MP4 needs PyAV (pip install av); or write .webp (and get a .wav)")
-        audio = None if sound is None else {"waveform": sound[0][None], "sample_rate": sound[1]}
-        return [write_mp4(to_uint8(frames), path, fps, audio=audio)]
+            raise OptionError("output", str(path), "MP4 needs PyAV (pip install av); or write .webp"
+                                                   + (" (the sound goes into a .wav beside it)" if sound else ""))
+    elif not (suffix in CLIP_SUFFIXES or (num_frames == 1 and suffix in STILL_SUFFIXES)):
+        kinds = ".png/.jpg/.webp for one frame, " if num_frames == 1 else ""
+        raise OptionError("output", str(path), f"unknown kind of file {suffix or '(no suffix)'!r}; use {kinds}"
+                                               ".webp, .gif or .mp4 for a clip")
+    if path.is_dir():
+        raise OptionError("output", str(path), "is a folder; give a file name")
+    folder = path.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OptionError("output", str(path), f"{folder} is a file, so no folder can be made there")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OptionError("output", str(path), f"cannot write into {folder} (no permission)")
+    return path
+
+
+def write_frames(frames: torch.Tensor, path, fps: float, sound: tuple | None = None) -> list[Path]:
+    """The command line's writer: frames (and ``sound = (waveform, sample_rate)``) to ``path`` by its suffix.
+
+    ``.mp4``: H.264 (+ AAC) with PyAV. Otherwise one frame as a still (.png/.jpg/.webp) or a clip as a lossless
+    animated WebP or a GIF, with the sound as a ``.wav`` beside it. Returns the files written; a path that
+    :func:`check_output` refuses raises its OptionError, and frames that are not finite a NonFiniteError
+    (nothing written either way).
+    """
     pixels = to_uint8(frames)
+    path = check_output(path, len(pixels), sound is not None)
+    suffix = path.suffix.lower()
+    if sound is not None:
+        require_finite(sound[0], "the sound to write")
+    if suffix == ".mp4":
+        audio = None if sound is None else {"waveform": sound[0][None], "sample_rate": sound[1]}
+        return [write_mp4(pixels, path, fps, audio=audio)]
     if len(pixels) == 1 and suffix in STILL_SUFFIXES:
         written = [write_image(pixels[0], path)]
-    elif suffix in CLIP_SUFFIXES:
-        written = [write_animation(pixels, path, fps, lossless=suffix == ".webp")]
     else:
-        raise ValueError("use .webp, .gif or .mp4 for a clip (.png/.jpg for one frame)")
+        written = [write_animation(pixels, path, fps, lossless=suffix == ".webp")]
     if sound is not None:
         written.append(write_wav(sound[0], sound[1], path.with_suffix(".wav")))
     return written

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..core.images import rgb_and_alpha
 from ..nodes import comfy
 from . import media
 
@@ -127,12 +128,11 @@ class LoadImage:
         with Image.open(self.resolve(image)) as img:
             for frame in ImageSequence.Iterator(img):
                 frame = ImageOps.exif_transpose(frame)
-                rgb = frame.convert("RGB")
-                if frames and rgb.size != (frames[0].shape[1], frames[0].shape[0]):
+                rgb, alpha = rgb_and_alpha(frame)  # 16-bit greyscale scaled, not clipped white
+                if frames and rgb.shape[:2] != frames[0].shape[:2]:
                     break
-                frames.append(np.asarray(rgb, dtype=np.float32) / 255.0)
+                frames.append(rgb / 255.0)
                 if "A" in frame.getbands():
-                    alpha = np.asarray(frame.getchannel("A"), dtype=np.float32) / 255.0
                     masks.append(1.0 - alpha)
                 else:
                     masks.append(np.zeros(frames[-1].shape[:2], dtype=np.float32))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import inspect
 import json
+import math
 import re
 from pathlib import Path
 
@@ -194,6 +195,8 @@ def _check_primitive(kind: str, value):
     elif kind == "FLOAT":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return f"expects a number, got {_short(value)}"
+        if not math.isfinite(value):  # JSON readers accept NaN and Infinity; no node input means them
+            return f"expects a finite number, got {_short(value)}"
     elif kind == "BOOLEAN":
         if not isinstance(value, bool):
             return f"expects true or false, got {_short(value)}"

@@ -17,46 +17,18 @@ arrays, PIL images or file paths.
 from __future__ import annotations
 
 import math
-import os
 from io import BytesIO
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..core.images import to_rgb255
+
 __all__ = ["DEFAULT_IMAGE_CRF", "conditioning_pixels", "encode_image", "h264_round_trip", "prepare_image",
            "resize_and_center_crop", "source_rgb", "to_rgb255"]
 
 DEFAULT_IMAGE_CRF = 33
-
-
-def to_rgb255(image) -> torch.Tensor:
-    """Any supported picture -> float32 [H, W, 3] with values in 0..255 (CPU)."""
-    if isinstance(image, (str, os.PathLike)):
-        from PIL import Image
-
-        with Image.open(image) as im:
-            image = np.array(im.convert("RGB"))
-    elif type(image).__module__.startswith("PIL"):
-        image = np.array(image.convert("RGB"))
-    if isinstance(image, np.ndarray):
-        image = torch.from_numpy(np.ascontiguousarray(image))
-    if not isinstance(image, torch.Tensor):
-        raise TypeError(f"image: expected a tensor, array, PIL image or path, got {type(image).__name__}")
-    if image.ndim == 4:
-        if image.shape[0] != 1:
-            raise ValueError(f"image: expected one picture, got a batch of {image.shape[0]}")
-        image = image[0]
-    if image.ndim == 2:
-        image = image[..., None].expand(-1, -1, 3)
-    if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"image: expected [H, W, 3] (or [1, H, W, 3]), got shape {tuple(image.shape)}")
-    image = image[..., :3] if image.shape[-1] != 1 else image.expand(-1, -1, 3)
-    if image.dtype == torch.uint8:
-        return image.float().cpu()
-    if not image.is_floating_point():
-        raise ValueError(f"image: unsupported dtype {image.dtype} (use uint8 or float in [0, 1])")
-    return (image.float().cpu().clamp(0.0, 1.0) * 255.0)
 
 
 def h264_round_trip(rgb255: torch.Tensor, crf: float) -> torch.Tensor:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.checks import NonFiniteError, OptionError
+from ..cosmos3 import options as O
 from ..cosmos3 import pipeline as P
 from ..cosmos3.latent_format import Wan22LatentFormat
 from ..cosmos3.loader import Cosmos3Checkpoint, load_model, load_vae
@@ -19,9 +21,8 @@ from ..cosmos3.prompt import PromptOptions
 from . import comfy
 
 CATEGORY = "Cosmos3"
-MAX_RESOLUTION = 8192
 WEIGHT_DTYPES = ["bf16", "fp16", "fp32", "fp8_e4m3fn"]
-SAMPLERS = list(P.SAMPLERS)
+SAMPLERS = list(O.SAMPLERS)
 FROM_CHECKPOINT = "(from the checkpoint folder)"
 MODEL_FOLDER = "cosmos3"  # models/cosmos3: diffusers-format Cosmos3 checkpoint folders
 EMBEDDED_CHECKPOINT = "cosmos3-tiny-random (embedded demo: noise)"
@@ -79,9 +80,29 @@ class Cosmos3VAE:
         return self.vae
 
 
+# The Python API's names of the options, as the nodes' inputs call them.
+INPUT_NAMES = {"num_frames": "frames", "guidance": "cfg"}
+
+
 def _node_error(node: str, inputs: str, error: Exception) -> ValueError:
-    """The stage's error, naming the node and the inputs it concerns."""
+    """The stage's error, naming the node and the inputs it concerns (an OptionError names its own)."""
+    if isinstance(error, OptionError):
+        return ValueError(f"{node}: {error.describe(INPUT_NAMES)}")
     return ValueError(f"{node} ({inputs}): {error}")
+
+
+def _verdict(check, **values):
+    """A node's ``VALIDATE_INPUTS`` answer from one of the shared Cosmos3 checks: True, or the message naming the
+    input. Inputs fed by a link arrive as None (the checks skip them; the node checks them when it runs). A value
+    of the wrong type is left alone: ComfyUI (and the headless runner) report its failed conversion on the input
+    itself, once, where a message from here would be listed under every input this node's check takes."""
+    if any(v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))) for v in values.values()):
+        return True
+    try:
+        check(**values)
+    except OptionError as e:
+        return e.describe(INPUT_NAMES)
+    return True
 
 
 def _check_choice(field: str, value, choices: list[str]):
@@ -206,7 +227,7 @@ class Cosmos3TextEncode:
                 "prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "What to generate."}),
                 "negative_prompt": ("STRING", {"multiline": True, "default": "",
                                                "tooltip": "What to steer away from (used when cfg != 1)."}),
-                "fps": ("FLOAT", {"default": 24.0, "min": 1.0, "max": 240.0, "step": 0.5,
+                "fps": ("FLOAT", {"default": 24.0, "min": O.FPS[0], "max": O.FPS[1], "step": 0.5,
                                   "tooltip": "Frame rate: goes into the duration sentence and the time positions."}),
                 "use_system_prompt": ("BOOLEAN", {"default": True, "tooltip": "Prepend the Cosmos3 system prompt."}),
                 "add_duration_template": ("BOOLEAN", {"default": True,
@@ -215,6 +236,10 @@ class Cosmos3TextEncode:
                                                         "tooltip": "Append 'This video is of HxW resolution.'"}),
             }
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, fps=None):
+        return _verdict(lambda fps: fps is None or O.check_fps(fps), fps=fps)
 
     def encode(self, model, latent, prompt, negative_prompt, fps, use_system_prompt=True,
                add_duration_template=True, add_resolution_template=True):
@@ -258,20 +283,31 @@ def _condition_frames(latent: dict) -> list[int]:
     return [t for t in range(frames) if bool(keep[t])]
 
 
-_SIZE = dict(min=16, max=MAX_RESOLUTION, step=16)
+_SIZE = dict(min=O.SPATIAL_FACTOR, max=O.MAX_SIDE, step=O.SPATIAL_FACTOR)
+_FRAMES = dict(max=O.MAX_FRAMES, step=O.TEMPORAL_FACTOR)
 
 
 def _validate_size(width=None, height=None, frames=None, min_frames=1):
-    """ComfyUI's up-front check of the size widgets (it skips its own range checks for inputs named here).
+    """ComfyUI's up-front check of the size widgets (it skips its own range checks for inputs named here), with
+    the checks ``generate`` makes; the size cap waits until all three are known."""
 
-    Values fed by a link are unknown at validation time and arrive as None.
-    """
-    for name, value in (("width", width), ("height", height)):
-        if value is not None and (value < _SIZE["min"] or value > _SIZE["max"] or value % P.SPATIAL_FACTOR):
-            return f"{name}={value} must be a multiple of {P.SPATIAL_FACTOR} between {_SIZE['min']} and {_SIZE['max']}"
-    if frames is not None and not min_frames <= frames <= 1025:
-        return f"frames={frames} must be between {min_frames} and 1025"
-    return True
+    def check(width, height, frames):
+        if None not in (width, height, frames):
+            return O.check_size(width, height, frames, min_frames=min_frames)
+        for field, value in (("width", width), ("height", height)):
+            if value is not None:
+                O.check_side(field, value)
+        if frames is not None:
+            O.check_frames(frames, min_frames)
+
+    return _verdict(check, width=width, height=height, frames=frames)
+
+
+def _checked_size(node: str, width, height, frames, min_frames=1):
+    try:
+        O.check_size(width, height, frames, min_frames=min_frames)
+    except OptionError as e:
+        raise _node_error(node, "width / height / frames", e) from None
 
 
 class Cosmos3EmptyLatent:
@@ -287,9 +323,9 @@ class Cosmos3EmptyLatent:
             "required": {
                 "width": ("INT", {"default": 1280, **_SIZE, "tooltip": "Output width in pixels (multiple of 16)."}),
                 "height": ("INT", {"default": 720, **_SIZE, "tooltip": "Output height in pixels (multiple of 16)."}),
-                "frames": ("INT", {"default": 121, "min": 1, "max": 1025, "step": 4,
-                                   "tooltip": "Frame count 4k+1 (others are rounded down); 1 makes an image."}),
-                "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Videos per run."}),
+                "frames": ("INT", {"default": 121, "min": 1, **_FRAMES,
+                                   "tooltip": "Frame count 4k+1 (1, 5, 9, ...; others are refused); 1 makes an image."}),
+                "batch_size": ("INT", {"default": 1, "min": 1, "max": O.MAX_BATCH, "tooltip": "Videos per run."}),
             }
         }
 
@@ -298,7 +334,7 @@ class Cosmos3EmptyLatent:
         return _validate_size(width, height, frames)
 
     def make(self, width, height, frames, batch_size=1):
-        frames = P.check_size(width, height, frames)
+        _checked_size("Cosmos3EmptyLatent", width, height, frames)
         samples = P.empty_latents(frames, height, width, batch_size).to(comfy.intermediate_device())
         return (_latent(samples, []),)
 
@@ -318,9 +354,9 @@ class Cosmos3ImageToVideoLatent:
                 "image": ("IMAGE", {"tooltip": "The first frame (the first image of a batch is used)."}),
                 "width": ("INT", {"default": 1280, **_SIZE, "tooltip": "Output width; the image is scaled and centre-cropped."}),
                 "height": ("INT", {"default": 720, **_SIZE, "tooltip": "Output height; the image is scaled and centre-cropped."}),
-                "frames": ("INT", {"default": 121, "min": 5, "max": 1025, "step": 4,
-                                   "tooltip": "Frame count 4k+1 (others are rounded down)."}),
-                "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Videos per run."}),
+                "frames": ("INT", {"default": 121, "min": 5, **_FRAMES,
+                                   "tooltip": "Frame count 4k+1 (5, 9, 13, ...; others are refused)."}),
+                "batch_size": ("INT", {"default": 1, "min": 1, "max": O.MAX_BATCH, "tooltip": "Videos per run."}),
             }
         }
 
@@ -329,11 +365,13 @@ class Cosmos3ImageToVideoLatent:
         return _validate_size(width, height, frames, min_frames=5)
 
     def make(self, vae, image, width, height, frames, batch_size=1):
-        frames = P.check_size(width, height, frames)
-        if frames < 5:
-            raise ValueError(f"Cosmos3ImageToVideoLatent: frames={frames} makes no video; use at least 5")
+        _checked_size("Cosmos3ImageToVideoLatent", width, height, frames, min_frames=5)
+        try:
+            pixels = P.preprocess_image(image[:1].float().cpu(), height, width)
+        except OptionError as e:
+            raise _node_error("Cosmos3ImageToVideoLatent", "image", e) from None
         model = vae.load()
-        samples, cond = P.image_latents(model, image[:1].float().cpu(), frames, height, width, batch_size)
+        samples, cond = P.first_frame_latents(model, pixels, frames, batch_size)
         return (_latent(samples.to(comfy.intermediate_device()), cond),)
 
 
@@ -353,14 +391,14 @@ class Cosmos3Sampler:
                 "latent": ("LATENT", {"tooltip": "Raw Wan2.2 latents: from Cosmos3 Empty Latent or Image To Video Latent, "
                                                  "or ComfyUI's own (e.g. Wan22ImageToVideoLatent; noise_mask 0 marks "
                                                  "clean start frames)."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                "seed": ("INT", {"default": 0, "min": 0, "max": O.MAX_SEED, "control_after_generate": True,
                                  "tooltip": "Noise seed (same seed, same video as diffusers' Cosmos3 pipeline)."}),
-                "steps": ("INT", {"default": 35, "min": 1, "max": 1000, "tooltip": "Denoising steps. A distilled checkpoint with sampler auto "
+                "steps": ("INT", {"default": 35, "min": O.STEPS[0], "max": O.STEPS[1], "tooltip": "Denoising steps. A distilled checkpoint with sampler auto "
                                   "takes exactly its own count (4)."}),
-                "cfg": ("FLOAT", {"default": 6.0, "min": 1.0, "max": 30.0, "step": 0.1,
+                "cfg": ("FLOAT", {"default": 6.0, "min": O.GUIDANCE[0], "max": O.GUIDANCE[1], "step": 0.1,
                                   "tooltip": "Classifier-free guidance; 1 turns it off (one model call per step). A distilled "
                                              "checkpoint with sampler auto needs 1."}),
-                "shift": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.1,
+                "shift": ("FLOAT", {"default": 0.0, "min": 0.0, "max": O.MAX_SHIFT, "step": 0.1,
                                     "tooltip": "Flow shift; 0 = the checkpoint's scheduler config. 10 suits 720p video, 3 images."}),
                 "sampler": (SAMPLERS, {"default": "auto", "tooltip":
                             "auto: the checkpoint's scheduler (UniPC, or the distilled Euler list). euler: flow Euler."}),
@@ -370,6 +408,12 @@ class Cosmos3Sampler:
                                                  "and a shift other than 0 is applied to them."}),
             },
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, cfg=None):
+        # ComfyUI's own range check lets NaN through. Only cfg is named: ComfyUI lists a message under every input
+        # named here, and checks the others (steps, seed, shift) itself; a NaN shift is refused when the node runs.
+        return _verdict(lambda cfg: O.check_sampling(guidance=cfg), cfg=cfg)
 
     def sample(self, model, conditioning, latent, seed, steps, cfg, shift, sampler="auto", sigmas=None):
         samples = latent["samples"]
@@ -434,7 +478,10 @@ class Cosmos3VAEDecode:
             comfy.check_interrupt()
             bar.update(1)
 
-        videos = [P.decode(model, z[b : b + 1], callback=on_frame)[0] for b in range(z.shape[0])]
+        try:
+            videos = [P.decode(model, z[b : b + 1], callback=on_frame)[0] for b in range(z.shape[0])]
+        except NonFiniteError as e:
+            raise _node_error("Cosmos3VAEDecode", "latent", e) from e
         images = torch.cat(videos).to(comfy.intermediate_device())
         return (images, float(latent.get("cosmos3_fps", 24.0)))
 

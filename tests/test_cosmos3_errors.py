@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from comfyui_cosmos3_ltx2.core.checkpoint import CheckpointError
-from comfyui_cosmos3_ltx2.cosmos3 import pipeline as P
+from comfyui_cosmos3_ltx2.core.checks import OptionError
+from comfyui_cosmos3_ltx2.cosmos3 import options as O
 from comfyui_cosmos3_ltx2.cosmos3.loader import load_checkpoint, load_transformer
 from comfyui_cosmos3_ltx2.cosmos3.tiny import write_tiny_checkpoint
 
@@ -27,15 +28,19 @@ def copy(tiny, tmp_path):
                                       ("num_frames", dict(num_frames=0))])
 def test_size_errors_name_the_field(field, kw):
     args = dict(width=64, height=32, num_frames=9) | kw
-    with pytest.raises(ValueError, match=field):
-        P.check_size(**args)
+    with pytest.raises(OptionError, match=field) as info:
+        O.check_size(**args)
+    assert info.value.fields == (field,)
 
 
-def test_frame_count_is_rounded_down_with_a_warning():
-    with pytest.warns(UserWarning, match="num_frames=11"):
-        assert P.check_size(64, 32, 11) == 9
-    assert P.check_size(64, 32, 1) == 1
-    assert P.check_size(64, 32, 13) == 13
+def test_frame_counts_that_are_not_4k_plus_1_are_refused_with_the_nearest_ones():
+    """Nothing is rounded behind the user's back (the nodes used to round 11 down to 9 with a server-log warning)."""
+    with pytest.raises(OptionError, match="num_frames=11: not 4k\\+1 .* use 9 or 13"):
+        O.check_size(64, 32, 11)
+    with pytest.raises(OptionError, match="num_frames=3: must be at least 5 .image-to-video"):
+        O.check_size(64, 32, 3, min_frames=5)
+    for frames in (1, 5, 13, 1025):
+        O.check_size(64, 32, frames)
 
 
 def test_missing_folder_and_missing_weights(tiny, tmp_path):

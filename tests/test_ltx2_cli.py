@@ -48,5 +48,5 @@ def test_keyframe_argument():
     assert (k.image, k.frame_idx, k.strength) == ("C:/pics/a:b.png", 24, 0.5)
     k = _keyframe_arg("x.png:16")
     assert (k.image, k.frame_idx, k.strength) == ("x.png", 16, 1.0)
-    with pytest.raises(SystemExit, match="IMAGE:FRAME"):
+    with pytest.raises(ValueError, match="keyframe=.x.png.: expected IMAGE:FRAME"):
         _keyframe_arg("x.png")

@@ -41,8 +41,10 @@ def test_to_rgb255_layouts_and_errors():
     pic = _picture(8, 6)
     t = torch.from_numpy(pic)
     assert torch.equal(to_rgb255(t[None]), t.float())  # ComfyUI IMAGE batch of one
-    rgba = torch.cat([t, torch.full((8, 6, 1), 7, dtype=torch.uint8)], dim=-1)
-    assert torch.equal(to_rgb255(rgba), t.float())
+    rgba = torch.cat([t, torch.full((8, 6, 1), 255, dtype=torch.uint8)], dim=-1)
+    assert torch.equal(to_rgb255(rgba), t.float())  # opaque alpha: dropped
+    with pytest.raises(ValueError, match="transparent"):
+        to_rgb255(torch.cat([t, torch.full((8, 6, 1), 7, dtype=torch.uint8)], dim=-1))
     assert torch.equal(to_rgb255(t[..., 0]), t[..., :1].float().expand(-1, -1, 3))
     with pytest.raises(ValueError, match="one picture"):
         to_rgb255(torch.zeros(2, 8, 6, 3))
