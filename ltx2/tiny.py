@@ -471,7 +471,7 @@ class LTX2Demo:
 
 def write_demo(folder: str | Path, seed: int = 0) -> LTX2Demo:
     """Write the four demo files into ``folder`` (created if needed); the same ``seed`` writes the same
-    bytes."""
+    tensors and metadata."""
     from .upsampler import LTX2LatentUpsampler
 
     demo = LTX2Demo.in_folder(folder)
