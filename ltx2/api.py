@@ -23,25 +23,14 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..core.lora import LoraHandle, strength_scope
+from ..core.lora import LoraHandle
 from ..core.noise import seeded_noise
-from ..core.sampling.euler import sample_euler
-from ..core.sampling.ltx_schedule import ltx2_sigmas
-from .hq import (
-    HQ_AUDIO_GUIDANCE,
-    HQ_VIDEO_GUIDANCE,
-    ConditionedDenoiser,
-    ImageLatent,
-    build_condition,
-    conditioned_positions,
-    half_shape,
-    run_distilled,
-    run_hq,
-    stage1_start,
-    strip_appended,
-)
-from .image import DEFAULT_IMAGE_CRF, conditioning_pixels, encode_image, source_rgb
-from .pipeline import Guidance, decode, encode_prompt, latent_shape
+from ..core.sampling.ltx_schedule import DISTILLED_SIGMAS, ltx2_sigmas
+from . import stages
+from .hq import HQ_AUDIO_GUIDANCE, HQ_VIDEO_GUIDANCE, STAGE2_SIGMAS, half_shape
+from .image import DEFAULT_IMAGE_CRF
+from .pipeline import Guidance, decode, latent_shape
+from .stages import connect, gemma_states, picture_latents, prepare_pictures
 
 __all__ = ["AUDIO_GUIDANCE", "DEFAULT_STEPS", "PIPELINES", "VIDEO_GUIDANCE", "Keyframe", "generate",
            "initial_noise"]
@@ -97,13 +86,6 @@ def _keyframes(image, image_strength, keyframes, num_frames: int) -> list[Keyfra
             seen_first = True
     # the frame-0 image replaces latent tokens and goes first; the rest are appended in the given order
     return sorted(out, key=lambda k: k.frame_idx != 0)
-
-
-def _image_latents(vae, frames: list[Keyframe], pictures: list[torch.Tensor], height: int, width: int
-                   ) -> list[ImageLatent]:
-    """The conditioning latents at one pixel size; ``pictures``: the frames' :func:`~.image.source_rgb`."""
-    return [ImageLatent(encode_image(vae, conditioning_pixels(rgb, height, width)), k.frame_idx, float(k.strength))
-            for k, rgb in zip(frames, pictures)]
 
 
 def _release(device) -> None:
@@ -225,8 +207,8 @@ def generate(
     video_guidance = vg if video_guidance is None else video_guidance
     audio_guidance = ag if audio_guidance is None else audio_guidance
     frames_in = _keyframes(image, image_strength, keyframes, num_frames)
-    # decoded and H.264-round-tripped once, then sized per stage
-    pictures = [source_rgb(k.image, image_crf) for k in frames_in]
+    # decoded and H.264-round-tripped once, then encoded at each stage's size
+    pictures = prepare_pictures([(k.image, k.frame_idx, k.strength) for k in frames_in], image_crf)
 
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     # Gemma first: encode both prompts, and free Gemma before the checkpoint loads when this call loaded it
@@ -236,7 +218,7 @@ def generate(
         text_encoder = load_gemma_text_encoder(text_encoder, device=device, dtype=dtype)
     text_dims = dict(text_hidden_size=text_encoder.hidden_size, text_num_hidden_states=text_encoder.num_hidden_states)
     # (the distilled pipeline is unguided: no negative prompt to encode)
-    encoded = [text_encoder.encode(text) for text in ((prompt,) if distilled else (prompt, negative_prompt))]
+    states = gemma_states(text_encoder, prompt, None if distilled else negative_prompt)
     if own_gemma:
         del text_encoder
         _release(device)
@@ -254,31 +236,34 @@ def generate(
         raise ValueError(f"upsampler: it takes {upsampler.config['in_channels']} latent channels, the checkpoint's "
                          f"video latent has {shape.video_channels} (an upsampler of another model?)")
 
-    contexts = [encode_prompt(ck.connectors, hidden, mask) for hidden, mask in encoded]
-    positive, negative = contexts[0], (contexts[1] if len(contexts) > 1 else None)
-    del encoded, contexts
+    prompts = connect(ck.connectors, states)
+    del states
+    guidance = None if distilled else (video_guidance, audio_guidance)
+    common = dict(seed=seed, guidance=guidance, sde_noise=sde_noise, strategy=strategy, device=device)
+
+    def report(stage):
+        if callback is None or not two_stage:
+            return callback
+        return lambda d: callback({**d, "stage": stage})
 
     handle, owned = _lora(tr, distilled_lora)
     try:
         if two_stage:
             s1 = half_shape(shape)
-            images = list(zip(_image_latents(vae, frames_in, pictures, s1.height * 32, s1.width * 32),
-                              _image_latents(vae, frames_in, pictures, height, width)))
-            cb = None if callback is None else (lambda stage, d: callback({**d, "stage": stage}))
-        if distilled:
-            video, audio = run_distilled(tr, upsampler, vae.latents_mean, vae.latents_std, positive=positive,
-                                         shape=shape, seed=seed, images=images, lora=handle,
-                                         lora_strengths=tuple(lora_strengths), device=device, callback=cb)
-        elif hq:
-            video, audio = run_hq(tr, upsampler, vae.latents_mean, vae.latents_std, positive=positive,
-                                  negative=negative, shape=shape, seed=seed, steps=steps,
-                                  video_guidance=video_guidance, audio_guidance=audio_guidance, images=images,
-                                  lora=handle, lora_strengths=tuple(lora_strengths), sde_noise=sde_noise,
-                                  strategy=strategy, device=device, callback=cb)
+            sigmas = DISTILLED_SIGMAS if distilled else ltx2_sigmas(steps, tokens=s1.video_tokens)
+            sampler = "euler" if distilled else "res2s"
+            video, audio = stages.sample(tr, prompts, s1, sigmas, images=picture_latents(vae, pictures, s1),
+                                         sampler=sampler, lora=handle, lora_strength=lora_strengths[0],
+                                         callback=report("stage1"), **common)
+            # stage 2: the positive prompt alone
+            video, audio = stages.refine(tr, upsampler, vae.latents_mean, vae.latents_std, prompts, video, audio, s1,
+                                         STAGE2_SIGMAS, images=picture_latents(vae, pictures, shape), sampler=sampler,
+                                         lora=handle, lora_strength=lora_strengths[1], callback=report("stage2"),
+                                         **{**common, "guidance": None})
         else:
-            video, audio = _one_stage(ck, shape, positive, negative, frames_in, pictures, width, height, steps,
-                                      video_guidance, audio_guidance, seed, strategy, device, handle,
-                                      lora_strengths[0], callback)
+            video, audio = stages.sample(tr, prompts, shape, ltx2_sigmas(steps),
+                                         images=picture_latents(vae, pictures, shape), sampler="euler", lora=handle,
+                                         lora_strength=lora_strengths[0], callback=callback, **common)
     finally:
         if owned:
             handle.remove()
@@ -290,17 +275,3 @@ def generate(
                                 spatial_tile=decode_tile, spatial_overlap=decode_tile_overlap)
     return frames, wave[0], rate
 
-
-def _one_stage(ck, shape, positive, negative, frames_in, pictures, width, height, steps, video_guidance,
-               audio_guidance, seed, strategy, device, handle, strength, callback):
-    tr = ck.transformer
-    cond = build_condition(shape, _image_latents(ck.video_vae, frames_in, pictures, height, width), tr, device)
-    appended = 0 if cond is None else cond.appended
-    video, audio = (t.to(device) for t in initial_noise(shape, seed, appended))
-    video = stage1_start(video, cond)
-    with strength_scope(handle) as use_lora:
-        use_lora(strength)
-        model = ConditionedDenoiser(tr, *positive, *negative, rope=conditioned_positions(tr, shape, cond, device),
-                                    video=video_guidance, audio=audio_guidance, strategy=strategy, condition=cond)
-        video, audio = sample_euler(model, (video, audio), ltx2_sigmas(steps), callback=callback)
-    return strip_appended(video, shape), audio

@@ -136,6 +136,20 @@ def load_to_device(patcher, module: nn.Module, device: torch.device) -> None:
         module.to(device)
 
 
+def unload(patcher, module: nn.Module) -> None:
+    """Take a model off its compute device once it is no longer needed (a text encoder after encoding):
+    through ComfyUI's model management when it manages the model, else by moving it to the CPU."""
+    if patcher is not None:
+        if hasattr(mm, "unload_model_and_clones"):
+            mm.unload_model_and_clones(patcher)
+        return
+    first = next(module.parameters(), None)
+    if first is not None and first.device.type != "cpu":
+        module.to("cpu")
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
 # ---------------------------------------------------------------------------------------------- folders
 def register_model_folder(name: str) -> None:
     """Add ``models/<name>`` to ComfyUI's model folders (a model's own folder kind, e.g. checkpoint folders)."""
