@@ -20,10 +20,18 @@ API_FILES = sorted(API_DIR.glob("*_api.json"))
 EDITOR_FILES = sorted(TEMPLATES.glob("*.json"))
 MAPPINGS = headless.node_mappings(False)  # the pack's nodes + the labelled I/O stand-ins
 SMALL = ["3.width=64", "3.height=32", "5.steps=3"]
+LTX_SMALL = ["3.width=64", "3.height=32", "3.frames=9"]
+# per graph: overrides that keep the run small, then (frames, (width, height)) of its output
+RUNS = {
+    "cosmos3_t2i_api": (SMALL, 1, (64, 32)), "cosmos3_t2v_api": (SMALL, 17, (64, 32)),
+    "cosmos3_i2v_api": (SMALL, 17, (64, 32)),
+    "ltx2_t2v_api": (LTX_SMALL + ["5.steps=3"], 9, (64, 32)), "ltx2_i2v_api": (LTX_SMALL + ["5.steps=3"], 9, (64, 32)),
+    "ltx2_hq_api": (LTX_SMALL + ["5.steps=2"], 9, (128, 64)), "ltx2_distilled_api": (LTX_SMALL, 9, (128, 64)),
+}
 
 
-def test_there_are_three_graphs_in_both_formats():
-    assert [p.name for p in API_FILES] == ["cosmos3_i2v_api.json", "cosmos3_t2i_api.json", "cosmos3_t2v_api.json"]
+def test_every_graph_in_both_formats():
+    assert [p.name for p in API_FILES] == sorted(f"{name}.json" for name in RUNS)
     assert [p.name.replace(".json", "_api.json") for p in EDITOR_FILES] == [p.name for p in API_FILES]
 
 
@@ -54,14 +62,19 @@ def test_generator_and_files_agree():
 
 @pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.stem)
 def test_api_workflow_runs_end_to_end(path, tmp_path):
-    graph = headless.apply_overrides(headless.load_workflow(path), SMALL, MAPPINGS)
+    overrides, frame_count, frame_size = RUNS[path.stem]
+    graph = headless.apply_overrides(headless.load_workflow(path), overrides, MAPPINGS)
     files = headless.run(graph, output_dir=tmp_path, input_dir=TEMPLATES, mappings=MAPPINGS)
     assert len(files) == 1
     frames, size, pixels = read_output(Path(files[0]))
-    frame_counts = {"cosmos3_t2i_api": 1, "cosmos3_t2v_api": 17, "cosmos3_i2v_api": 17}
-    assert frames == frame_counts[path.stem]
-    assert size == (64, 32)
+    assert frames == frame_count
+    assert size == frame_size
     assert np.isfinite(pixels).all() and pixels.std() > 0
+    if path.stem.startswith("ltx2"):  # the sound track: the vocoder's rate, as long as the clip, not silent
+        rate, samples = read_audio(Path(files[0]))
+        assert rate == 48000
+        assert abs(samples.shape[-1] / rate - frame_count / 24.0) < 0.05
+        assert np.isfinite(samples).all() and np.abs(samples).max() > 0
 
 
 def read_output(path: Path):
@@ -74,6 +87,18 @@ def read_output(path: Path):
         return len(decoded), (decoded[0].shape[1], decoded[0].shape[0]), decoded[0].astype(np.float32)
     image = Image.open(path)
     return getattr(image, "n_frames", 1), image.size, np.asarray(image.convert("RGB"), dtype=np.float32)
+
+
+def read_audio(path: Path):
+    """(sample rate, samples [channels, n]) of an MP4's sound track."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        chunks = [f.to_ndarray() for f in container.decode(audio=0)]
+        rate = stream.rate
+    samples = np.concatenate([c if c.ndim == 2 else c[None] for c in chunks], axis=-1)
+    return rate, samples
 
 
 def test_bad_workflow_fails_before_any_model_work(monkeypatch, tmp_path):

@@ -1,4 +1,4 @@
-"""Writes the shipped Cosmos3 workflows, each in both formats, from one description per graph.
+"""Writes the shipped Cosmos3 and LTX-2.3 workflows, each in both formats, from one description per graph.
 
     python workflows/make_workflows.py     # rewrites example_workflows/*.json and workflows/api/*_api.json
 
@@ -8,8 +8,9 @@
 * ``workflows/api/<name>_api.json``: the API format that ``POST /prompt`` and ``python -m comfyui_cosmos3_ltx2
   run`` take (outside the template folders: the editor opens an API file as an empty graph).
 
-The graphs use the embedded demo checkpoint so they run anywhere (its frames are noise): pick a real
-Cosmos3 folder in the two loaders, and raise the size, for real videos.
+The graphs use the embedded demo models so they run anywhere (their frames and sound are noise): pick real
+files in the loaders (a Cosmos3 folder; the LTX-2.3 checkpoint, Gemma-3, upsampler and distilled LoRA), and raise
+the size, for real videos.
 """
 
 from __future__ import annotations
@@ -101,7 +102,128 @@ def t2i():
     return nodes
 
 
-GRAPHS = {"cosmos3_t2v": t2v, "cosmos3_i2v": i2v, "cosmos3_t2i": t2i}
+LTX_DEMO = "ltx-2.3-tiny-random (embedded demo: noise)"
+LTX_PROMPT = ("A jazz pianist plays a slow ballad in a dim club; warm spotlight, the camera drifts around the piano. "
+              "Soft piano chords, a brush on a snare, quiet murmur of the audience.")
+LTX_NEGATIVE = "blurry, distorted, low quality, flickering, watermark, text, muffled sound, noise"
+
+
+def ltx2_t2v():
+    """One-stage text-to-video with sound (the official LTX-2.3 one-stage recipe: Euler, 30 steps, multi-pass
+    guidance)."""
+    return [
+        dict(id=1, cls="LTX2CheckpointLoader", widgets=dict(checkpoint=LTX_DEMO, weight_dtype="bf16", device="default"),
+             outputs=[("model", "LTX2_MODEL"), ("vae", "LTX2_VAE")]),
+        dict(id=2, cls="LTX2TextEncoderLoader", widgets=dict(text_encoder=LTX_DEMO, dtype="bf16", device="default"),
+             outputs=[("text_encoder", "LTX2_TEXT_ENCODER")]),
+        dict(id=10, cls="Cosmos3LTX2TextGuardrail",
+             widgets=dict(prompt=LTX_PROMPT, blocklist="default (shipped)", guard_model="none", device="default"),
+             outputs=[("prompt", "STRING")]),
+        dict(id=4, cls="LTX2TextEncode",
+             links=dict(text_encoder=(2, 0, "LTX2_TEXT_ENCODER"), model=(1, 0, "LTX2_MODEL"), prompt=(10, 0, "STRING")),
+             widgets=dict(prompt=LTX_PROMPT, negative_prompt=LTX_NEGATIVE),
+             outputs=[("conditioning", "LTX2_CONDITIONING")]),
+        dict(id=3, cls="LTX2EmptyLatent", links=dict(vae=(1, 1, "LTX2_VAE")),
+             widgets=dict(width=384, height=256, frames=25, fps=24.0, batch_size=1), outputs=[("LATENT", "LATENT")]),
+        dict(id=12, cls="LTX2GuiderPreset", widgets=dict(preset="LTX-2.3 one-stage", strategy="split"),
+             outputs=[("guider", "LTX2_GUIDER")]),
+        dict(id=5, cls="LTX2Sampler",
+             links=dict(model=(1, 0, "LTX2_MODEL"), conditioning=(4, 0, "LTX2_CONDITIONING"), latent=(3, 0, "LATENT"),
+                        guider=(12, 0, "LTX2_GUIDER")),
+             widgets=dict(seed=42, steps=30, schedule="ltx2", sampler="euler", eta=0.5, sde_noise="seeded"),
+             control_after=("seed", "fixed"), sockets=[("sigmas", "SIGMAS")], outputs=[("LATENT", "LATENT")]),
+        dict(id=6, cls="LTX2Decode", links=dict(vae=(1, 1, "LTX2_VAE"), latent=(5, 0, "LATENT")),
+             widgets=dict(temporal_chunk=4, spatial_tile=0, tile_overlap=64),
+             outputs=[("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT")]),
+        dict(id=11, cls="Cosmos3LTX2VideoGuardrail", links=dict(images=(6, 0, "IMAGE")),
+             widgets=dict(detector=FACE_DETECTOR, batch_size=4), outputs=[("images", "IMAGE"), ("changed", "BOOLEAN")]),
+        dict(id=7, cls="CreateVideo", links=dict(images=(11, 0, "IMAGE"), fps=(6, 2, "FLOAT"), audio=(6, 1, "AUDIO")),
+             widgets={}, linked_widgets=dict(fps=24.0), optional_widgets=dict(bit_depth=8), outputs=[("VIDEO", "VIDEO")]),
+        dict(id=8, cls="SaveVideo", links=dict(video=(7, 0, "VIDEO")),
+             widgets=dict(filename_prefix="video/ltx2_t2v", format="auto", codec="auto"), outputs=[("video", "VIDEO")]),
+    ]
+
+
+def _set_ltx_prompt(nodes, text: str) -> None:
+    for node_id in (10, 4):
+        _node(nodes, node_id)["widgets"]["prompt"] = text
+
+
+def ltx2_i2v():
+    """One-stage image-to-video with sound: the loaded picture becomes the first frame."""
+    nodes = ltx2_t2v()
+    nodes.append(dict(id=9, cls="LoadImage", widgets=dict(image="cosmos3_i2v_example.png"), upload="image",
+                      outputs=[("IMAGE", "IMAGE"), ("MASK", "MASK")]))
+    nodes.insert(nodes.index(_node(nodes, 3)) + 1, dict(
+        id=13, cls="LTX2ImageConditioning",
+        links=dict(vae=(1, 1, "LTX2_VAE"), latent=(3, 0, "LATENT"), image=(9, 0, "IMAGE")),
+        widgets=dict(frame_idx=0, strength=1.0, crf=33), outputs=[("LATENT", "LATENT")]))
+    _node(nodes, 5)["links"]["latent"] = (13, 0, "LATENT")
+    _set_ltx_prompt(nodes, "The robot arm from the first frame lifts the red block and sets it down gently; the camera "
+                           "stays still. A soft whir of motors and a wooden clack.")
+    _node(nodes, 8)["widgets"]["filename_prefix"] = "video/ltx2_i2v"
+    return nodes
+
+
+def _two_stage(nodes, prefix: str):
+    """Stage 1 at half size, then x2 upsample + refine (the LoRA's strengths per stage)."""
+    nodes.insert(1, dict(id=14, cls="LTX2LoraLoader", links=dict(model=(1, 0, "LTX2_MODEL")),
+                         widgets=dict(lora=LTX_DEMO, strength_stage1=0.25, strength_stage2=0.5),
+                         outputs=[("model", "LTX2_MODEL")]))
+    nodes.insert(2, dict(id=15, cls="LTX2UpsamplerLoader", widgets=dict(upsampler=LTX_DEMO, dtype="bf16", device="default"),
+                         outputs=[("upsampler", "LTX2_UPSAMPLER")]))
+    _node(nodes, 3)["widgets"].update(width=192, height=128)  # half of the final 384x256
+    _node(nodes, 5)["links"]["model"] = (14, 0, "LTX2_MODEL")
+    nodes.insert(nodes.index(_node(nodes, 5)) + 1, dict(
+        id=16, cls="LTX2UpsampleRefine",
+        links=dict(model=(14, 0, "LTX2_MODEL"), conditioning=(4, 0, "LTX2_CONDITIONING"), latent=(5, 0, "LATENT"),
+                   upsampler=(15, 0, "LTX2_UPSAMPLER"), vae=(1, 1, "LTX2_VAE")),
+        widgets=dict(sampler="res2s", eta=0.5, sde_noise="seeded"),
+        sockets=[("guider", "LTX2_GUIDER"), ("sigmas", "SIGMAS")], outputs=[("LATENT", "LATENT")]))
+    _node(nodes, 6)["links"]["latent"] = (16, 0, "LATENT")
+    _node(nodes, 8)["widgets"]["filename_prefix"] = f"video/{prefix}"
+    return nodes
+
+
+def ltx2_hq():
+    """The HQ two-stage pipeline (official TI2VidTwoStagesHQPipeline): res2s with the HQ guidance at half size, the
+    x2 upsampler, three res2s steps at full size; the distilled LoRA at 0.25 then 0.5."""
+    nodes = _two_stage(ltx2_t2v(), "ltx2_hq")
+    _node(nodes, 12)["widgets"]["preset"] = "LTX-2.3 HQ"
+    _node(nodes, 5)["widgets"].update(steps=15, schedule="ltx2 token-shifted (HQ stage 1)", sampler="res2s")
+    return nodes
+
+
+def ltx2_distilled():
+    """The distilled two-stage pipeline (official DistilledPipeline, for the distilled checkpoint): Euler over the
+    fixed 8 + 3 sigmas, no guidance."""
+    nodes = [n for n in _two_stage(ltx2_t2v(), "ltx2_distilled") if n["id"] != 12]
+    sampler = _node(nodes, 5)
+    del sampler["links"]["guider"]
+    sampler["sockets"] = [("guider", "LTX2_GUIDER"), ("sigmas", "SIGMAS")]
+    sampler["widgets"].update(steps=8, schedule="distilled", sampler="euler")
+    _node(nodes, 16)["widgets"]["sampler"] = "euler"
+    _node(nodes, 14)["widgets"].update(strength_stage1=1.0, strength_stage2=1.0)
+    return nodes
+
+
+# Hand placement (column, wanted top) of the LTX graphs' nodes, whose many long links the automatic layout spreads
+# too far apart; found by a search for the largest view without links behind nodes (the layout still checks).
+PLACES = {
+    'ltx2_t2v': {1: (0, 210), 2: (0, 660), 3: (1, 360), 4: (1, 450), 5: (2, 210), 6: (3, 60), 7: (6, 90), 8: (7, 780), 10: (0, 750), 11: (5, 270), 12: (0, 0)},
+    'ltx2_i2v': {1: (0, 510), 2: (0, 810), 3: (1, 750), 4: (2, 360), 5: (3, 480), 6: (4, 360), 7: (6, 30), 8: (7, 870), 9: (0, 690), 10: (0, 690), 11: (5, 870), 12: (2, 870), 13: (2, 90)},
+    'ltx2_hq': {1: (0, 300), 2: (0, 540), 3: (1, 390), 4: (2, 150), 5: (3, 450), 6: (5, 600), 7: (7, 630), 8: (8, 240), 10: (0, 30), 11: (6, 330), 12: (1, 210), 14: (2, 480), 15: (2, 330), 16: (4, 780)},
+    'ltx2_distilled': {1: (0, 210), 2: (0, 390), 3: (1, 270), 4: (2, 870), 5: (4, 60), 6: (8, 690), 7: (10, 690), 8: (11, 480), 10: (0, 630), 11: (9, 840), 14: (2, 690), 15: (2, 240), 16: (6, 420)},
+}
+
+
+def _placed(name: str, make):
+    return lambda: [dict(n, at=PLACES[name][n["id"]]) for n in make()]
+
+
+GRAPHS = {"cosmos3_t2v": t2v, "cosmos3_i2v": i2v, "cosmos3_t2i": t2i,
+          **{name: _placed(name, make) for name, make in (("ltx2_t2v", ltx2_t2v), ("ltx2_i2v", ltx2_i2v),
+                                                          ("ltx2_hq", ltx2_hq), ("ltx2_distilled", ltx2_distilled))}}
 
 
 def api_format(nodes) -> dict:
@@ -120,8 +242,8 @@ def api_format(nodes) -> dict:
 # enters an input from the left, its control points a quarter of the link's length out. Node heights are
 # generous (as the frontend sizes its own templates, plus room), so widgets never spill into the next node.
 TITLE_H, SLOT_H, WIDGET_H, PAD_H = 30, 20, 24, 24
-EXTRA_H = {"Cosmos3TextEncode": 2 * 120, "LoadImage": 240, "SaveVideo": 240, "SaveImage": 240}  # text boxes, pictures
-WIDTH = {"Cosmos3TextEncode": 420, "SaveVideo": 360, "SaveImage": 360}
+EXTRA_H = {"Cosmos3TextEncode": 2 * 120, "LTX2TextEncode": 2 * 120, "LoadImage": 240, "SaveVideo": 240, "SaveImage": 240}  # text boxes, pictures
+WIDTH = {"Cosmos3TextEncode": 420, "LTX2TextEncode": 420, "SaveVideo": 360, "SaveImage": 360}
 DEFAULT_WIDTH = 320
 GAP_X, GAP_Y, CLEARANCE = 70, 50, 30
 VIEW = (1280, 720)  # the smallest editor window the stored view is made for
@@ -191,14 +313,16 @@ def layout(nodes) -> dict[int, tuple[int, int, int, int]]:
     order data flows, each column stacked without overlap, and no link passing behind a node it does not join (a
     link that jumps over a column runs below the nodes there; a node beside a link's end moves below the link)."""
     column = _columns(nodes)
+    column.update({n["id"]: n["at"][0] for n in nodes if "at" in n})  # placed by hand: (column, top)
     size = {n["id"]: node_size(n) for n in nodes}
     order = sorted(set(column.values()))
     xs, x = {}, 0
     for c in order:
         xs[c] = x
         x += max(size[i][0] for i in column if column[i] == c) + GAP_X
-    stacks = {c: [n["id"] for n in nodes if column[n["id"]] == c] for c in order}
-    tops = {i: 0.0 for i in column}  # wanted top of each body; stacking pushes it down where needed
+    tops = {n["id"]: float(n["at"][1]) if "at" in n else 0.0 for n in nodes}  # wanted top of each body; stacking
+    # pushes it down where needed
+    stacks = {c: sorted((n["id"] for n in nodes if column[n["id"]] == c), key=lambda i: tops[i]) for c in order}
 
     def stack():
         boxes = {}
