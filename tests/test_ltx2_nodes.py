@@ -93,3 +93,52 @@ def test_distilled_graph_equals_generate(demo, loaded, pictures):
     s2, = N["LTX2UpsampleRefine"]().refine(lora_model, cond, s1, up, vae, "euler", 0.5, "seeded")
     _same(N["LTX2Decode"]().decode(vae, s2, 4, 0, 64),
           _reference(demo, pictures, "distilled", upsampler=demo.upsampler, distilled_lora=demo.lora))
+
+
+# ---------------------------------------------------------------------------------------------- the graph doors
+from pathlib import Path  # noqa: E402
+
+from comfyui_cosmos3_ltx2 import headless  # noqa: E402
+
+API = Path(__file__).resolve().parents[1] / "workflows" / "api" / "ltx2_t2v_api.json"
+SMALL = ["3.width=64", "3.height=32", "3.frames=9", "5.steps=2"]
+
+
+def test_bad_size_fails_before_any_model_work(monkeypatch, tmp_path):
+    mappings = headless.node_mappings(False)
+    calls = []
+    monkeypatch.setattr(mappings["LTX2CheckpointLoader"], "load", lambda self, *a, **k: calls.append(1))
+    graph = headless.apply_overrides(headless.load_workflow(API), ["3.width=100", "3.frames=20"], mappings)
+    with pytest.raises(headless.WorkflowError) as err:
+        headless.run(graph, output_dir=tmp_path, mappings=mappings)
+    assert "node 3 (LTX2EmptyLatent)" in str(err.value) and "width=100: not a multiple of 32; use 96 or 128" in str(err.value)
+    assert calls == [] and not any(tmp_path.iterdir())
+    # the node refuses it too when called directly (linked values skip VALIDATE_INPUTS)
+    with pytest.raises(ValueError, match="LTX2EmptyLatent: frames=20: not 8k\\+1 frames.*use 17 or 25"):
+        N["LTX2EmptyLatent"]().make(None, 64, 32, 20)
+
+
+@pytest.mark.parametrize("cancel_at, where", [(1, "sampling"), (3, "decoding")])
+def test_cancel_writes_no_file(monkeypatch, tmp_path, cancel_at, where):
+    """Two sampler steps (one interrupt check each), then the decoder checks: Cancel in either writes nothing."""
+    from comfyui_cosmos3_ltx2.nodes import comfy
+
+    class Cancelled(BaseException):
+        pass
+
+    checks, decoding = [], []
+
+    def check():
+        checks.append(1)
+        if len(checks) == cancel_at:
+            raise Cancelled()
+
+    monkeypatch.setattr(comfy, "check_interrupt", check)
+    real_decode = N["LTX2Decode"].decode
+    monkeypatch.setattr(N["LTX2Decode"], "decode", lambda self, *a, **k: decoding.append(1) or real_decode(self, *a, **k))
+    mappings = headless.node_mappings(False)
+    graph = headless.apply_overrides(headless.load_workflow(API), SMALL, mappings)
+    with pytest.raises(Cancelled):
+        headless.run(graph, output_dir=tmp_path, mappings=mappings)
+    assert bool(decoding) == (where == "decoding")
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
