@@ -197,6 +197,16 @@ def generate(
                                  "leave it unset")
     if sde_noise not in ("seeded", "reference"):
         raise ValueError(f"sde_noise must be 'seeded' or 'reference', got {sde_noise!r}")
+    # options that do not apply to the chosen pipeline are refused, not ignored
+    if not two_stage and upsampler is not None:
+        raise ValueError("upsampler: only the two-stage pipelines ('hq', 'distilled') use the x2 upsampler; "
+                         "leave it unset for the one-stage pipeline")
+    if not hq and sde_noise != "seeded":
+        raise ValueError(f"sde_noise={sde_noise!r}: only the 'hq' pipeline's res2s sampler draws SDE noise; the "
+                         f"{pipeline} pipeline samples with Euler")
+    if image is None and float(image_strength) != 1.0:
+        raise ValueError(f"image_strength={image_strength!r}: there is no `image` to apply it to")
+    latent_shape(num_frames, height, width, fps)  # sizes, frames and fps checked before anything loads
     if steps is None:
         steps = DEFAULT_STEPS[pipeline]
     if not distilled and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):

@@ -210,3 +210,18 @@ def test_generate_distilled_pipeline(tiny, gemma_folder, tmp_path):  # noqa: F81
                          ({"upsampler": None}, "upsampler"), ({"width": 96}, "width must be a multiple of 64")):
         with pytest.raises(ValueError, match=match):
             generate(ck, gemma, "a cat", **{**args, **extra})
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(upsampler="up.safetensors"), "only the two-stage pipelines"),
+    (dict(sde_noise="reference"), "only the 'hq' pipeline's res2s"),
+    (dict(image_strength=0.5), "there is no `image`"),
+    (dict(num_frames=20), "frames must be 8k \\+ 1"),
+    (dict(width=100), "width must be a multiple of 32"),
+])
+def test_options_that_do_not_apply_are_refused_before_any_load(kwargs, message):
+    """The paths do not exist: a check made after loading would fail on them instead."""
+    from comfyui_cosmos3_ltx2.ltx2 import generate as ltx_generate
+
+    with pytest.raises(ValueError, match=message):
+        ltx_generate("/nonexistent/ltx.safetensors", "/nonexistent/gemma", "a cat", **kwargs)
