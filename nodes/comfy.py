@@ -152,10 +152,14 @@ def unload(patcher, module: nn.Module) -> None:
 
 # ---------------------------------------------------------------------------------------------- folders
 def register_model_folder(name: str) -> None:
-    """Add ``models/<name>`` to ComfyUI's model folders (a model's own folder kind, e.g. checkpoint folders)."""
+    """Add ``models/<name>`` to ComfyUI's model folders (a model's own folder kind, e.g. checkpoint folders), and
+    create it when missing."""
     if folder_paths is None:
         return
-    folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name))
+    folder = os.path.join(folder_paths.models_dir, name)
+    folder_paths.add_model_folder_path(name, folder)
+    with contextlib.suppress(OSError):  # made empty, as ComfyUI makes its own, so users see where files go
+        os.makedirs(folder, exist_ok=True)
 
 
 def _search_roots(kind: str) -> list[Path]:

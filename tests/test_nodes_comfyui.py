@@ -161,7 +161,7 @@ def test_single_files_without_config(tmp_path):
 
     demo = cosmos3_nodes.resolve_model_path("cosmos3", DEMO)
     with comfyui_standin(str(tmp_path)) as rec:
-        (tmp_path / "cosmos3").mkdir()
+        (tmp_path / "cosmos3").mkdir(exist_ok=True)  # (registering the folder made it)
         shutil.copytree(demo, tmp_path / "cosmos3" / "TinyCopy")
         rec.folders["diffusion_models"] = [str(tmp_path / "dm")]
         (tmp_path / "dm").mkdir()
