@@ -205,6 +205,14 @@ def model_files(kind: str, suffixes: tuple[str, ...]) -> list[str]:
     return names
 
 
+def check_choice(field: str, value, choices: list[str]):
+    """A loader's ``VALIDATE_INPUTS`` answer: True for a listed name, or an absolute path that exists (scripts and
+    the API may name files directly), else the message."""
+    if value is None or value in choices or (os.path.isabs(value) and os.path.exists(value)):
+        return True
+    return f"{field}={value!r} is neither in the model folders nor an existing absolute path"
+
+
 def resolve_model_path(kind: str, name: str) -> Path:
     """Full path of a folder or file listed by :func:`checkpoint_folders` / :func:`safetensors_files`.
 

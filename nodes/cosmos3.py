@@ -6,7 +6,6 @@ converts back. Anything ComfyUI-specific goes through :mod:`.comfy`.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -105,13 +104,6 @@ def _verdict(check, **values):
     return True
 
 
-def _check_choice(field: str, value, choices: list[str]):
-    """A listed name, or an absolute path that exists (scripts and the API may name files directly)."""
-    if value is None or value in choices or (os.path.isabs(value) and os.path.exists(value)):
-        return True
-    return f"{field}={value!r} is neither in the model folders nor an existing absolute path"
-
-
 def _checkpoint_choices() -> list[str]:
     return [EMBEDDED_CHECKPOINT] + comfy.checkpoint_folders(MODEL_FOLDER) + comfy.safetensors_files("diffusion_models")
 
@@ -154,7 +146,7 @@ class Cosmos3ModelLoader:
 
     @classmethod
     def VALIDATE_INPUTS(cls, checkpoint=None):
-        return _check_choice("checkpoint", checkpoint, _checkpoint_choices())
+        return comfy.check_choice("checkpoint", checkpoint, _checkpoint_choices())
 
     def load(self, checkpoint, weight_dtype="bf16", device="default", tokenizer=FROM_CHECKPOINT):
         path = _resolve_checkpoint(checkpoint)
@@ -190,7 +182,7 @@ class Cosmos3VAELoader:
 
     @classmethod
     def VALIDATE_INPUTS(cls, vae=None):
-        return _check_choice("vae", vae, _vae_choices())
+        return comfy.check_choice("vae", vae, _vae_choices())
 
     def load(self, vae, dtype="bf16", device="default"):
         kind = "vae" if vae.endswith(".safetensors") else MODEL_FOLDER

@@ -130,16 +130,6 @@ def _demo():
     return default_demo()
 
 
-def _choices(kind: str, *, folders: bool = False, marker: str = "model_index.json", extra_kinds=()) -> list[str]:
-    names = [EMBEDDED]
-    if folders:
-        names += comfy.checkpoint_folders(MODEL_FOLDER if kind == "checkpoint" else kind, marker=marker)
-    for k in (kind, *extra_kinds):
-        if k != "checkpoint":
-            names += comfy.safetensors_files(k)
-    return names
-
-
 def _resolve(name: str, kinds: tuple[str, ...], demo_file: str):
     """A listed name -> path: the embedded demo's file, an absolute path, or the first model folder kind that
     holds it."""
@@ -153,12 +143,6 @@ def _resolve(name: str, kinds: tuple[str, ...], demo_file: str):
         except FileNotFoundError:
             continue
     raise FileNotFoundError(f"{name!r} is in none of the model folders {list(kinds)}")
-
-
-def _check_choice(field: str, value, choices: list[str]):
-    if value is None or value in choices or (os.path.isabs(value) and os.path.exists(value)):
-        return True
-    return f"{field}={value!r} is neither in the model folders nor an existing absolute path"
 
 
 def _checkpoint_choices() -> list[str]:
@@ -203,7 +187,7 @@ class LTX2CheckpointLoader:
 
     @classmethod
     def VALIDATE_INPUTS(cls, checkpoint=None):
-        return _check_choice("checkpoint", checkpoint, _checkpoint_choices())
+        return comfy.check_choice("checkpoint", checkpoint, _checkpoint_choices())
 
     def load(self, checkpoint, weight_dtype="bf16", device="default"):
         from ..ltx2.loader import load_ltx2_checkpoint
@@ -244,7 +228,7 @@ class LTX2TextEncoderLoader:
 
     @classmethod
     def VALIDATE_INPUTS(cls, text_encoder=None):
-        return _check_choice("text_encoder", text_encoder, _text_encoder_choices())
+        return comfy.check_choice("text_encoder", text_encoder, _text_encoder_choices())
 
     def load(self, text_encoder, dtype="bf16", device="default"):
         from ..ltx2.loader import load_gemma_text_encoder
@@ -277,7 +261,7 @@ class LTX2UpsamplerLoader:
 
     @classmethod
     def VALIDATE_INPUTS(cls, upsampler=None):
-        return _check_choice("upsampler", upsampler, _upsampler_choices())
+        return comfy.check_choice("upsampler", upsampler, _upsampler_choices())
 
     def load(self, upsampler, dtype="bf16", device="default"):
         from ..ltx2.upsampler import load_latent_upsampler
@@ -315,7 +299,7 @@ class LTX2LoraLoader:
 
     @classmethod
     def VALIDATE_INPUTS(cls, lora=None):
-        return _check_choice("lora", lora, _lora_choices())
+        return comfy.check_choice("lora", lora, _lora_choices())
 
     def apply(self, model, lora, strength_stage1=0.25, strength_stage2=0.5):
         for field, value in (("strength_stage1", strength_stage1), ("strength_stage2", strength_stage2)):
