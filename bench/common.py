@@ -7,9 +7,14 @@ import ctypes
 import gc
 import json
 import statistics
+import sys
 from pathlib import Path
 
 import torch
+
+# the one op / host-read counter, shared with the tests (tests/helpers/op_count.py)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers.op_count import count_ops  # noqa: E402,F401  (re-exported to the benchmarks)
 
 
 def weight_bytes(module: torch.nn.Module) -> int:
@@ -100,69 +105,6 @@ def tensor_peak(run) -> tuple[object, int | None]:
     except (AttributeError, RuntimeError):  # private profiler API moved: skip the figure
         peak = None
     return out, peak
-
-
-_NO_KERNEL = {"_unsafe_view", "detach", "lift_fresh", "alias", "empty", "empty_strided", "sym_size",
-              "sym_stride", "sym_numel", "sym_storage_offset", "_local_scalar_dense"}
-
-
-def _is_view(func) -> bool:
-    """An op whose output aliases its input without writing it (view, transpose, slice, expand, ...)."""
-    schema = func._schema
-    return not schema.is_mutable and any(r.alias_info is not None for r in schema.returns)
-
-
-def count_ops(run, by_op: bool = False) -> tuple[object, dict]:
-    """Call ``run()`` once under a dispatch mode that counts the aten ops it dispatches; returns (its result,
-    counts). ``kernels``: ops that compute (not views, not allocations of uninitialised memory); on a GPU
-    each is one or more kernel launches, so at sizes where launches and Python dominate, time follows it.
-    ``host_reads``: ``aten._local_scalar_dense`` calls (``.item()``, ``bool(t)``), each a host-device sync on
-    a GPU. ``all``: every dispatched op. Counts do not depend on the machine. ``by_op``: also a ``Counter``
-    of the kernels per op name."""
-    import collections
-
-    from torch.overrides import TorchFunctionMode
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    counts = dict(all=0, kernels=0, host_reads=0)
-    names = collections.Counter()
-    inside = [0]  # > 0 while a call that CUDA runs as one fused kernel is being decomposed
-
-    class _Count(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            name = func.overloadpacket.__name__
-            if name == "_local_scalar_dense":
-                counts["host_reads"] += 1
-            if not inside[0]:
-                counts["all"] += 1
-                if name not in _NO_KERNEL and not _is_view(func):
-                    counts["kernels"] += 1
-                    names[name] += 1
-            return func(*args, **(kwargs or {}))
-
-    class _Fused(TorchFunctionMode):
-        """F.rms_norm is one kernel on CUDA (``_fused_rms_norm``) but a chain of ops on the CPU: count it once."""
-
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            if func in _FUSED_ON_CUDA and not inside[0]:
-                counts["all"] += 1
-                counts["kernels"] += 1
-                names[func.__name__] += 1
-                inside[0] += 1
-                try:
-                    return func(*args, **(kwargs or {}))
-                finally:
-                    inside[0] -= 1
-            return func(*args, **(kwargs or {}))
-
-    with _Fused(), _Count():
-        out = run()
-    if by_op:
-        counts["by_op"] = names
-    return out, counts
-
-
-_FUSED_ON_CUDA = {torch.nn.functional.rms_norm, torch.rms_norm}
 
 
 def ops_table(names: list[str], res: dict, ref: str, per: int = 1) -> list[str]:

@@ -79,7 +79,7 @@ _RES = ["res_x", {"num_layers": 1}]
 
 def checkpoint_config() -> dict:
     """The checkpoint's metadata ``config``: the released LTX-2.3 config's sections and keys
-    (tests/data/ltx2_real_configs/ltx-2.3-22b.config.json) with tiny hidden sizes."""
+    (tests/ltx2/data/ltx2_real_configs/ltx-2.3-22b.config.json) with tiny hidden sizes."""
     video, audio = VIDEO_HEADS * VIDEO_HEAD_DIM, AUDIO_HEADS * AUDIO_HEAD_DIM
     transformer = {
         "_class_name": "AVTransformer3DModel", "activation_fn": "gelu-approximate", "attention_bias": True,

@@ -173,3 +173,35 @@ def test_the_checker_sees_a_cycle_through_a_function_level_import(tmp_path):
     assert edges["pkg.a"] == {"pkg.b"} and edges["pkg.b"] == {"pkg.a"} and edges["pkg.c"] == {"pkg.a"}
     assert external["pkg.c"] == {(2, "folder_paths")}
     assert find_cycle(edges) == ["pkg.a", "pkg.b", "pkg.a"]
+
+
+# --------------------------------------------------------------------------------------------------
+# The test suite's own spine: tests grouped by part, shared code only in tests/helpers/
+
+TESTS = ROOT / "tests"
+PARTS = {"core", "cosmos3", "ltx2", "nodes", "headless"}
+
+
+def _top_imports(path: Path) -> set:
+    """Top-level module names a file imports (any depth in the file, relative imports left out)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            out.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out.add(node.module.split(".")[0])
+    return out
+
+
+def test_tests_sit_in_their_part_and_import_no_other_test_module():
+    test_files = sorted(TESTS.rglob("test_*.py"))
+    names = [p.stem for p in test_files]
+    assert len(names) == len(set(names)), "two test modules share a name"  # one flat import namespace
+    test_modules = set(names) | {"conftest"}
+    for path in test_files + sorted(TESTS.rglob("conftest.py")) + sorted((TESTS / "helpers").rglob("*.py")):
+        where = path.relative_to(TESTS).parts
+        if path.name.startswith("test_"):
+            # package-wide checks (import rules, packaging) at the root, everything else in its part
+            assert len(where) == 1 or where[0] in PARTS, f"{path}: not in a part folder {sorted(PARTS)}"
+        bad = _top_imports(path) & test_modules
+        assert not bad, f"{path.relative_to(ROOT)} imports test module(s) {sorted(bad)}: move shared code to helpers/"
