@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import builtins
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from comfyui_cosmos3_ltx2 import headless
 from comfyui_cosmos3_ltx2.__main__ import main
 from comfyui_cosmos3_ltx2.core import checkpoint as core_checkpoint
 from comfyui_cosmos3_ltx2.core.checks import OptionError
@@ -348,3 +350,38 @@ def test_cli_continues_a_folder_of_frames(tiny, tmp_path, capsys):
     assert out.is_file()
     with Image.open(out) as im:
         assert im.n_frames == 9 and im.size == (64, 32)
+
+
+# ---------------------------------------------------------------------------------------------- headless runner
+API_T2V = Path(__file__).resolve().parents[1] / "workflows" / "api" / "cosmos3_t2v_api.json"
+
+
+def v2v_graph(frames=9, keep_latent_frames=2):
+    """The shipped T2V API graph with its empty latent replaced by a Video To Video Latent fed by LoadImage (an
+    animated picture loads as an IMAGE batch, as in ComfyUI), without the guardrails, tiny and fp32 on the CPU."""
+    graph = headless.load_workflow(str(API_T2V))
+    graph["1"]["inputs"].update(weight_dtype="fp32", device="cpu")
+    graph["2"]["inputs"].update(dtype="fp32", device="cpu")
+    graph["3"] = {"class_type": "Cosmos3VideoToVideoLatent", "inputs": {
+        "vae": ["2", 0], "video": ["12", 0], "width": 64, "height": 32, "frames": frames, "keep": "last",
+        "keep_latent_frames": keep_latent_frames, "batch_size": 1}}
+    graph["12"] = {"class_type": "LoadImage", "inputs": {"image": "clip.webp"}}
+    graph["4"]["inputs"]["prompt"] = "a cat"
+    graph["5"]["inputs"]["steps"] = 2
+    graph["7"]["inputs"]["images"] = ["6", 0]
+    del graph["10"], graph["11"]
+    return graph
+
+
+def test_runner_continues_an_animated_picture_and_refuses_bad_inputs_first(tmp_path, tiny, monkeypatch):
+    frames = [Image.fromarray(f) for f in clip_uint8(6, 40, 70)]
+    frames[0].save(tmp_path / "clip.webp", save_all=True, append_images=frames[1:], lossless=True)
+    out = tmp_path / "out"
+    monkeypatch.setattr(cosmos3_nodes, "resolve_model_path", lambda kind, name: tiny)
+    with pytest.raises(headless.WorkflowError) as info:
+        headless.run(v2v_graph(frames=5), output_dir=out, input_dir=tmp_path, mappings=headless.node_mappings(False))
+    text = str(info.value)
+    assert "node 3 (Cosmos3VideoToVideoLatent)" in text and "frames=5, keep_latent_frames=2: keeping 2" in text, text
+    assert not out.exists() or not list(out.iterdir())
+    written = headless.run(v2v_graph(), output_dir=out, input_dir=tmp_path, mappings=headless.node_mappings(False))
+    assert len(written) == 1 and written[0].is_file()
