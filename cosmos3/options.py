@@ -124,12 +124,10 @@ def video_condition_frames(video_latent_frames: int) -> int:
 
 
 def check_video_options(*, video_keep=VIDEO_KEEP[0], video_latent_frames=VIDEO_LATENT_FRAMES, num_frames=None,
-                        image=None, video=True) -> None:
+                        image=None) -> None:
     """Video-to-video's own options: which end of the clip (``video_keep``), how many latent frames of it are kept
-    (``video_latent_frames``) and that the video made (``num_frames``, when known) leaves some to generate;
-    ``image`` and ``video`` together are refused (``video``: whether a clip is given at all)."""
-    if not video:
-        return
+    (``video_latent_frames``) and that the video made (``num_frames``, when known) leaves some to generate; an
+    ``image`` as well is refused."""
     if image is not None:
         raise OptionError(("image", "video"), ("<given>", "<given>"), "give one: an image (image-to-video) or a "
                                                                       "video (video-to-video), not both")
@@ -149,9 +147,10 @@ def check_clip_length(frames: int, video_latent_frames: int, field: str = "video
     """A source clip of ``frames`` frames holds the ``4 (k - 1) + 1`` that ``k`` kept latent frames encode."""
     need = video_condition_frames(video_latent_frames)
     if frames < need:
-        fewer = f"; keep {(frames - 1) // TEMPORAL_FACTOR + 1} latent frame(s) instead" if frames >= 1 else ""
+        fits = max(frames - 1, 0) // TEMPORAL_FACTOR + 1
         raise OptionError(field, f"<{frames} frame(s)>", f"too short: keeping {video_latent_frames} latent frame(s) "
-                                                         f"takes {need} frames of the clip{fewer}")
+                                                         f"takes {need} frames of the clip; keep {fits} latent "
+                                                         "frame(s) instead")
 
 
 def check_request(*, prompt, negative_prompt, width, height, num_frames, fps, steps, guidance, shift, seed,
