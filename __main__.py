@@ -66,7 +66,8 @@ def cmd_generate(args) -> int:
     # own recipe before loading, too).
     check_request(prompt=args.prompt, negative_prompt=args.negative_prompt, width=width, height=height,
                   num_frames=frames, fps=args.fps, steps=steps, guidance=args.guidance, shift=args.shift,
-                  seed=args.seed, sampler="auto", image=args.image)
+                  seed=args.seed, sampler="auto", image=args.image, video=args.video, video_keep=args.video_keep,
+                  video_latent_frames=args.video_latent_frames)
     out = check_output(args.output or ("cosmos3.png" if frames == 1 else "cosmos3.webp"), frames)
     unset = [flag(n) for n, v in given.items() if v is None and n != "steps"]
     where = "the embedded demo model's defaults" if embedded else "the reference pipeline's defaults for a real checkpoint"
@@ -87,7 +88,8 @@ def cmd_generate(args) -> int:
     video = generate(
         checkpoint, args.prompt, args.negative_prompt, args.image, width=width, height=height, num_frames=frames,
         fps=args.fps, steps=steps, guidance=args.guidance, seed=args.seed, shift=args.shift,
-        device=args.device, dtype=args.dtype, callback=progress, vae=args.vae,
+        device=args.device, dtype=args.dtype, callback=progress, vae=args.vae, video=args.video,
+        video_keep=args.video_keep, video_latent_frames=args.video_latent_frames,
     )
     print()
     write_frames(video, out, args.fps)
@@ -193,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true",
                         help=f"show the traceback of an error (also with {DEBUG_ENV}=1)")
     sub = p.add_subparsers(dest="command", required=True)
-    g = sub.add_parser("generate", parents=[common], help="Cosmos3 text-to-video / image-to-video / text-to-image",
+    g = sub.add_parser("generate", parents=[common],
+                       help="Cosmos3 text-to-video / image-to-video / video-to-video / text-to-image",
                        description="Cosmos3 in one call. Without --checkpoint: the embedded demo model at "
                                    f"{TINY_DEFAULTS['width']}x{TINY_DEFAULTS['height']}, {TINY_DEFAULTS['frames']} "
                                    f"frames, {TINY_DEFAULTS['steps']} steps; with it: the reference pipeline's "
@@ -205,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompt", default="A robot arm stacks wooden blocks on a table, soft daylight.")
     g.add_argument("--negative-prompt", default="")
     g.add_argument("--image", help="conditioning image for image-to-video")
+    g.add_argument("--video", help="video-to-video: the clip to continue, a video file (needs PyAV) or a folder of its "
+                                   "frames as pictures")
+    g.add_argument("--video-keep", choices=["first", "last"], default="first",
+                   help="condition on the clip's first or last frames (default: first)")
+    g.add_argument("--video-latent-frames", type=int, default=2,
+                   help="latent frames of the clip to keep: k takes 4(k-1)+1 frames of it (default 2: 5 frames)")
     g.add_argument("--width", type=int, help="multiple of 16 (default: 128 for the demo model, 1280 with --checkpoint)")
     g.add_argument("--height", type=int, help="multiple of 16 (default: 128 for the demo model, 720 with --checkpoint)")
     g.add_argument("--frames", type=int, help="4k+1 frames; 1 makes an image (default: 17 for the demo model, 189 with "

@@ -24,7 +24,7 @@ import torch
 
 from .checks import OptionError
 
-__all__ = ["rgb_and_alpha", "to_rgb255"]
+__all__ = ["rgb_and_alpha", "to_rgb01", "to_rgb255"]
 
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 
@@ -75,6 +75,16 @@ def to_rgb255(image, field: str = "image") -> torch.Tensor:
     (C = 1, 3 or 4): uint8 (0..255), uint16 (0..65535) or floats in 0..1 (ComfyUI's IMAGE). Problems raise
     :class:`~.checks.OptionError` naming ``field`` (TypeError for an object that is no picture at all).
     """
+    return _to_rgb(image, field, 255.0)
+
+
+def to_rgb01(image, field: str = "image") -> torch.Tensor:
+    """:func:`to_rgb255`, but with values in 0..1: floats in 0..1 come back as they are (clamped, float32), integer
+    pixels divided by their full scale (uint8 ``x / 255``, as diffusers' image processor reads PIL pictures)."""
+    return _to_rgb(image, field, 1.0)
+
+
+def _to_rgb(image, field: str, unit: float) -> torch.Tensor:
     shown = str(image) if isinstance(image, (str, os.PathLike)) else None
     if shown is not None:
         image = _open(image, field)
@@ -84,7 +94,7 @@ def to_rgb255(image, field: str = "image") -> torch.Tensor:
         except ValueError as e:
             raise OptionError(field, shown or f"<{image.mode} picture>", str(e)) from None
         _refuse_transparency(alpha, 1.0, field, shown or f"<{image.mode} picture>")
-        return torch.from_numpy(rgb)
+        return torch.from_numpy(rgb) if unit == 255.0 else torch.from_numpy(rgb / np.float32(255.0))
     if isinstance(image, np.ndarray):
         sixteen = image.dtype == np.uint16
         image = torch.from_numpy(np.ascontiguousarray(image.astype(np.int32) if sixteen else image))
@@ -116,5 +126,8 @@ def to_rgb255(image, field: str = "image") -> torch.Tensor:
         _refuse_transparency(image[..., 3], full, field, shown)
     image = image[..., :3] if image.shape[-1] != 1 else image.expand(-1, -1, 3)
     if scale is None:
-        return image.float().cpu().clamp(0.0, 1.0) * 255.0
+        image = image.float().cpu().clamp(0.0, 1.0)
+        return image * 255.0 if unit == 255.0 else image
+    if unit != 255.0:
+        return image.float().cpu() / float(full)
     return image.float().cpu() if scale == 1.0 else image.float().cpu() / scale

@@ -1,7 +1,7 @@
 """NVIDIA Cosmos3 (omni world model): transformer, Wan2.2 VAE, prompt encoding, pipeline stages.
 
-``generate(checkpoint_folder, prompt, ...)`` runs text-to-video, image-to-video or text-to-image in one
-call; the stages it chains live in :mod:`.pipeline` for graphs that run them one at a time.
+``generate(checkpoint_folder, prompt, ...)`` runs text-to-video, image-to-video, video-to-video or text-to-image
+in one call; the stages it chains live in :mod:`.pipeline` for graphs that run them one at a time.
 """
 
 __all__ = ["generate"]

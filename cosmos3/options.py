@@ -15,6 +15,11 @@ The limits, and why:
   of latent pixels of one latent frame: 32x32 pixels of 4 frames. Past this a single denoising step of the 15 B
   Nano (hidden size 4096) holds over 2 GB per activation and attends 35x the reference's pairs; sizes such as
   100000x100000 are refused here instead of dying at a multi-gigabyte allocation;
+* video-to-video: keep the first or last ``k`` latent frames of the source clip (default 2, as diffusers'
+  ``condition_frame_indexes_vision=(0, 1)``), which are its first or last ``4 (k - 1) + 1`` frames; the clip must
+  have them (diffusers would repeat its last frame into the gap, a still the model then continues), and the video
+  made must have more than ``k`` latent frames, or nothing would be generated; an image and a video together are
+  refused;
 * steps 1 .. 1000; guidance (cfg) a finite number in 1 .. 30 (1 turns it off, below 1 is not guidance); shift
   None (the checkpoint's) or a finite number in (0, 100]; fps finite in 1 .. 240; seed 0 .. 2^64 - 1; batch
   1 .. 64. The graph nodes take their widget ranges from here.
@@ -40,6 +45,8 @@ FPS = (1.0, 240.0)
 MAX_SEED = 2**64 - 1
 MAX_BATCH = 64
 SAMPLERS = ("auto", "uni_pc_bh2", "uni_pc_bh1", "euler")
+VIDEO_KEEP = ("first", "last")  # which end of the source clip video-to-video conditions on
+VIDEO_LATENT_FRAMES = 2  # latent frames of the source clip kept by default (diffusers: indexes (0, 1))
 
 
 def nearest_frame_counts(num_frames: int) -> tuple[int, int]:
@@ -111,14 +118,55 @@ def check_fps(fps) -> None:
     number("fps", fps, low=FPS[0], high=FPS[1])
 
 
+def video_condition_frames(video_latent_frames: int) -> int:
+    """Pixel frames of the source clip that ``video_latent_frames`` latent frames encode: ``4 (k - 1) + 1``."""
+    return (video_latent_frames - 1) * TEMPORAL_FACTOR + 1
+
+
+def check_video_options(*, video_keep=VIDEO_KEEP[0], video_latent_frames=VIDEO_LATENT_FRAMES, num_frames=None,
+                        image=None) -> None:
+    """Video-to-video's own options: which end of the clip (``video_keep``), how many latent frames of it are kept
+    (``video_latent_frames``) and that the video made (``num_frames``, when known) leaves some to generate; an
+    ``image`` as well is refused."""
+    if image is not None:
+        raise OptionError(("image", "video"), ("<given>", "<given>"), "give one: an image (image-to-video) or a "
+                                                                      "video (video-to-video), not both")
+    if video_keep not in VIDEO_KEEP:
+        raise OptionError("video_keep", video_keep, f"not one of {', '.join(VIDEO_KEEP)}")
+    k = integer("video_latent_frames", video_latent_frames, low=1, high=(MAX_FRAMES - 1) // TEMPORAL_FACTOR)
+    if num_frames is not None:
+        latent = (int(num_frames) - 1) // TEMPORAL_FACTOR + 1
+        if latent <= k:
+            need = k * TEMPORAL_FACTOR + 1
+            raise OptionError(("num_frames", "video_latent_frames"), (num_frames, k),
+                              f"keeping {k} latent frame(s) of the clip leaves none of the {latent} to generate; "
+                              f"make at least {need} frames or keep fewer")
+
+
+def check_clip_length(frames: int, video_latent_frames: int, field: str = "video") -> None:
+    """A source clip of ``frames`` frames holds the ``4 (k - 1) + 1`` that ``k`` kept latent frames encode."""
+    need = video_condition_frames(video_latent_frames)
+    if frames < need:
+        fits = max(frames - 1, 0) // TEMPORAL_FACTOR + 1
+        raise OptionError(field, f"<{frames} frame(s)>", f"too short: keeping {video_latent_frames} latent frame(s) "
+                                                         f"takes {need} frames of the clip; keep {fits} latent "
+                                                         "frame(s) instead")
+
+
 def check_request(*, prompt, negative_prompt, width, height, num_frames, fps, steps, guidance, shift, seed,
-                  sampler, image=None) -> None:
+                  sampler, image=None, video=None, video_keep=VIDEO_KEEP[0],
+                  video_latent_frames=VIDEO_LATENT_FRAMES) -> None:
     """Every option of :func:`~.pipeline.generate` that needs no checkpoint (the image is read by
-    :func:`~.pipeline.preprocess_image`, the checkpoint-dependent recipe by :func:`~.pipeline.sampling_schedule`)."""
+    :func:`~.pipeline.preprocess_image` and the video by :func:`~.pipeline.preprocess_video`, the
+    checkpoint-dependent recipe by :func:`~.pipeline.sampling_schedule`)."""
     for field, value in (("prompt", prompt), ("negative_prompt", negative_prompt)):
         if value is not None and not isinstance(value, str):
             raise OptionError(field, value, "must be text")
+    if video is not None:  # the options first (an image too is refused), the frame count once it is known good
+        check_video_options(video_keep=video_keep, video_latent_frames=video_latent_frames, image=image)
     check_size(width, height, num_frames, min_frames=5 if image is not None and num_frames != 1 else 1)
+    if video is not None:
+        check_video_options(video_keep=video_keep, video_latent_frames=video_latent_frames, num_frames=num_frames)
     check_fps(fps)
     check_sampling(steps=steps, guidance=guidance, shift=shift, seed=seed)
     if sampler not in SAMPLERS:

@@ -3,7 +3,8 @@
 Stages, in the order a graph (or :func:`generate`) runs them; the graph nodes call the same functions:
 
 1. :func:`encode_prompts`      prompt ids -> per-layer UND keys/values of prompt and negative prompt
-2. :func:`empty_latents` / :func:`image_latents`   the starting latent (raw VAE latents, as ComfyUI keeps them)
+2. :func:`empty_latents` / :func:`image_latents` / :func:`video_latents`   the starting latent (raw VAE latents, as
+                               ComfyUI keeps them) and its clean conditioning frames
 3. :func:`sampling_schedule`   the checkpoint's sampling recipe: sigmas, sampler and guidance
 4. :func:`sample`              raw latents in, raw latents out: normalises (:mod:`.latent_format`), draws the
                                seed's noise, runs :func:`denoise` (UniPC or flow Euler with classifier-free
@@ -31,8 +32,20 @@ from ..core.sampling import (
     unipc_flow_schedule,
 )
 from ..core.checks import OptionError, require_finite
-from ..core.images import to_rgb255
-from .options import SAMPLERS, SPATIAL_FACTOR, TEMPORAL_FACTOR, check_request, check_sampling
+from ..core.images import to_rgb01, to_rgb255
+from ..core.videos import frames_of
+from .options import (
+    SAMPLERS,
+    SPATIAL_FACTOR,
+    TEMPORAL_FACTOR,
+    VIDEO_KEEP,
+    VIDEO_LATENT_FRAMES,
+    check_clip_length,
+    check_request,
+    check_sampling,
+    check_video_options,
+    video_condition_frames,
+)
 from .prompt import PromptOptions, prompt_ids
 from .transformer import Cosmos3Transformer, TextKV
 
@@ -158,6 +171,71 @@ def encode_video(vae, frames: torch.Tensor, callback: Callable[[int, int], None]
     device = next(vae.parameters()).device
     video = frames[..., :3].to(device=device, dtype=torch.float32).permute(3, 0, 1, 2).unsqueeze(0) * 2.0 - 1.0
     return vae.encode(video.to(dtype), callback=callback).float()
+
+
+def _resized_frame(frame, height: int, width: int, field: str) -> torch.Tensor:
+    """One frame of a source clip -> float32 ``[H, W, 3]`` in [0, 1], stretched to ``H x W`` (no crop).
+
+    Per diffusers' Cosmos3 pipeline (``prepare_latents`` -> ``VideoProcessor.preprocess_video``, made with
+    ``resample="bilinear"``): an 8-bit PIL frame is resized by Pillow's bilinear filter, then divided by 255, as
+    there. Frames given as arrays or tensors (ComfyUI's IMAGE) are resized by the same filter in float, torch's
+    antialiased bilinear (Pillow's filter support), rather than the nearest-neighbour ``interpolate`` diffusers
+    falls back to for tensors, so a clip conditions alike whatever form it comes in (to 8-bit rounding).
+    """
+    if type(frame).__module__.startswith("PIL") and frame.mode in ("RGB", "L"):
+        from PIL import Image
+
+        if frame.size != (width, height):
+            frame = frame.resize((width, height), resample=Image.Resampling.BILINEAR)
+        return to_rgb01(frame, field)
+    x = to_rgb01(frame, field)
+    if tuple(x.shape[:2]) != (height, width):
+        x = F.interpolate(x.permute(2, 0, 1).unsqueeze(0), size=(height, width), mode="bilinear",
+                          align_corners=False, antialias=True)
+        x = x[0].permute(1, 2, 0).clamp_(0.0, 1.0)
+    return x
+
+
+def preprocess_video(video, height: int, width: int, *, keep: str = VIDEO_KEEP[0],
+                     latent_frames: int = VIDEO_LATENT_FRAMES, field: str = "video") -> torch.Tensor:
+    """The conditioning part of a source clip -> ``[1, 3, n, H, W]`` in [-1, 1], ``n = 4 (latent_frames - 1) + 1``.
+
+    ``video``: what :func:`~..core.videos.frames_of` reads (frames ``[F, H, W, C]`` such as ComfyUI's IMAGE, a
+    list of pictures, a folder of pictures or a video file). As diffusers' Cosmos3 pipeline does for video-to-video
+    (``prepare_latents``): the clip's first (``keep="first"``) or last ``n`` frames, each stretched to ``H x W``
+    without keeping the aspect ratio (see :func:`_resized_frame`), as ``2 x - 1``. Only those ``n`` frames are read
+    and resized. A clip shorter than ``n`` frames is refused (:func:`~.options.check_clip_length`).
+    """
+    check_video_options(video_keep=keep, video_latent_frames=latent_frames)
+    frames = frames_of(video, field)
+    check_clip_length(len(frames), latent_frames, field)
+    n = video_condition_frames(latent_frames)
+    frames = frames[:n] if keep == "first" else frames[len(frames) - n :]
+    x = torch.stack([_resized_frame(f, height, width, field) for f in frames])  # [n, H, W, 3]
+    return (x * 2.0 - 1.0).permute(3, 0, 1, 2).unsqueeze(0)
+
+
+def video_latents(vae, pixels: torch.Tensor, num_frames: int, batch: int = 1) -> tuple[torch.Tensor, list[int]]:
+    """Video-to-video start from :func:`preprocess_video`'s ``[1, 3, n, H, W]``: raw latents whose first
+    ``k = (n - 1) / 4 + 1`` frames hold the encoded clip, and those frames' indexes (kept clean by sampling).
+
+    diffusers encodes the whole ``num_frames`` video (the clip, then its last frame repeated) and keeps latent
+    frames ``0 .. k - 1``; the causal encoder makes those from the clip's ``n`` frames alone, so only they are
+    encoded here. The latents are on the VAE's device.
+    """
+    n = pixels.shape[2]
+    if (n - 1) % TEMPORAL_FACTOR:
+        raise ValueError(f"video_latents: expected 4k+1 clip frames, got {n}")
+    dtype = next(vae.parameters()).dtype
+    device = next(vae.parameters()).device
+    with torch.no_grad():
+        clip = vae.encode(pixels.to(device=device, dtype=dtype)).float()
+    latents = empty_latents(num_frames, *pixels.shape[-2:], batch, clip.shape[1], device=clip.device)
+    k = clip.shape[2]
+    if k >= latents.shape[2]:
+        raise ValueError(f"video_latents: the clip's {k} latent frames leave none of {latents.shape[2]} to generate")
+    latents[:, :, :k] = clip
+    return latents, list(range(k))
 
 
 def start_latents(latents: torch.Tensor, noise: torch.Tensor, condition_frames: list[int]) -> torch.Tensor:
@@ -429,6 +507,9 @@ def generate(
     negative_prompt: str = "",
     image=None,
     *,
+    video=None,
+    video_keep: str = VIDEO_KEEP[0],
+    video_latent_frames: int = VIDEO_LATENT_FRAMES,
     width: int = 1280,
     height: int = 720,
     num_frames: int = 189,
@@ -447,7 +528,8 @@ def generate(
     callback: Callable[[dict], None] | None = None,
     vae=None,
 ) -> torch.Tensor:
-    """Text-to-video, image-to-video (``image`` given) or text-to-image (``num_frames == 1``) in one call.
+    """Text-to-video, image-to-video (``image`` given), video-to-video (``video`` given) or text-to-image
+    (``num_frames == 1``) in one call.
 
     ``checkpoint`` is a diffusers-format Cosmos3 folder (or an already loaded ``Cosmos3Checkpoint``); ``vae``
     optionally names a VAE folder or file to use instead of its ``vae/`` (e.g. ComfyUI's ``wan2.2_vae.safetensors``).
@@ -457,6 +539,13 @@ def generate(
     samples its own list with guidance 1. The same ``seed`` gives the same starting noise as diffusers'
     ``Cosmos3OmniPipeline``. Returns frames ``[T, H, W, 3]`` float32 in [0, 1].
 
+    Video-to-video continues a clip: ``video`` (frames ``[F, H, W, 3]`` in [0, 1] such as ComfyUI's IMAGE, uint8
+    frames, a list of pictures, a folder of pictures or a video file) gives its first (``video_keep="first"``) or
+    last ``4 (video_latent_frames - 1) + 1`` frames (5 by default), stretched to ``width x height``, as the first
+    ``video_latent_frames`` latent frames of the video, which sampling keeps; the rest is generated, as diffusers'
+    ``Cosmos3OmniPipeline(video=..., condition_frame_indexes_vision=range(k), condition_video_keep=...)`` does
+    (:func:`preprocess_video`, :func:`video_latents`).
+
     Every option (:mod:`.options`), the image and the checkpoint's recipe are checked before any weight is loaded;
     a wrong one raises :class:`~..core.checks.OptionError` naming the field. Frames that decode to NaN or
     infinities raise :class:`~..core.checks.NonFiniteError`.
@@ -465,9 +554,12 @@ def generate(
 
     # Every check first, so that a wrong option or file is reported before any weight is read.
     check_request(prompt=prompt, negative_prompt=negative_prompt, width=width, height=height, num_frames=num_frames,
-                  fps=fps, steps=steps, guidance=guidance, shift=shift, seed=seed, sampler=sampler, image=image)
-    pixels = None
-    if image is not None and num_frames > 1:
+                  fps=fps, steps=steps, guidance=guidance, shift=shift, seed=seed, sampler=sampler, image=image,
+                  video=video, video_keep=video_keep, video_latent_frames=video_latent_frames)
+    pixels = clip = None
+    if video is not None:
+        clip = preprocess_video(video, height, width, keep=video_keep, latent_frames=video_latent_frames)
+    elif image is not None and num_frames > 1:
         pixels = preprocess_image(image, height, width)
     elif image is not None:
         warnings.warn("text-to-image (num_frames=1) ignores the conditioning image", stacklevel=2)
@@ -494,7 +586,9 @@ def generate(
         ckpt.transformer, ckpt.tokenizer, prompt, negative_prompt, num_frames=num_frames, height=height,
         width=width, fps=fps, options=options, with_negative=guidance != 1.0,
     )
-    if pixels is not None:
+    if clip is not None:
+        latents, condition_frames = video_latents(ckpt.vae, clip, num_frames)
+    elif pixels is not None:
         latents, condition_frames = first_frame_latents(ckpt.vae, pixels, num_frames)
     else:
         latents, condition_frames = empty_latents(num_frames, height, width), []

@@ -80,7 +80,8 @@ class Cosmos3VAE:
 
 
 # The Python API's names of the options, as the nodes' inputs call them.
-INPUT_NAMES = {"num_frames": "frames", "guidance": "cfg"}
+INPUT_NAMES = {"num_frames": "frames", "guidance": "cfg", "video_keep": "keep",
+               "video_latent_frames": "keep_latent_frames"}
 
 
 def _node_error(node: str, inputs: str, error: Exception) -> ValueError:
@@ -367,6 +368,65 @@ class Cosmos3ImageToVideoLatent:
         return (_latent(samples.to(comfy.intermediate_device()), cond),)
 
 
+class Cosmos3VideoToVideoLatent:
+    DESCRIPTION = ("Video-to-video start latent: continues a clip. Its first (or last) frames, stretched to the size, "
+                   "are encoded as the first latent frames, which sampling keeps; the rest is generated.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("LATENT",)
+    OUTPUT_TOOLTIPS = ("Latent whose first keep_latent_frames frames hold the encoded clip (kept clean).",)
+    FUNCTION = "make"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vae": ("COSMOS3_VAE", {"tooltip": "From Cosmos3 VAE Loader."}),
+                "video": ("IMAGE", {"tooltip": "The clip to continue, as an IMAGE batch (e.g. from a video loader): "
+                                               "only the frames kept are used."}),
+                "width": ("INT", {"default": 1280, **_SIZE, "tooltip": "Output width; the clip's frames are "
+                                                                       "stretched to it (no crop), as in diffusers."}),
+                "height": ("INT", {"default": 720, **_SIZE, "tooltip": "Output height; the clip's frames are "
+                                                                       "stretched to it (no crop), as in diffusers."}),
+                "frames": ("INT", {"default": 121, "min": 5, **_FRAMES,
+                                   "tooltip": "Frame count of the video made, 4k+1, the kept frames included; it "
+                                              "needs more latent frames than are kept."}),
+                "keep": (list(O.VIDEO_KEEP), {"default": O.VIDEO_KEEP[0],
+                                              "tooltip": "Condition on the clip's first frames, or on its last ones "
+                                                         "(to carry the clip on from its end)."}),
+                "keep_latent_frames": ("INT", {"default": O.VIDEO_LATENT_FRAMES, "min": 1,
+                                               "max": (O.MAX_FRAMES - 1) // O.TEMPORAL_FACTOR,
+                                               "tooltip": "Latent frames of the clip to keep: k takes 4(k-1)+1 frames "
+                                                          "of it (2: 5 frames, the reference's default)."}),
+                "batch_size": ("INT", {"default": 1, "min": 1, "max": O.MAX_BATCH, "tooltip": "Videos per run."}),
+            }
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, width=None, height=None, frames=None, keep_latent_frames=None):
+        verdict = _validate_size(width, height, frames)
+        if verdict is not True:
+            return verdict
+
+        def check(frames, keep_latent_frames):
+            if keep_latent_frames is not None:
+                O.check_video_options(video_latent_frames=keep_latent_frames, num_frames=frames)
+
+        return _verdict(check, frames=frames, keep_latent_frames=keep_latent_frames)
+
+    def make(self, vae, video, width, height, frames, keep="first", keep_latent_frames=O.VIDEO_LATENT_FRAMES,
+             batch_size=1):
+        node = "Cosmos3VideoToVideoLatent"
+        _checked_size(node, width, height, frames)
+        try:
+            O.check_video_options(video_keep=keep, video_latent_frames=keep_latent_frames, num_frames=frames)
+            pixels = P.preprocess_video(video, height, width, keep=keep, latent_frames=keep_latent_frames)
+        except OptionError as e:
+            raise _node_error(node, "video / keep / keep_latent_frames", e) from None
+        model = vae.load()
+        samples, cond = P.video_latents(model, pixels, frames, batch_size)
+        return (_latent(samples.to(comfy.intermediate_device()), cond),)
+
+
 class Cosmos3Sampler:
     DESCRIPTION = "Denoises a Cosmos3 latent: UniPC (or flow Euler) with classifier-free guidance."
     CATEGORY = CATEGORY
@@ -380,9 +440,9 @@ class Cosmos3Sampler:
             "required": {
                 "model": ("COSMOS3_MODEL", {"tooltip": "From Cosmos3 Model Loader."}),
                 "conditioning": ("COSMOS3_CONDITIONING", {"tooltip": "From Cosmos3 Text Encode."}),
-                "latent": ("LATENT", {"tooltip": "Raw Wan2.2 latents: from Cosmos3 Empty Latent or Image To Video Latent, "
-                                                 "or ComfyUI's own (e.g. Wan22ImageToVideoLatent; noise_mask 0 marks "
-                                                 "clean start frames)."}),
+                "latent": ("LATENT", {"tooltip": "Raw Wan2.2 latents: from Cosmos3 Empty Latent, Image or Video To "
+                                                 "Video Latent, or ComfyUI's own (e.g. Wan22ImageToVideoLatent; "
+                                                 "noise_mask 0 marks clean start frames)."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": O.MAX_SEED, "control_after_generate": True,
                                  "tooltip": "Noise seed (same seed, same video as diffusers' Cosmos3 pipeline)."}),
                 "steps": ("INT", {"default": 35, "min": O.STEPS[0], "max": O.STEPS[1], "tooltip": "Denoising steps. A distilled checkpoint with sampler auto "
@@ -516,6 +576,7 @@ NODE_CLASS_MAPPINGS = {
     "Cosmos3TextEncode": Cosmos3TextEncode,
     "Cosmos3EmptyLatent": Cosmos3EmptyLatent,
     "Cosmos3ImageToVideoLatent": Cosmos3ImageToVideoLatent,
+    "Cosmos3VideoToVideoLatent": Cosmos3VideoToVideoLatent,
     "Cosmos3Sampler": Cosmos3Sampler,
     "Cosmos3VAEDecode": Cosmos3VAEDecode,
     "Cosmos3VAEEncode": Cosmos3VAEEncode,
@@ -526,6 +587,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "Cosmos3TextEncode": "Cosmos3 Text Encode",
     "Cosmos3EmptyLatent": "Cosmos3 Empty Latent",
     "Cosmos3ImageToVideoLatent": "Cosmos3 Image To Video Latent",
+    "Cosmos3VideoToVideoLatent": "Cosmos3 Video To Video Latent",
     "Cosmos3Sampler": "Cosmos3 Sampler",
     "Cosmos3VAEDecode": "Cosmos3 VAE Decode",
     "Cosmos3VAEEncode": "Cosmos3 VAE Encode",
