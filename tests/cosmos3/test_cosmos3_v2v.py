@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import builtins
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,16 +30,13 @@ from comfyui_cosmos3_ltx2.cosmos3.tiny import write_tiny_checkpoint
 from comfyui_cosmos3_ltx2.nodes import NODE_CLASS_MAPPINGS as M
 from comfyui_cosmos3_ltx2.nodes import NODE_DISPLAY_NAME_MAPPINGS as NAMES
 from comfyui_cosmos3_ltx2.nodes import cosmos3 as cosmos3_nodes
-from oracle_cosmos3 import reference_pipeline
+from helpers import ROOT
+from helpers.cosmos3_oracle import reference_pipeline
+from helpers.measures import psnr
 
 PROMPT = "A red robot walks through a sunny garden, cinematic lighting."
 NEGATIVE = "blurry, low quality"
 SIZE = dict(height=32, width=64)
-
-
-def psnr(a, b):
-    mse = float(((np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) ** 2).mean())
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
 def clip_uint8(frames=12, h=40, w=70, seed=1):
@@ -353,7 +349,7 @@ def test_cli_continues_a_folder_of_frames(tiny, tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------------------- headless runner
-API_T2V = Path(__file__).resolve().parents[1] / "workflows" / "api" / "cosmos3_t2v_api.json"
+API_T2V = ROOT / "workflows" / "api" / "cosmos3_t2v_api.json"
 
 
 def v2v_graph(frames=9, keep_latent_frames=2):
