@@ -143,7 +143,7 @@ class SaveImage:
     """Stand-in for ComfyUI's ``SaveImage``: one PNG per image, ``<prefix>_00001_.png``, prompt embedded."""
 
     CATEGORY = "image"
-    RETURN_TYPES = ()
+    RETURN_TYPES = ("IMAGE",)  # ComfyUI 0.27's SaveImage passes its images on
     FUNCTION = "save_images"
     OUTPUT_NODE = True
 
@@ -167,7 +167,7 @@ class SaveImage:
             for r in results:
                 (folder / r["filename"]).unlink(missing_ok=True)
             raise
-        return {"ui": {"images": results}}
+        return {"ui": {"images": results}, "result": (images,)}
 
 
 class Video:
@@ -218,7 +218,7 @@ class SaveVideo:
     """Stand-in for ComfyUI's ``SaveVideo``: MP4 through PyAV when installed, else an animated WebP."""
 
     CATEGORY = "image/video"
-    RETURN_TYPES = ()
+    RETURN_TYPES = ("VIDEO",)  # ComfyUI 0.27's SaveVideo passes its video on
     FUNCTION = "save_video"
     OUTPUT_NODE = True
 
@@ -246,7 +246,7 @@ class SaveVideo:
             print(f"[standins] PyAV is not installed: writing {file} as animated WebP instead of MP4"
                   + (" (audio dropped)" if getattr(parts, "audio", None) is not None else ""))
             media.write_animation(media.to_uint8(parts.images), folder / file, parts.frame_rate, quality=90)
-        return {"ui": {"images": [_result(file, subfolder)], "animated": [True]}}
+        return {"ui": {"images": [_result(file, subfolder)], "animated": [True]}, "result": (video,)}
 
 
 STANDIN_CLASS_MAPPINGS = {"LoadImage": LoadImage, "SaveImage": SaveImage,

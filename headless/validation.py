@@ -278,12 +278,16 @@ def plan(graph: dict, mappings: dict) -> list:
     _check_shape(graph)
     errors = []
     specs = {}
+    unknown = sorted({node["class_type"] for node in graph.values() if node["class_type"] not in mappings})
+    if unknown:  # one message for all: usually a graph of ComfyUI's own (or another pack's) model nodes
+        errors.append(f"node class{'es' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}: not this pack's "
+                      "nodes nor the core I/O nodes the in-process runner stands in for (LoadImage, SaveImage, "
+                      "CreateVideo, SaveVideo). Run the workflow in ComfyUI, or on a ComfyUI server with --server URL "
+                      "(and install any custom node pack it needs there)")
     for node_id, node in graph.items():
         class_type = node["class_type"]
         cls = mappings.get(class_type)
         if cls is None:
-            errors.append(f"{label(node_id, class_type)}: unknown node class {class_type!r} "
-                          "(not one of this pack's nodes nor a supported core node; is a custom node pack missing?)")
             continue
         try:
             required, optional, hidden = input_spec(cls)

@@ -207,12 +207,75 @@ def ltx2_distilled():
     return nodes
 
 
+NATIVE_CHECKPOINT = "ltx-2.3-22b-dev.safetensors"  # the official single file, in models/checkpoints
+NATIVE_GEMMA = "gemma_3_12B_it.safetensors"  # ComfyUI's Gemma-3-12B file, in models/text_encoders
+
+
+def ltx2_native():
+    """Our res2s SAMPLER and multi-pass GUIDER on ComfyUI's own LTX-2.3 model and nodes (ComfyUI 0.27 ships neither):
+    ComfyUI loads the official checkpoint and Gemma-3-12B, encodes the prompts and makes the audio + video latent;
+    SamplerCustomAdvanced samples it with ours. Needs the real files (ComfyUI's Gemma loader takes only the 12B)."""
+    return [
+        dict(id=1, cls="CheckpointLoaderSimple", widgets=dict(ckpt_name=NATIVE_CHECKPOINT),
+             outputs=[("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")]),
+        dict(id=2, cls="LTXAVTextEncoderLoader",
+             widgets=dict(text_encoder=NATIVE_GEMMA, ckpt_name=NATIVE_CHECKPOINT, device="default"),
+             outputs=[("CLIP", "CLIP")]),
+        dict(id=3, cls="LTXVAudioVAELoader", widgets=dict(ckpt_name=NATIVE_CHECKPOINT), outputs=[("Audio VAE", "VAE")]),
+        dict(id=21, cls="Cosmos3LTX2TextGuardrail",
+             widgets=dict(prompt=LTX_PROMPT, blocklist="default (shipped)", guard_model="none", device="default"),
+             outputs=[("prompt", "STRING")]),
+        dict(id=4, cls="CLIPTextEncode", links=dict(clip=(2, 0, "CLIP"), text=(21, 0, "STRING")), widgets={},
+             linked_widgets=dict(text=LTX_PROMPT), outputs=[("CONDITIONING", "CONDITIONING")]),
+        dict(id=5, cls="CLIPTextEncode", links=dict(clip=(2, 0, "CLIP")), widgets=dict(text=LTX_NEGATIVE),
+             outputs=[("CONDITIONING", "CONDITIONING")]),
+        dict(id=6, cls="LTXVConditioning",
+             links=dict(positive=(4, 0, "CONDITIONING"), negative=(5, 0, "CONDITIONING")), widgets=dict(frame_rate=24.0),
+             outputs=[("positive", "CONDITIONING"), ("negative", "CONDITIONING")]),
+        dict(id=7, cls="EmptyLTXVLatentVideo", widgets=dict(width=768, height=512, length=97, batch_size=1),
+             outputs=[("LATENT", "LATENT")]),
+        dict(id=8, cls="LTXVEmptyLatentAudio", links=dict(audio_vae=(3, 0, "VAE")),
+             widgets=dict(frames_number=97, frame_rate=24, batch_size=1), outputs=[("Latent", "LATENT")]),
+        dict(id=9, cls="LTXVConcatAVLatent", links=dict(video_latent=(7, 0, "LATENT"), audio_latent=(8, 0, "LATENT")),
+             widgets={}, outputs=[("latent", "LATENT")]),
+        dict(id=10, cls="LTX2MultipassGuider",
+             links=dict(model=(1, 0, "MODEL"), positive=(6, 0, "CONDITIONING"), negative=(6, 1, "CONDITIONING")),
+             widgets=dict(preset="LTX-2.3 one-stage", video_cfg=3.0, video_stg=1.0, video_modality=3.0,
+                          video_rescale=0.7, audio_cfg=7.0, audio_stg=1.0, audio_modality=3.0, audio_rescale=0.7,
+                          stg_blocks="28"),
+             outputs=[("GUIDER", "GUIDER")]),
+        dict(id=11, cls="LTX2Res2sSampler", widgets=dict(eta=0.5, bongmath=True), outputs=[("SAMPLER", "SAMPLER")]),
+        dict(id=12, cls="LTXVScheduler", links=dict(latent=(9, 0, "LATENT")),
+             widgets=dict(steps=20, max_shift=2.05, base_shift=0.95, stretch=True, terminal=0.1),
+             outputs=[("SIGMAS", "SIGMAS")]),
+        dict(id=13, cls="RandomNoise", widgets=dict(noise_seed=42), control_after=("noise_seed", "fixed"),
+             outputs=[("NOISE", "NOISE")]),
+        dict(id=14, cls="SamplerCustomAdvanced",
+             links=dict(noise=(13, 0, "NOISE"), guider=(10, 0, "GUIDER"), sampler=(11, 0, "SAMPLER"),
+                        sigmas=(12, 0, "SIGMAS"), latent_image=(9, 0, "LATENT")),
+             widgets={}, outputs=[("output", "LATENT"), ("denoised_output", "LATENT")]),
+        dict(id=15, cls="LTXVSeparateAVLatent", links=dict(av_latent=(14, 0, "LATENT")), widgets={},
+             outputs=[("video_latent", "LATENT"), ("audio_latent", "LATENT")]),
+        dict(id=16, cls="VAEDecode", links=dict(samples=(15, 0, "LATENT"), vae=(1, 2, "VAE")), widgets={},
+             outputs=[("IMAGE", "IMAGE")]),
+        dict(id=17, cls="LTXVAudioVAEDecode", links=dict(samples=(15, 1, "LATENT"), audio_vae=(3, 0, "VAE")),
+             widgets={}, outputs=[("Audio", "AUDIO")]),
+        dict(id=22, cls="Cosmos3LTX2VideoGuardrail", links=dict(images=(16, 0, "IMAGE")),
+             widgets=dict(detector=FACE_DETECTOR, batch_size=4), outputs=[("images", "IMAGE"), ("changed", "BOOLEAN")]),
+        dict(id=18, cls="CreateVideo", links=dict(images=(22, 0, "IMAGE"), audio=(17, 0, "AUDIO")),
+             widgets=dict(fps=24.0), optional_widgets=dict(bit_depth=8), outputs=[("VIDEO", "VIDEO")]),
+        dict(id=19, cls="SaveVideo", links=dict(video=(18, 0, "VIDEO")),
+             widgets=dict(filename_prefix="video/ltx2_native", format="auto", codec="auto"), outputs=[("video", "VIDEO")]),
+    ]
+
+
 # Hand placement (column, wanted top) of the LTX graphs' nodes, whose many long links the automatic layout spreads
 # too far apart; found by a search for the largest view without links behind nodes (the layout still checks).
 PLACES = {
     'ltx2_t2v': {1: (0, 210), 2: (0, 660), 3: (1, 360), 4: (1, 450), 5: (2, 210), 6: (3, 60), 7: (6, 90), 8: (7, 780), 10: (0, 750), 11: (5, 270), 12: (0, 0)},
     'ltx2_i2v': {1: (0, 510), 2: (0, 810), 3: (1, 750), 4: (2, 360), 5: (3, 480), 6: (4, 360), 7: (6, 30), 8: (7, 870), 9: (0, 690), 10: (0, 690), 11: (5, 870), 12: (2, 870), 13: (2, 90)},
     'ltx2_hq': {1: (0, 300), 2: (0, 540), 3: (1, 390), 4: (2, 150), 5: (3, 450), 6: (5, 600), 7: (7, 630), 8: (8, 240), 10: (0, 30), 11: (6, 330), 12: (1, 210), 14: (2, 480), 15: (2, 330), 16: (4, 780)},
+    'ltx2_native': {1: (2, 0), 2: (0, 780), 3: (0, 0), 4: (1, 420), 5: (1, 180), 6: (2, 30), 7: (1, 0), 8: (1, 510), 9: (2, 210), 10: (3, 480), 11: (3, 60), 12: (3, 270), 13: (3, 0), 14: (4, 300), 15: (6, 0), 16: (8, 60), 17: (9, 990), 18: (14, 1410), 19: (21, 1500), 21: (0, 330), 22: (9, 1050)},
     'ltx2_distilled': {1: (0, 210), 2: (0, 390), 3: (1, 270), 4: (2, 870), 5: (4, 60), 6: (8, 690), 7: (10, 690), 8: (11, 480), 10: (0, 630), 11: (9, 840), 14: (2, 690), 15: (2, 240), 16: (6, 420)},
 }
 
@@ -223,7 +286,8 @@ def _placed(name: str, make):
 
 GRAPHS = {"cosmos3_t2v": t2v, "cosmos3_i2v": i2v, "cosmos3_t2i": t2i,
           **{name: _placed(name, make) for name, make in (("ltx2_t2v", ltx2_t2v), ("ltx2_i2v", ltx2_i2v),
-                                                          ("ltx2_hq", ltx2_hq), ("ltx2_distilled", ltx2_distilled))}}
+                                                          ("ltx2_hq", ltx2_hq), ("ltx2_distilled", ltx2_distilled))},
+          "ltx2_native": _placed("ltx2_native", ltx2_native)}
 
 
 def api_format(nodes) -> dict:

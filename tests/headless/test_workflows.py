@@ -19,6 +19,12 @@ TEMPLATES = ROOT / "example_workflows"  # the editor graphs, and the example ima
 API_FILES = sorted(API_DIR.glob("*_api.json"))
 EDITOR_FILES = sorted(TEMPLATES.glob("*.json"))
 MAPPINGS = headless.node_mappings(False)  # the pack's nodes + the labelled I/O stand-ins
+# ComfyUI 0.27.0's own nodes that shipped graphs use, as its GET /object_info described them (captured from a real
+# 0.27.0 server; the lists of the user's files emptied); the stand-ins must keep their contract.
+CORE_SCHEMAS = json.loads((Path(__file__).parent / "data" / "comfyui_0.27_core_nodes.json").read_text())
+# graphs of ComfyUI's own model nodes (LTX-2.3 loaded by ComfyUI): they run only inside ComfyUI with the real files,
+# so here their structure is checked against the schemas; see the README for the real-server run
+NEEDS_COMFYUI = {"ltx2_native_api"}
 SMALL = ["3.width=64", "3.height=32", "5.steps=3"]
 LTX_SMALL = ["3.width=64", "3.height=32", "3.frames=9"]
 # per graph: overrides that keep the run small, then (frames, (width, height)) of its output
@@ -31,7 +37,7 @@ RUNS = {
 
 
 def test_every_graph_in_both_formats():
-    assert [p.name for p in API_FILES] == sorted(f"{name}.json" for name in RUNS)
+    assert [p.name for p in API_FILES] == sorted([f"{name}.json" for name in RUNS] + [f"{n}.json" for n in NEEDS_COMFYUI])
     assert [p.name.replace(".json", "_api.json") for p in EDITOR_FILES] == [p.name for p in API_FILES]
 
 
@@ -60,7 +66,7 @@ def test_generator_and_files_agree():
         assert json.loads((TEMPLATES / f"{name}.json").read_text()) == make.editor_format(build())
 
 
-@pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [p for p in API_FILES if p.stem not in NEEDS_COMFYUI], ids=lambda p: p.stem)
 def test_api_workflow_runs_end_to_end(path, tmp_path):
     overrides, frame_count, frame_size = RUNS[path.stem]
     graph = headless.apply_overrides(headless.load_workflow(path), overrides, MAPPINGS)
@@ -140,6 +146,27 @@ def test_interrupted_run_writes_no_output(monkeypatch, tmp_path):
 
 # ---------------------------------------------------------------------------------------------- editor format
 SOCKET = object()
+FILES = "FILES"  # a combo of the user's files (which, depends on the machine)
+
+
+def core_node(name: str):
+    """A class with the contract (INPUT_TYPES, RETURN_TYPES) of ComfyUI's own node ``name`` from its schema."""
+    info = CORE_SCHEMAS[name]
+
+    def spec(entry):
+        typ, opts = entry[0], dict(entry[1]) if len(entry) > 1 else {}
+        if typ == "COMBO":
+            typ = FILES if opts.get("files") else list(opts["options"])
+        return (typ, opts)
+
+    order = info.get("input_order", {})  # the editor's widget order (the file's keys are sorted)
+    inputs = {sect: {k: spec(info["input"][sect][k]) for k in order.get(sect, sorted(info["input"].get(sect, {})))}
+              for sect in ("required", "optional")}
+    return type(name, (), {"INPUT_TYPES": classmethod(lambda cls: inputs), "RETURN_TYPES": tuple(info["output"])})
+
+
+# what a shipped graph may use: the pack's nodes and stand-ins, and ComfyUI's own nodes by their schemas
+CONTRACT = {**{name: core_node(name) for name in CORE_SCHEMAS}, **MAPPINGS}
 
 
 def widget_inputs(cls):
@@ -149,12 +176,14 @@ def widget_inputs(cls):
     for section in ("required", "optional"):
         for name, (typ, *rest) in spec.get(section, {}).items():
             opts = rest[0] if rest else {}
-            if isinstance(typ, list) or typ in ("INT", "FLOAT", "STRING", "BOOLEAN"):
+            if isinstance(typ, list) or typ in ("INT", "FLOAT", "STRING", "BOOLEAN", FILES):
                 out.append((name, typ, opts))
     return out
 
 
 def fits(typ, opts, value):
+    if typ == FILES:
+        return isinstance(value, str) and value.endswith(".safetensors")
     if isinstance(typ, list):
         return opts.get("image_upload") or value in typ
     if typ == "INT":
@@ -172,7 +201,7 @@ def test_editor_workflow_fits_the_node_contract(path):
     nodes = {n["id"]: n for n in wf["nodes"]}
     assert wf["last_node_id"] == max(nodes) and wf["last_link_id"] == len(wf["links"])
     for link_id, src, src_slot, dst, dst_slot, typ in wf["links"]:
-        src_cls, dst_cls = MAPPINGS[nodes[src]["type"]], MAPPINGS[nodes[dst]["type"]]
+        src_cls, dst_cls = CONTRACT[nodes[src]["type"]], CONTRACT[nodes[dst]["type"]]
         assert src_cls.RETURN_TYPES[src_slot] == typ, (path.name, link_id)
         entry = nodes[dst]["inputs"][dst_slot]
         assert entry["link"] == link_id
@@ -180,7 +209,7 @@ def test_editor_workflow_fits_the_node_contract(path):
         assert spec[entry["name"]][0] == typ, (path.name, dst, entry["name"])
         assert link_id in nodes[src]["outputs"][src_slot]["links"]
     for n in wf["nodes"]:
-        cls = MAPPINGS[n["type"]]  # every node type exists
+        cls = CONTRACT[n["type"]]  # every node type exists
         values = list(n["widgets_values"])
         for name, typ, opts in widget_inputs(cls):
             assert values, f"{path.name} node {n['id']}: no value for widget {name!r}"
@@ -268,3 +297,42 @@ def test_editor_layout_reads_left_to_right_and_opens_fitted(path):
     for left, top, right, bottom in boxes.values():
         assert MARGINS[0] <= (left + ox) * scale and (right + ox) * scale <= VIEW[0] - MARGINS[2], path.name
         assert MARGINS[1] <= (top + oy) * scale and (bottom + oy) * scale <= VIEW[1] - MARGINS[3], path.name
+
+
+# ---------------------------------------------------------------------------------------------- ComfyUI's own nodes
+def test_standins_keep_comfyuis_contract():
+    """The headless runner's stand-ins of ComfyUI's I/O nodes take the inputs ComfyUI 0.27's nodes take (names,
+    types, required or optional) and give the same outputs, so a graph that runs here runs in ComfyUI."""
+    from comfyui_cosmos3_ltx2.headless.standins import STANDIN_CLASS_MAPPINGS
+
+    checked = 0
+    for name, cls in STANDIN_CLASS_MAPPINGS.items():
+        if name not in CORE_SCHEMAS:
+            continue
+        real, ours = core_node(name).INPUT_TYPES(), cls.INPUT_TYPES()
+        for sect in ("required", "optional"):
+            want = {k: ("COMBO" if isinstance(t, list) or t == FILES else t) for k, (t, _) in real.get(sect, {}).items()}
+            got = {k: ("COMBO" if isinstance(v[0], list) else v[0]) for k, v in ours.get(sect, {}).items()}
+            assert got == want, (name, sect)
+        assert tuple(cls.RETURN_TYPES) == core_node(name).RETURN_TYPES, name
+        checked += 1
+    assert checked >= 4  # LoadImage, SaveImage, CreateVideo, SaveVideo
+
+
+@pytest.mark.parametrize("name", sorted(NEEDS_COMFYUI))
+def test_graph_of_comfyuis_own_nodes_fits_their_schemas(name):
+    """A graph that only ComfyUI can run: every node exists (ours or ComfyUI 0.27's), every required input is
+    given, every link joins an output to an input of its type, every value fits its widget."""
+    graph = json.loads((API_DIR / f"{name}.json").read_text())
+    for node_id, node in graph.items():
+        cls = CONTRACT[node["class_type"]]
+        spec = cls.INPUT_TYPES()
+        allowed = {**spec.get("required", {}), **spec.get("optional", {})}
+        assert set(spec.get("required", {})) <= set(node["inputs"]), (node_id, node["class_type"])
+        for key, value in node["inputs"].items():
+            typ, opts = allowed[key][0], (allowed[key][1] if len(allowed[key]) > 1 else {})
+            if isinstance(value, list):
+                src = graph[value[0]]
+                assert CONTRACT[src["class_type"]].RETURN_TYPES[value[1]] == typ, (node_id, key)
+            else:
+                assert fits(typ, opts, value), (node_id, key, value)
