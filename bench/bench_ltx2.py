@@ -14,9 +14,9 @@ the official key names (``ltx2.transformer.official_to_module_key``), and times:
   ``multi_modal_guider_denoising_func`` and ``Res2sDiffusionStep`` inside ltx-pipelines'
   ``res2s_audio_video_denoising_loop`` over the 2 sigmas (states from ltx-core's ``VideoLatentTools`` /
   ``AudioLatentTools``, positions included; the official fixed SDE seeds -1 / 9999).
-* ``ours-split`` / ``ours-batched``: ``ltx2.hq.ConditionedDenoiser`` with ``HQ_VIDEO_GUIDANCE`` /
+* ``ours-split`` / ``ours-batched``: ``ltx2.conditioning.ConditionedDenoiser`` with ``HQ_VIDEO_GUIDANCE`` /
   ``HQ_AUDIO_GUIDANCE`` (strategy "split": one call per pass, the HQ default; "batched": all passes in one
-  call with per-sample switches, B=3 for cond, negative and modality) stepped by ``ltx2.hq.stage1`` (``core.sampling.res2s.sample_res2s``) over the same 2 sigmas
+  call with per-sample switches, B=3 for cond, negative and modality) stepped by ``ltx2.sampling.stage1`` (``core.sampling.res2s.sample_res2s``) over the same 2 sigmas
   (``ltx2_sigmas``) with ``reference_noise_sampler`` (the official SDE seeds), so all sides compute the
   same numbers: the step outputs (video and audio) are compared with ltx-core's.
 
@@ -58,8 +58,15 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # ltx-pipelines' loops draw progress
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (MemProbe, add_report_args, count_ops, finish, med as _med, mem_table,  # noqa: E402
-                    ops_table, ratio as _ratio, sync, tensor_peak, trim_heap as _trim_heap, weight_bytes)
+from common import MemProbe, add_report_args, count_ops, finish, mem_table, ops_table, sync, tensor_peak, weight_bytes  # noqa: E402
+from common import med as _med
+from common import ratio as _ratio
+from common import trim_heap as _trim_heap
+
+from comfyui_cosmos3_ltx2.ltx2.conditioning import ConditionedDenoiser, condition_first_frame
+from comfyui_cosmos3_ltx2.ltx2.denoiser import HQ_AUDIO_GUIDANCE, HQ_VIDEO_GUIDANCE
+from comfyui_cosmos3_ltx2.ltx2.latents import latent_shape, positions
+from comfyui_cosmos3_ltx2.ltx2.sampling import half_shape, stage1
 
 SIDES = ("ours-split", "ours-batched", "ltx-core")
 REF = "ltx-core"
@@ -161,14 +168,12 @@ def ltx_imports() -> None:
 
 def shapes(a):
     """(full-request LatentShape, stage-1 LatentShape)."""
-    from comfyui_cosmos3_ltx2.ltx2 import hq as HQ
-    from comfyui_cosmos3_ltx2.ltx2 import pipeline as P
 
     if (a.height % 64) or (a.width % 64):
         raise SystemExit("--height/--width must be multiples of 64 (stage 1 runs at half the latent size)")
-    full = P.latent_shape(a.frames, a.height, a.width, a.fps, video_channels=a.latent_channels,
+    full = latent_shape(a.frames, a.height, a.width, a.fps, video_channels=a.latent_channels,
                           audio_channels=a.audio_channels, mel_bins=a.mel_bins)
-    return full, HQ.half_shape(full)
+    return full, half_shape(full)
 
 
 def build_ours(a):
@@ -193,8 +198,9 @@ def build_ours(a):
 
 def build_reference(ours, a):
     """ltx-core's ``LTXModel`` holding exactly our weights, mapped through the official key names."""
-    from comfyui_cosmos3_ltx2.ltx2.transformer import official_to_module_key
     from ltx_core.model.transformer.model_configurator import LTXModelConfigurator
+
+    from comfyui_cosmos3_ltx2.ltx2.transformer import official_to_module_key
 
     ref = LTXModelConfigurator.from_config(official_config(ours.config)).eval()
     src = ours.state_dict()
@@ -230,8 +236,9 @@ def make_inputs(a, s1, cfg) -> dict:
 
 def schedule_slice(a, s1) -> list[float]:
     """Two sigmas of the stage-1 schedule (the step ``--step-index``); checked against ltx-core's scheduler."""
-    from comfyui_cosmos3_ltx2.core.sampling.ltx_schedule import ltx2_sigmas
     from ltx_core.components.schedulers import LTX2Scheduler
+
+    from comfyui_cosmos3_ltx2.core.sampling.ltx_schedule import ltx2_sigmas
 
     ours = ltx2_sigmas(a.schedule_steps, tokens=s1.video_tokens)
     ref = LTX2Scheduler().execute(latent=torch.empty(s1.video_5d), steps=a.schedule_steps).to(torch.float32)
@@ -245,9 +252,8 @@ def schedule_slice(a, s1) -> list[float]:
 # ---------------------------------------------------------------------------------------------- sides
 def guidance(a) -> tuple:
     """HQ guidance per modality, plus the STG pass with ``--stg-block``."""
-    from comfyui_cosmos3_ltx2.ltx2 import hq as HQ
 
-    gs = (HQ.HQ_VIDEO_GUIDANCE, HQ.HQ_AUDIO_GUIDANCE)
+    gs = (HQ_VIDEO_GUIDANCE, HQ_AUDIO_GUIDANCE)
     if a.stg_block is None:
         return gs
     return tuple(replace(g, stg=1.0, stg_blocks=(a.stg_block,)) for g in gs)
@@ -257,19 +263,17 @@ class Ours:
     """``ConditionedDenoiser`` (HQ guidance) + ``hq.stage1`` (res2s) over the 2 sigmas."""
 
     def __init__(self, a, model, s1, inputs: dict, sigmas: list[float], strategy: str):
-        from comfyui_cosmos3_ltx2.ltx2 import hq as HQ
-        from comfyui_cosmos3_ltx2.ltx2 import pipeline as P
 
         self.name = f"ours-{strategy}"
         self.device = torch.device(a.device)
         self.model = model
         d, dt = self.device, DTYPES[a.dtype]
-        self.rope = P.positions(model, s1, d)  # built once per stage (run_hq does the same)
+        self.rope = positions(model, s1, d)  # built once per stage (run_hq does the same)
         self.condition = None
         if inputs["image"] is not None:
-            _, self.condition = HQ.condition_first_frame(torch.zeros(s1.video_packed, device=d),
+            _, self.condition = condition_first_frame(torch.zeros(s1.video_packed, device=d),
                                                          inputs["image"].to(d), s1)
-        self.denoiser = HQ.ConditionedDenoiser(
+        self.denoiser = ConditionedDenoiser(
             model, inputs["vctx"].to(d, dt), inputs["actx"].to(d, dt), None,
             inputs["neg_vctx"].to(d, dt), inputs["neg_actx"].to(d, dt), None, rope=self.rope,
             video=guidance(a)[0], audio=guidance(a)[1], strategy=strategy, condition=self.condition,
@@ -283,9 +287,8 @@ class Ours:
     @torch.no_grad()
     def run(self):
         from comfyui_cosmos3_ltx2.core.sampling.res2s import reference_noise_sampler
-        from comfyui_cosmos3_ltx2.ltx2 import hq as HQ
 
-        return HQ.stage1(self.denoiser, self.video, self.audio, self.sigmas,
+        return stage1(self.denoiser, self.video, self.audio, self.sigmas,
                          noise_sampler=reference_noise_sampler(self.device), condition=self.condition)
 
 

@@ -1,6 +1,7 @@
 """``comfyui_cosmos3_ltx2.ltx2.generate`` (defined here): LTX-2 / LTX-2.3 video with its sound track in one call.
 
-Three pipelines over the stages of :mod:`.pipeline` and :mod:`.hq`:
+Three pipelines, each a short chain of the stage functions the graph nodes call (:mod:`.text_encoding`,
+:mod:`.conditioning`, :mod:`.sampling`, :mod:`.decoding`):
 
 * ``"one-stage"``: Gemma-3 hidden states -> connectors -> seeded packed noise -> guided Euler over the
   LTX-2 schedule at full resolution -> decode.
@@ -26,18 +27,16 @@ import torch
 from ..core.lora import LoraHandle
 from ..core.noise import seeded_noise
 from ..core.sampling.ltx_schedule import DISTILLED_SIGMAS, ltx2_sigmas
-from . import stages
-from .hq import HQ_AUDIO_GUIDANCE, HQ_VIDEO_GUIDANCE, STAGE2_SIGMAS, half_shape
+from .conditioning import picture_latents, prepare_pictures
+from .decoding import decode
+from .denoiser import AUDIO_GUIDANCE, HQ_AUDIO_GUIDANCE, HQ_VIDEO_GUIDANCE, VIDEO_GUIDANCE, Guidance
 from .image import DEFAULT_IMAGE_CRF
-from .pipeline import Guidance, decode, latent_shape
-from .stages import connect, gemma_states, picture_latents, prepare_pictures
+from .latents import latent_shape
+from .sampling import STAGE2_SIGMAS, half_shape, refine, sample
+from .text_encoding import connect, gemma_states
 
-__all__ = ["AUDIO_GUIDANCE", "DEFAULT_STEPS", "PIPELINES", "VIDEO_GUIDANCE", "Keyframe", "generate",
-           "initial_noise"]
+__all__ = ["DEFAULT_STEPS", "PIPELINES", "Keyframe", "generate", "initial_noise"]
 
-# Guidance of the reference's one-stage LTX-2.3 preset (per modality): cfg, STG, STG blocks, modality, rescale.
-VIDEO_GUIDANCE = Guidance(cfg=3.0, stg=1.0, stg_blocks=(28,), modality=3.0, rescale=0.7)
-AUDIO_GUIDANCE = Guidance(cfg=7.0, stg=1.0, stg_blocks=(28,), modality=3.0, rescale=0.7)
 
 PIPELINES = ("one-stage", "hq", "distilled")
 DEFAULT_STEPS = {"one-stage": 30, "hq": 15, "distilled": None}  # distilled: the fixed 8 + 3 sigma lists
@@ -173,7 +172,8 @@ def generate(
         callback: called once per sampling step with the sampler's dict (HQ adds ``"stage"``: "stage1" /
             "stage2"); an exception it raises stops the run.
     """
-    from .loader import GemmaTextEncoder, LTX2Checkpoint, load_gemma_text_encoder, load_ltx2_checkpoint
+    from .loader import LTX2Checkpoint, load_ltx2_checkpoint
+    from .text_encoding import GemmaTextEncoder, load_gemma_text_encoder
     from .upsampler import LTX2LatentUpsampler, load_latent_upsampler
 
     if pipeline not in PIPELINES:
@@ -262,16 +262,16 @@ def generate(
             s1 = half_shape(shape)
             sigmas = DISTILLED_SIGMAS if distilled else ltx2_sigmas(steps, tokens=s1.video_tokens)
             sampler = "euler" if distilled else "res2s"
-            video, audio = stages.sample(tr, prompts, s1, sigmas, images=picture_latents(vae, pictures, s1),
+            video, audio = sample(tr, prompts, s1, sigmas, images=picture_latents(vae, pictures, s1),
                                          sampler=sampler, lora=handle, lora_strength=lora_strengths[0],
                                          callback=report("stage1"), **common)
             # stage 2: the positive prompt alone
-            video, audio = stages.refine(tr, upsampler, vae.latents_mean, vae.latents_std, prompts, video, audio, s1,
+            video, audio = refine(tr, upsampler, vae.latents_mean, vae.latents_std, prompts, video, audio, s1,
                                          STAGE2_SIGMAS, images=picture_latents(vae, pictures, shape), sampler=sampler,
                                          lora=handle, lora_strength=lora_strengths[1], callback=report("stage2"),
                                          **{**common, "guidance": None})
         else:
-            video, audio = stages.sample(tr, prompts, shape, ltx2_sigmas(steps),
+            video, audio = sample(tr, prompts, shape, ltx2_sigmas(steps),
                                          images=picture_latents(vae, pictures, shape), sampler="euler", lora=handle,
                                          lora_strength=lora_strengths[0], callback=callback, **common)
     finally:

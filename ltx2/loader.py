@@ -1,4 +1,5 @@
-"""Loading a whole LTX-2 / LTX-2.3 model: the checkpoint, the Gemma-3 text encoder and the distilled LoRA.
+"""Loading a whole LTX-2 / LTX-2.3 checkpoint (official single file or diffusers folder) and the distilled LoRA.
+The Gemma-3 text encoder loads in :mod:`.text_encoding`; each component module owns its config and key map.
 
 Two checkpoint layouts are read (ltx2.md 2.1 and 2.3):
 
@@ -46,10 +47,8 @@ from . import vocoder as _voc
 __all__ = [
     "COMPONENTS",
     "LTX2Checkpoint",
-    "GemmaTextEncoder",
     "load_ltx2_checkpoint",
     "detect_version",
-    "load_gemma_text_encoder",
     "load_distilled_lora",
     "video_vae_config_from_official",
 ]
@@ -71,7 +70,7 @@ _SUPPORTED = ("2.0", "2.3")
 _GEMMA_WIDTH, _GEMMA_STATES = 3840, 49  # Gemma-3-12B, the text encoder of both releases
 
 
-def _dtype(dtype) -> torch.dtype | None:
+def dtype_from_name(dtype) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     try:
@@ -252,7 +251,7 @@ def load_ltx2_checkpoint(path, *, device="cpu", dtype="bf16", components: Sequen
     unknown = [c for c in comps if c not in COMPONENTS]
     if unknown:
         raise CheckpointError(f"unknown LTX-2 component(s) {unknown}; choose from {list(COMPONENTS)}.")
-    dt = _dtype(dtype)
+    dt = dtype_from_name(dtype)
     p = Path(path).expanduser()
     if not p.exists():
         raise CheckpointError(f"{p}: no such file or folder. Check the path of the LTX-2 checkpoint.")
@@ -474,125 +473,6 @@ def _load_diffusers(folder: Path, comps, device, dtype) -> LTX2Checkpoint:
         out.config[c] = out.configs[c] = dict(read_config(sub))
         setattr(out, c, _load(c, sub, module, device=device, dtype=dtype))
     return out
-
-
-# --------------------------------------------------------------------------------------------------
-# Gemma-3 text encoder
-
-
-class GemmaTextEncoder:
-    """Gemma-3 + its tokenizer, used the way LTX-2 does (ltx2.md 3.1): the prompt is stripped, tokenized
-    with left padding to ``max_length`` (1024) with truncation, and the inner model (no LM head) returns
-    every hidden state (embeddings + each layer)."""
-
-    def __init__(self, model, tokenizer, *, max_length: int = 1024):
-        self.model = model
-        self.tokenizer = tokenizer
-        self.max_length = int(max_length)
-        tokenizer.padding_side = "left"
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
-
-    @property
-    def num_hidden_states(self) -> int:
-        cfg = self.model.config
-        text = getattr(cfg, "text_config", None) or cfg
-        return int(text.num_hidden_layers) + 1
-
-    @property
-    def hidden_size(self) -> int:
-        cfg = self.model.config
-        text = getattr(cfg, "text_config", None) or cfg
-        return int(text.hidden_size)
-
-    def tokenize(self, prompt: str | Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        enc = self.tokenizer([p.strip() for p in prompts], padding="max_length", max_length=self.max_length,
-                             truncation=True, return_tensors="pt")
-        return enc["input_ids"], enc["attention_mask"]
-
-    @torch.inference_mode()
-    def encode(self, prompt: str | Sequence[str]) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-        """(all hidden states, each [B, max_length, hidden], attention mask [B, max_length])."""
-        ids, mask = self.tokenize(prompt)
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        inner = getattr(self.model, "model", self.model)
-        out = inner(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
-        return tuple(out.hidden_states), mask
-
-    __call__ = encode
-
-
-def load_gemma_text_encoder(path, *, device="cpu", dtype="bf16", max_length: int = 1024,
-                            tokenizer=None) -> GemmaTextEncoder:
-    """Gemma-3 (the LTX-2 / LTX-2.3 text encoder) from a Hugging Face folder or from one ``.safetensors`` file.
-
-    * Folder (config.json, safetensors weights, tokenizer files), read with ``local_files_only=True``: a full
-      ``Gemma3ForConditionalGeneration`` folder (as LTX-2 ships) and a text-only ``gemma3_text`` folder both
-      work.
-    * Single file, e.g. ComfyUI's ``models/text_encoders/gemma_3_12B_it.safetensors``: the text weights under
-      ``model.`` (or ``model.language_model.`` / ``language_model.model.`` as transformers saves them; vision
-      tensors are ignored) and the SentencePiece tokenizer in its ``spiece_model`` tensor (needs the
-      ``sentencepiece`` package). The config is the file's ``config`` metadata or, without one, read from the
-      tensor shapes with Gemma-3-12B's other settings. fp8 / quantised files are refused. See
-      :mod:`.gemma_file`.
-
-    ``tokenizer``: a Hugging Face tokenizer folder, ``tokenizer.json`` or ``tokenizer.model`` (or a tokenizer
-    object) to use instead of the one in the folder / file; a single file without ``spiece_model`` otherwise
-    uses a tokenizer found beside it. Either way the prompt is stripped, BOS prepended (no EOS), truncated to
-    ``max_length`` and left-padded with the pad id.
-    """
-    p = Path(path).expanduser()
-    dt = _dtype(dtype)
-    if p.is_file() and p.suffix == ".safetensors":
-        from .gemma_file import load_gemma_single_file
-
-        model, tok = load_gemma_single_file(p, device=device, dtype=dt, tokenizer=tokenizer)
-        return GemmaTextEncoder(model, tok, max_length=max_length)
-    if not p.exists():
-        raise CheckpointError(
-            f"{p}: no such file or folder. Point it at the Gemma-3 folder (config.json, *.safetensors, "
-            "tokenizer files) or at a single gemma_3_12B_it.safetensors file.")
-    if not p.is_dir():
-        raise CheckpointError(
-            f"{p}: expected a Gemma-3 folder (config.json, *.safetensors, tokenizer.json / tokenizer.model) or a "
-            "single .safetensors file (e.g. ComfyUI's gemma_3_12B_it.safetensors).")
-    if not (p / "config.json").is_file():
-        raise CheckpointError(f"{p}: no config.json; this is not a Hugging Face Gemma-3 folder.")
-    import transformers
-
-    config = transformers.AutoConfig.from_pretrained(str(p), local_files_only=True)
-    kind = getattr(config, "model_type", "")
-    if kind == "gemma3":
-        cls = transformers.Gemma3ForConditionalGeneration
-    elif kind == "gemma3_text":
-        cls = transformers.Gemma3ForCausalLM
-    else:
-        raise CheckpointError(f"{p}: config.json describes a {kind!r} model, not Gemma-3; LTX-2 needs Gemma-3.")
-    if tokenizer is not None:
-        from .gemma_file import load_tokenizer
-
-        tok = load_tokenizer(tokenizer)
-    else:
-        try:
-            tok = transformers.AutoTokenizer.from_pretrained(str(p), local_files_only=True)
-        except (OSError, ValueError) as e:
-            raise CheckpointError(f"{p}: the Gemma tokenizer could not be loaded ({e}).") from None
-    try:
-        model = cls.from_pretrained(str(p), local_files_only=True, dtype=dt, use_safetensors=True)
-    except OSError as e:
-        raise CheckpointError(f"{p}: the Gemma-3 weights could not be loaded ({e}).") from None
-    model = model.to(device).eval()
-    model.requires_grad_(False)
-    return GemmaTextEncoder(model, tok, max_length=max_length)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ before any model work.
 A wrong value raises :class:`~..core.checks.OptionError` naming the field; nothing is rounded behind the
 user's back.
 
-* width and height: multiples of 32 (the video VAE's pixel block; ``latent_shape`` in :mod:`.pipeline`), 32 ..
+* width and height: multiples of 32 (the video VAE's pixel block; ``latent_shape`` in :mod:`.latents`), 32 ..
   8192; a two-stage run samples its first stage at half size, so its final size is a multiple of 64;
 * frames: ``8k + 1`` (the VAE's causal time compression: one frame, then groups of eight), 1 .. 1025;
 * fps finite in 1 .. 240 (it sets the audio length and the time positions); batch 1 .. 64;

@@ -1,4 +1,4 @@
-"""LTX-2.3 graph nodes (category ``LTX2``): thin adapters from ComfyUI types to the stages of :mod:`..ltx2.stages`.
+"""LTX-2.3 graph nodes (category ``LTX2``): thin adapters from ComfyUI types to the LTX-2 stage modules.
 
 The graph the nodes make is the pipeline ``generate`` runs, one stage per node, with the same numbers: loaders
 (checkpoint, Gemma-3, x2 upsampler, LoRA) -> Text Encode -> Empty Latent (-> Image Conditioning) -> Sampler
@@ -26,11 +26,13 @@ from torch import nn
 from ..core.checks import NonFiniteError, OptionError, integer, number, require_finite
 from ..core.sampling.ltx_schedule import DISTILLED_SIGMAS, ltx2_sigmas
 from ..ltx2 import options as O
-from ..ltx2 import stages
-from ..ltx2.api import AUDIO_GUIDANCE, VIDEO_GUIDANCE
-from ..ltx2.hq import HQ_AUDIO_GUIDANCE, HQ_VIDEO_GUIDANCE, STAGE2_SIGMAS
+from ..ltx2.conditioning import picture_latents, prepare_pictures
+from ..ltx2.decoding import decode
+from ..ltx2.denoiser import AUDIO_GUIDANCE, HQ_AUDIO_GUIDANCE, HQ_VIDEO_GUIDANCE, VIDEO_GUIDANCE, Guidance
 from ..ltx2.image import DEFAULT_IMAGE_CRF
-from ..ltx2.pipeline import Guidance, LatentShape, decode, pack_audio, pack_video, unpack_audio, unpack_video
+from ..ltx2.latents import LatentShape, pack_audio, pack_video, unpack_audio, unpack_video
+from ..ltx2.sampling import SAMPLERS, SDE_NOISE, STAGE2_SIGMAS, doubled, refine, sample
+from ..ltx2.text_encoding import PromptContexts, connect, gemma_states
 from . import comfy
 
 CATEGORY = "LTX2"
@@ -81,7 +83,7 @@ class LTX2VAE:
 
 @dataclass
 class LTX2TextEncoder:
-    encoder: object  # ltx2.loader.GemmaTextEncoder
+    encoder: object  # ltx2.text_encoding.GemmaTextEncoder
     device: torch.device
     patcher: object = None
 
@@ -231,7 +233,7 @@ class LTX2TextEncoderLoader:
         return comfy.check_choice("text_encoder", text_encoder, _text_encoder_choices())
 
     def load(self, text_encoder, dtype="bf16", device="default"):
-        from ..ltx2.loader import load_gemma_text_encoder
+        from ..ltx2.text_encoding import load_gemma_text_encoder
 
         try:
             path = _resolve(text_encoder, ("text_encoders",), "text_encoder")
@@ -356,17 +358,17 @@ class LTX2TextEncode:
         enc = text_encoder.encoder
         comfy.load_to_device(text_encoder.patcher, enc.model, text_encoder.device)
         try:
-            states = stages.gemma_states(enc, prompt, negative_prompt)
+            states = gemma_states(enc, prompt, negative_prompt)
         finally:
             comfy.unload(text_encoder.patcher, enc.model)
         model.load()
         try:
-            prompts = stages.connect(model.connectors, states)
+            prompts = connect(model.connectors, states)
         except (ValueError, RuntimeError) as e:
             raise _node_error("LTX2TextEncode", "text_encoder / model", ValueError(
                 f"{e} (is the text encoder the one this checkpoint was trained with?)")) from e
         move = lambda ctx: tuple(t.to(comfy.intermediate_device()) for t in ctx)  # noqa: E731
-        return (stages.PromptContexts(move(prompts.positive), move(prompts.negative)),)
+        return (PromptContexts(move(prompts.positive), move(prompts.negative)),)
 
 
 # ---------------------------------------------------------------------------------------------- latents
@@ -422,7 +424,7 @@ class LTX2EmptyLatent:
         return _verdict(_check_size, width=width, height=height, frames=frames, fps=fps)
 
     def make(self, vae, width, height, frames, fps=24.0, batch_size=1):
-        from ..ltx2.pipeline import latent_shape
+        from ..ltx2.latents import latent_shape
 
         try:
             _check_size(width, height, frames, fps)
@@ -476,12 +478,12 @@ class LTX2ImageConditioning:
         if frame_idx == 0 and any(p.frame_idx == 0 for p in pictures):
             raise ValueError(f"{node} (frame_idx): the latent already has a frame-0 picture")
         try:
-            new = stages.prepare_pictures([(image[:1].float().cpu(), frame_idx, strength)], crf)
+            new = prepare_pictures([(image[:1].float().cpu(), frame_idx, strength)], crf)
         except (ValueError, ImportError) as e:
             raise _node_error(node, "image / crf", e) from e
         pictures = sorted(pictures + new, key=lambda p: p.frame_idx != 0)
         vae.load()
-        images = stages.picture_latents(vae.video_vae, pictures, shape)
+        images = picture_latents(vae.video_vae, pictures, shape)
         return ({**latent, "ltx2_pictures": pictures, "ltx2_images": images},)
 
 
@@ -593,12 +595,12 @@ def _step_callback(model: LTX2Model, shape: LatentShape, steps: int):
 
 def _sampler_inputs(sampler_default: str) -> dict:
     return {
-        "sampler": (list(stages.SAMPLERS), {"default": sampler_default, "tooltip":
+        "sampler": (list(SAMPLERS), {"default": sampler_default, "tooltip":
                     "res2s: the HQ pipeline's second-order SDE sampler (two model calls per step); euler: the one-stage "
                     "and distilled pipelines' sampler."}),
         "eta": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.05,
                           "tooltip": "res2s: share of the noise renewed at each step (0 = deterministic)."}),
-        "sde_noise": (list(stages.SDE_NOISE), {"default": "seeded", "tooltip":
+        "sde_noise": (list(SDE_NOISE), {"default": "seeded", "tooltip":
                       "res2s noise: seeded (from the seed) or reference (the official pipelines' fixed seeds)."}),
     }
 
@@ -607,9 +609,9 @@ def _pictures_device(images, dev):
     return [replace(i, latent=i.latent.to(dev)) for i in images]
 
 
-def _prompts_on(conditioning: stages.PromptContexts, dev):
+def _prompts_on(conditioning: PromptContexts, dev):
     move = lambda ctx: None if ctx is None else tuple(t.to(dev) for t in ctx)  # noqa: E731
-    return stages.PromptContexts(move(conditioning.positive), move(conditioning.negative))
+    return PromptContexts(move(conditioning.positive), move(conditioning.negative))
 
 
 def _out_latent(latent: dict, video: torch.Tensor, audio: torch.Tensor, shape: LatentShape, seed: int) -> dict:
@@ -686,7 +688,7 @@ class LTX2Sampler:
         images = _pictures_device(latent.get("ltx2_images", ()), dev)
         try:
             with _merged_loras(model, 1, node):
-                video, audio = stages.sample(
+                video, audio = sample(
                     transformer, _prompts_on(conditioning, dev), shape, sig, seed=seed, images=images,
                     sampler=sampler, guidance=None if guider is None else (guider.video, guider.audio), eta=eta,
                     sde_noise=sde_noise, strategy="split" if guider is None else guider.strategy, device=dev,
@@ -742,8 +744,8 @@ class LTX2UpsampleRefine:
             raise ValueError(f"{node} (upsampler): it takes {up.config['in_channels']} latent channels, the latent has "
                              f"{shape.video_channels} (an upsampler of another model?)")
         vae.load()
-        full = stages.doubled(shape)
-        images = stages.picture_latents(vae.video_vae, latent.get("ltx2_pictures", ()), full)
+        full = doubled(shape)
+        images = picture_latents(vae.video_vae, latent.get("ltx2_pictures", ()), full)
         transformer = model.load()
         dev = model.device
         video = pack_video(latent["samples"].to(dev))
@@ -751,7 +753,7 @@ class LTX2UpsampleRefine:
         vv = vae.video_vae
         try:
             with _merged_loras(model, 2, node):
-                video, audio = stages.refine(
+                video, audio = refine(
                     transformer, up, vv.latents_mean, vv.latents_std, _prompts_on(conditioning, dev), video, audio,
                     shape, sig, seed=latent["ltx2_seed"], images=_pictures_device(images, dev), sampler=sampler,
                     guidance=None if guider is None else (guider.video, guider.audio), eta=eta, sde_noise=sde_noise,

@@ -19,9 +19,7 @@ import torch
 
 from ..core.guidance import multipass_guidance, needed_passes
 from ..core.sampling.res2s import sample_res2s, seeded_noise_sampler
-from ..ltx2.api import AUDIO_GUIDANCE, VIDEO_GUIDANCE
-from ..ltx2.hq import HQ_AUDIO_GUIDANCE, HQ_VIDEO_GUIDANCE
-from ..ltx2.pipeline import Guidance
+from ..ltx2.denoiser import AUDIO_GUIDANCE, HQ_AUDIO_GUIDANCE, HQ_VIDEO_GUIDANCE, VIDEO_GUIDANCE, Guidance
 from . import comfy
 
 CATEGORY = "LTX2/ComfyUI models"

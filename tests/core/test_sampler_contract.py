@@ -24,9 +24,9 @@ from comfyui_cosmos3_ltx2.core.sampling.res2s import (
     standardized_noise,
 )
 from comfyui_cosmos3_ltx2.cosmos3 import pipeline as C3
-from comfyui_cosmos3_ltx2.ltx2 import hq as HQ
-from comfyui_cosmos3_ltx2.ltx2 import pipeline as P
 from comfyui_cosmos3_ltx2.ltx2.api import initial_noise
+from comfyui_cosmos3_ltx2.ltx2.latents import latent_shape
+from comfyui_cosmos3_ltx2.ltx2.sampling import half_shape, hq_noise
 from helpers.ltx_oracle import ltx_oracles_available
 from helpers.op_count import OpCount
 
@@ -71,14 +71,14 @@ def test_every_model_draws_by_the_rule():
     want = _rule(7, shape, shape)
     assert torch.equal(start, want[0]) and torch.equal(step, want[1])
     # LTX-2 one-stage: packed video (with appended keyframe tokens) then audio
-    s = P.latent_shape(17, 64, 96, video_channels=16, audio_channels=2, mel_bins=16)
+    s = latent_shape(17, 64, 96, video_channels=16, audio_channels=2, mel_bins=16)
     v, a = initial_noise(s, 5, appended=6)
     wv, wa = _rule(5, (1, s.video_tokens + 6, 16), s.audio_packed)
     assert torch.equal(v, wv) and torch.equal(a, wa)
     # LTX-2 two-stage: stage-1 video, stage-1 audio, stage-2 video, stage-2 audio
-    s2 = P.latent_shape(17, 128, 128, video_channels=16, audio_channels=2, mel_bins=16)
-    s1 = HQ.half_shape(s2)
-    got = HQ.hq_noise(5, s2, appended=(2, 3))
+    s2 = latent_shape(17, 128, 128, video_channels=16, audio_channels=2, mel_bins=16)
+    s1 = half_shape(s2)
+    got = hq_noise(5, s2, appended=(2, 3))
     want = _rule(5, (1, s1.video_tokens + 2, 16), s1.audio_packed, (1, s2.video_tokens + 3, 16), s2.audio_packed)
     assert all(torch.equal(x, y) for x, y in zip(got, want))
     # res2s SDE noise: the same seeding (mod 2**64), drawn in float64 on the generator's device as the official

@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 
 from comfyui_cosmos3_ltx2.core.checkpoint import load_into, read_config
-from comfyui_cosmos3_ltx2.ltx2 import pipeline as P
 from comfyui_cosmos3_ltx2.ltx2.audio_vae import LTX2AudioVAE
+from comfyui_cosmos3_ltx2.ltx2.latents import LatentShape, latent_shape
 from comfyui_cosmos3_ltx2.ltx2.text import LTX2TextConnectors
 from comfyui_cosmos3_ltx2.ltx2.transformer import LTX2Transformer
 from comfyui_cosmos3_ltx2.ltx2.video_vae import LTX2VideoVAE
@@ -171,10 +171,10 @@ def gemma_prompts(seed: int = 0):
 
 
 def tiny_shape():
-    return P.latent_shape(FRAMES, HEIGHT, WIDTH, FPS, video_channels=16, audio_channels=2, mel_bins=16)
+    return latent_shape(FRAMES, HEIGHT, WIDTH, FPS, video_channels=16, audio_channels=2, mel_bins=16)
 
 
-def packed_noise(shape: P.LatentShape, seed: int = 5):
+def packed_noise(shape: LatentShape, seed: int = 5):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(shape.video_packed, generator=g), torch.randn(shape.audio_packed, generator=g)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from comfyui_cosmos3_ltx2.ltx2.latents import positions
 from helpers.ltx_oracle import ltx_oracles_available
 from helpers.measures import rel
 
@@ -70,12 +71,11 @@ def _configs():
 
 @torch.no_grad()
 def test_per_sample_switches_match_ltx_core_in_one_call(models):
-    from comfyui_cosmos3_ltx2.ltx2 import pipeline as P
 
     a, s1, ours, ref, inputs = models
     sigma = 0.73
     want_v, want_a = _core_velocities(ref, s1, inputs, sigma, _configs())
-    rope = P.positions(ours, replace(s1, batch=4))
+    rope = positions(ours, replace(s1, batch=4))
     vctx = torch.cat([inputs["vctx"], inputs["neg_vctx"], inputs["vctx"], inputs["vctx"]])
     actx = torch.cat([inputs["actx"], inputs["neg_actx"], inputs["actx"], inputs["actx"]])
     got_v, got_a = ours(inputs["video"].repeat(4, 1, 1), inputs["audio"].repeat(4, 1, 1), vctx, actx, sigma,
@@ -85,17 +85,16 @@ def test_per_sample_switches_match_ltx_core_in_one_call(models):
         assert rel(got_a[i], want_a[i]) < 1e-5, (i, rel(got_a[i], want_a[i]))
     # the rows really differ (each switch does something), and each equals its own single-pass call
     assert min(rel(got_v[i], got_v[0]) for i in (1, 2, 3)) > 1e-3
-    rope1 = P.positions(ours, s1)
+    rope1 = positions(ours, s1)
     for i, switches in enumerate(PER_ITEM):
         v1, a1 = ours(inputs["video"], inputs["audio"], vctx[i:i + 1], actx[i:i + 1], sigma, rope=rope1, **switches)
         assert rel(got_v[i], v1[0]) < 1e-5 and rel(got_a[i], a1[0]) < 1e-5
 
 
 def test_per_item_switches_are_checked(models):
-    from comfyui_cosmos3_ltx2.ltx2 import pipeline as P
 
     _, s1, ours, _, inputs = models
-    rope = P.positions(ours, replace(s1, batch=2))
+    rope = positions(ours, replace(s1, batch=2))
     x, ax = inputs["video"].repeat(2, 1, 1), inputs["audio"].repeat(2, 1, 1)
     vctx, actx = inputs["vctx"].repeat(2, 1, 1), inputs["actx"].repeat(2, 1, 1)
     with pytest.raises(ValueError, match="per_item has 3 entries"):

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from comfyui_cosmos3_ltx2.core.sampling import res2s
+from comfyui_cosmos3_ltx2.ltx2.denoiser import Guidance
 from helpers.device_check import OneDevice
 from helpers.ltx2_checkpoint_ref import NEGATIVE, PROMPT, hq_files
 
@@ -21,7 +22,7 @@ META = torch.device("meta")
 
 
 def _meta_gemma(folder):
-    from comfyui_cosmos3_ltx2.ltx2.loader import GemmaTextEncoder, load_gemma_text_encoder
+    from comfyui_cosmos3_ltx2.ltx2.text_encoding import GemmaTextEncoder, load_gemma_text_encoder
 
     class HostGemma(GemmaTextEncoder):
         """Gemma on the CPU (transformers' masks read values), its hidden states handed over on meta."""
@@ -42,7 +43,6 @@ def _meta_gemma(folder):
 def test_ltx2_generate_stays_on_the_device(pipeline, strategy, hq_ckpt, gemma_folder, tmp_path_factory,
                                            monkeypatch):
     from comfyui_cosmos3_ltx2.ltx2 import generate
-    from comfyui_cosmos3_ltx2.ltx2 import pipeline as P
     from comfyui_cosmos3_ltx2.ltx2.api import Keyframe
 
     monkeypatch.setattr(res2s._TwoStreamNoise, "__call__",
@@ -53,8 +53,8 @@ def test_ltx2_generate_stays_on_the_device(pipeline, strategy, hq_ckpt, gemma_fo
               strategy=strategy, image=torch.from_numpy(files["image"]) / 255.0,
               keyframes=[Keyframe(files["png"], 8, 0.8)])
     if pipeline != "distilled":  # every guidance pass, an STG block included
-        kw.update(steps=2, video_guidance=P.Guidance(cfg=3.0, stg=1.0, stg_blocks=(0,), modality=2.0, rescale=0.5),
-                  audio_guidance=P.Guidance(cfg=5.0, modality=2.0, rescale=1.0))
+        kw.update(steps=2, video_guidance=Guidance(cfg=3.0, stg=1.0, stg_blocks=(0,), modality=2.0, rescale=0.5),
+                  audio_guidance=Guidance(cfg=5.0, modality=2.0, rescale=1.0))
     if pipeline != "one-stage":
         kw.update(upsampler=files["up_file"])
     gemma = _meta_gemma(gemma_folder[0])

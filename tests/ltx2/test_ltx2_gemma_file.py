@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 spm = pytest.importorskip("sentencepiece")
 
 from comfyui_cosmos3_ltx2.core.checkpoint import CheckpointError  # noqa: E402
-from comfyui_cosmos3_ltx2.ltx2 import gemma_file, loader  # noqa: E402
+from comfyui_cosmos3_ltx2.ltx2 import gemma_file, loader, text_encoding  # noqa: E402
 
 MAX_LEN = 48
 PROMPTS = ["  a cat walks on the beach at sunset  ", "the quick brown fox\tjumps", "Ünïcödé 123 ☃",
@@ -154,9 +154,9 @@ def _same_encoding(a, b, prompts=PROMPTS):
 def test_comfy_layout_matches_folder(setup, tmp_path, dtype):
     folder, model = setup["like12b"]
     file = _comfy_file(tmp_path / "gemma_3_12B_it.safetensors", model, setup["proto"])
-    single = loader.load_gemma_text_encoder(file, device="cpu", dtype=dtype, max_length=MAX_LEN)
-    ref = loader.load_gemma_text_encoder(folder, device="cpu", dtype=dtype, max_length=MAX_LEN)
-    assert isinstance(single, loader.GemmaTextEncoder)
+    single = text_encoding.load_gemma_text_encoder(file, device="cpu", dtype=dtype, max_length=MAX_LEN)
+    ref = text_encoding.load_gemma_text_encoder(folder, device="cpu", dtype=dtype, max_length=MAX_LEN)
+    assert isinstance(single, text_encoding.GemmaTextEncoder)
     assert isinstance(single.tokenizer, gemma_file.SentencePieceGemmaTokenizer)
     assert (single.hidden_size, single.num_hidden_states) == (32, 7)
     assert single.dtype == ref.dtype and single.device == torch.device("cpu")
@@ -176,7 +176,7 @@ def test_comfy_layout_matches_folder(setup, tmp_path, dtype):
 def test_tokenization_matches_hf(setup, tmp_path):
     folder, model = setup["like12b"]
     file = _comfy_file(tmp_path / "g.safetensors", model, setup["proto"])
-    enc = loader.load_gemma_text_encoder(file, device="cpu", dtype="fp32", max_length=16)
+    enc = text_encoding.load_gemma_text_encoder(file, device="cpu", dtype="fp32", max_length=16)
     hf = setup["hf_tok"]
     hf.padding_side = "left"
     for p in PROMPTS + ["the quick brown fox " * 20]:
@@ -193,29 +193,29 @@ def test_tokenization_matches_hf(setup, tmp_path):
 
 def test_metadata_config_and_transformers_layouts(setup, tmp_path):
     folder, model = setup["other"]
-    ref = loader.load_gemma_text_encoder(folder, device="cpu", dtype="fp32", max_length=MAX_LEN)
+    ref = text_encoding.load_gemma_text_encoder(folder, device="cpu", dtype="fp32", max_length=MAX_LEN)
     text_cfg = model.config.text_config.to_dict()
     # ComfyUI layout with the text config in the metadata (the tensor shapes alone would give other settings).
     file = _comfy_file(tmp_path / "meta.safetensors", model, setup["proto"], config=text_cfg)
-    enc = loader.load_gemma_text_encoder(file, device="cpu", dtype="fp32", max_length=MAX_LEN)
+    enc = text_encoding.load_gemma_text_encoder(file, device="cpu", dtype="fp32", max_length=MAX_LEN)
     assert enc.model.config.sliding_window == 4 and enc.model.config.query_pre_attn_scalar == 24
     _same_encoding(enc, ref)
     # A full Gemma3Config in the metadata works too.
     file = _comfy_file(tmp_path / "meta_full.safetensors", model, setup["proto"], config=model.config.to_dict())
-    _same_encoding(loader.load_gemma_text_encoder(file, device="cpu", dtype="fp32", max_length=MAX_LEN), ref)
+    _same_encoding(text_encoding.load_gemma_text_encoder(file, device="cpu", dtype="fp32", max_length=MAX_LEN), ref)
 
     # transformers 4 layout (language_model.model.*, what save_pretrained writes): a folder's own
     # model.safetensors, no metadata config (so Gemma-3-12B's settings), tokenizer found beside it.
     folder12, _ = setup["like12b"]
     assert gemma_file.find_text_prefix(load_file(str(folder12 / "model.safetensors"))) == "language_model.model."
-    enc = loader.load_gemma_text_encoder(folder12 / "model.safetensors", device="cpu", dtype="fp32", max_length=MAX_LEN)
-    _same_encoding(enc, loader.load_gemma_text_encoder(folder12, device="cpu", dtype="fp32", max_length=MAX_LEN))
+    enc = text_encoding.load_gemma_text_encoder(folder12 / "model.safetensors", device="cpu", dtype="fp32", max_length=MAX_LEN)
+    _same_encoding(enc, text_encoding.load_gemma_text_encoder(folder12, device="cpu", dtype="fp32", max_length=MAX_LEN))
     # ... with a text config in the metadata, tokenizer given as the .model file.
     sub = tmp_path / "tf"
     sub.mkdir()
     save_file(load_file(str(folder / "model.safetensors")), str(sub / "gemma4x.safetensors"),
               metadata={"config": json.dumps(text_cfg)})
-    enc = loader.load_gemma_text_encoder(sub / "gemma4x.safetensors", device="cpu", dtype="fp32",
+    enc = text_encoding.load_gemma_text_encoder(sub / "gemma4x.safetensors", device="cpu", dtype="fp32",
                                          max_length=MAX_LEN, tokenizer=setup["root"] / "tokenizer.model")
     _same_encoding(enc, ref)
     # transformers 5 names (model.language_model.*, the in-memory state dict), full config in the metadata,
@@ -223,11 +223,11 @@ def test_metadata_config_and_transformers_layouts(setup, tmp_path):
     sd = {k: v.clone() for k, v in model.state_dict().items()}
     assert gemma_file.find_text_prefix(sd) == "model.language_model."
     save_file(sd, str(sub / "gemma5x.safetensors"), metadata={"config": json.dumps(model.config.to_dict())})
-    enc = loader.load_gemma_text_encoder(sub / "gemma5x.safetensors", device="cpu", dtype="fp32",
+    enc = text_encoding.load_gemma_text_encoder(sub / "gemma5x.safetensors", device="cpu", dtype="fp32",
                                          max_length=MAX_LEN, tokenizer=folder)
     _same_encoding(enc, ref)
     # tokenizer= also overrides the folder's tokenizer.
-    enc = loader.load_gemma_text_encoder(folder, device="cpu", dtype="fp32", max_length=MAX_LEN,
+    enc = text_encoding.load_gemma_text_encoder(folder, device="cpu", dtype="fp32", max_length=MAX_LEN,
                                          tokenizer=setup["root"] / "tokenizer.model")
     assert isinstance(enc.tokenizer, gemma_file.SentencePieceGemmaTokenizer)
     _same_encoding(enc, ref)
@@ -237,15 +237,15 @@ def test_tokenizer_beside_file(setup, tmp_path):
     folder, model = setup["like12b"]
     file = _comfy_file(tmp_path / "gemma.safetensors", model, None)  # no spiece_model
     (tmp_path / "tokenizer.model").write_bytes(setup["proto"])
-    enc = loader.load_gemma_text_encoder(file, device="cpu", dtype="fp32", max_length=MAX_LEN)
-    ref = loader.load_gemma_text_encoder(folder, device="cpu", dtype="fp32", max_length=MAX_LEN)
+    enc = text_encoding.load_gemma_text_encoder(file, device="cpu", dtype="fp32", max_length=MAX_LEN)
+    ref = text_encoding.load_gemma_text_encoder(folder, device="cpu", dtype="fp32", max_length=MAX_LEN)
     _same_encoding(enc, ref)
     # A lone tokenizer.json (no tokenizer_config.json) beside the file works too.
     other = tmp_path / "json"
     other.mkdir()
     _comfy_file(other / "gemma.safetensors", model, None)
     (other / "tokenizer.json").write_bytes((folder / "tokenizer.json").read_bytes())
-    _same_encoding(loader.load_gemma_text_encoder(other / "gemma.safetensors", device="cpu", dtype="fp32",
+    _same_encoding(text_encoding.load_gemma_text_encoder(other / "gemma.safetensors", device="cpu", dtype="fp32",
                                                   max_length=MAX_LEN), ref)
 
 
@@ -253,53 +253,53 @@ def test_errors(setup, tmp_path):
     folder, model = setup["like12b"]
     kw = dict(device="cpu", dtype="fp32")
     with pytest.raises(CheckpointError, match="no such file or folder"):
-        loader.load_gemma_text_encoder(tmp_path / "nothing.safetensors", **kw)
+        text_encoding.load_gemma_text_encoder(tmp_path / "nothing.safetensors", **kw)
     # Not Gemma: an LTX-2 checkpoint given by mistake, and a T5.
     save_file({"model.diffusion_model.patchify_proj.weight": torch.zeros(2, 2)}, str(tmp_path / "ltx.safetensors"))
     with pytest.raises(CheckpointError, match="not a Gemma-3 text encoder.*LTX-2 model checkpoint"):
-        loader.load_gemma_text_encoder(tmp_path / "ltx.safetensors", **kw)
+        text_encoding.load_gemma_text_encoder(tmp_path / "ltx.safetensors", **kw)
     save_file({"encoder.block.0.layer.0.SelfAttention.k.weight": torch.zeros(2, 2)}, str(tmp_path / "t5.safetensors"))
     with pytest.raises(CheckpointError, match="not a Gemma-3 text encoder.*T5"):
-        loader.load_gemma_text_encoder(tmp_path / "t5.safetensors", **kw)
+        text_encoding.load_gemma_text_encoder(tmp_path / "t5.safetensors", **kw)
     # Missing tokenizer (no spiece_model and nothing beside the file).
     lonely = tmp_path / "lonely"
     lonely.mkdir()
     _comfy_file(lonely / "gemma.safetensors", model, None)
     with pytest.raises(CheckpointError, match="no tokenizer.*spiece_model.*tokenizer="):
-        loader.load_gemma_text_encoder(lonely / "gemma.safetensors", **kw)
+        text_encoding.load_gemma_text_encoder(lonely / "gemma.safetensors", **kw)
     # fp8: float8 weights, and ComfyUI's scaled-fp8 marker tensors.
     w = _text_weights(model, "model.")
     f8 = {k: (v.to(torch.float8_e4m3fn) if k.endswith("proj.weight") else v) for k, v in w.items()}
     save_file(f8, str(tmp_path / "f8.safetensors"))
     with pytest.raises(CheckpointError, match=r"f8\.safetensors: this is an fp8.*float8 tensors.*not supported"):
-        loader.load_gemma_text_encoder(tmp_path / "f8.safetensors", **kw)
+        text_encoding.load_gemma_text_encoder(tmp_path / "f8.safetensors", **kw)
     _comfy_file(tmp_path / "scaled.safetensors", model, setup["proto"],
                 extra={"scaled_fp8": torch.zeros(0, dtype=torch.float8_e4m3fn),
                        "model.layers.0.self_attn.q_proj.scale_weight": torch.ones(1)})
     with pytest.raises(CheckpointError, match=r"scaled\.safetensors: this is an fp8"):
-        loader.load_gemma_text_encoder(tmp_path / "scaled.safetensors", **kw)
+        text_encoding.load_gemma_text_encoder(tmp_path / "scaled.safetensors", **kw)
     # Missing tensors: a layer's weight, and a whole middle layer.
     _comfy_file(tmp_path / "incomplete.safetensors", model, setup["proto"])
     sd = load_file(str(tmp_path / "incomplete.safetensors"))
     sd.pop("model.layers.2.mlp.up_proj.weight")
     save_file(sd, str(tmp_path / "incomplete.safetensors"))
     with pytest.raises(CheckpointError, match=r"incomplete\.safetensors.*missing keys.*layers\.2\.mlp\.up_proj"):
-        loader.load_gemma_text_encoder(tmp_path / "incomplete.safetensors", **kw)
+        text_encoding.load_gemma_text_encoder(tmp_path / "incomplete.safetensors", **kw)
     sd = {k: v for k, v in sd.items() if not k.startswith("model.layers.3.")}
     save_file(sd, str(tmp_path / "gap.safetensors"))
     with pytest.raises(CheckpointError, match="layer 3 is missing"):
-        loader.load_gemma_text_encoder(tmp_path / "gap.safetensors", **kw)
+        text_encoding.load_gemma_text_encoder(tmp_path / "gap.safetensors", **kw)
     # Wrong metadata config.
     _comfy_file(tmp_path / "llama.safetensors", model, setup["proto"], config={"model_type": "llama"})
     with pytest.raises(CheckpointError, match="'llama' model, not Gemma-3"):
-        loader.load_gemma_text_encoder(tmp_path / "llama.safetensors", **kw)
+        text_encoding.load_gemma_text_encoder(tmp_path / "llama.safetensors", **kw)
     # A tokenizer path that does not exist.
     good = _comfy_file(tmp_path / "good.safetensors", model, setup["proto"])
     with pytest.raises(CheckpointError, match="no such tokenizer"):
-        loader.load_gemma_text_encoder(good, tokenizer=tmp_path / "nope.model", **kw)
+        text_encoding.load_gemma_text_encoder(good, tokenizer=tmp_path / "nope.model", **kw)
     (tmp_path / "bad.model").write_bytes(b"not a sentencepiece model")
     with pytest.raises(CheckpointError, match="not a valid SentencePiece model"):
-        loader.load_gemma_text_encoder(good, tokenizer=tmp_path / "bad.model", **kw)
+        text_encoding.load_gemma_text_encoder(good, tokenizer=tmp_path / "bad.model", **kw)
 
 
 def test_sentencepiece_missing(setup, tmp_path, monkeypatch):
@@ -307,7 +307,7 @@ def test_sentencepiece_missing(setup, tmp_path, monkeypatch):
     file = _comfy_file(tmp_path / "g.safetensors", model, setup["proto"])
     monkeypatch.setitem(sys.modules, "sentencepiece", None)
     with pytest.raises(CheckpointError, match="pip install sentencepiece"):
-        loader.load_gemma_text_encoder(file, device="cpu", dtype="fp32")
+        text_encoding.load_gemma_text_encoder(file, device="cpu", dtype="fp32")
 
 
 def _gemma3_12b_header() -> dict:

@@ -7,13 +7,17 @@ import torch
 from comfyui_cosmos3_ltx2.core.sampling.euler import sample_euler
 from comfyui_cosmos3_ltx2.core.sampling.ltx_schedule import ltx2_sigmas
 from comfyui_cosmos3_ltx2.ltx2 import generate
-from comfyui_cosmos3_ltx2.ltx2 import pipeline as P
 from comfyui_cosmos3_ltx2.ltx2.api import initial_noise
-from comfyui_cosmos3_ltx2.ltx2.loader import load_gemma_text_encoder, load_ltx2_checkpoint
+from comfyui_cosmos3_ltx2.ltx2.decoding import decode
+from comfyui_cosmos3_ltx2.ltx2.denoiser import Guidance, LTX2Denoiser
+from comfyui_cosmos3_ltx2.ltx2.latents import latent_shape, pack_video, positions
+from comfyui_cosmos3_ltx2.ltx2.loader import load_ltx2_checkpoint
+from comfyui_cosmos3_ltx2.ltx2.sampling import run_distilled
+from comfyui_cosmos3_ltx2.ltx2.text_encoding import encode_prompt, load_gemma_text_encoder
 
 KW = dict(width=64, height=64, num_frames=9, fps=24.0, steps=3, seed=5, device="cpu", dtype="fp32",
-          video_guidance=P.Guidance(cfg=3.0, stg=1.0, stg_blocks=(0,), modality=2.0, rescale=0.5),
-          audio_guidance=P.Guidance(cfg=5.0))
+          video_guidance=Guidance(cfg=3.0, stg=1.0, stg_blocks=(0,), modality=2.0, rescale=0.5),
+          audio_guidance=Guidance(cfg=5.0))
 
 
 def _loaded(tiny, gemma_folder):  # noqa: F811
@@ -34,14 +38,14 @@ def test_generate_runs_and_equals_the_stages(tiny, gemma_folder):  # noqa: F811
     assert wave.ndim == 2 and torch.isfinite(wave).all() and rate == ck.vocoder.sampling_rate
     assert len(steps) == 3
     # The same run, stage by stage.
-    shape = P.latent_shape(9, 64, 64, 24.0, video_channels=ck.transformer.config["in_channels"],
+    shape = latent_shape(9, 64, 64, 24.0, video_channels=ck.transformer.config["in_channels"],
                            audio_channels=ck.audio_vae.latent_channels,
                            mel_bins=ck.audio_vae.mel_bins // ck.audio_vae.mel_compression_ratio)
-    (v, a, m), (nv, na, nm) = (P.encode_prompt(ck.connectors, *gemma.encode(t)) for t in ("a cat walks on the beach", "blurry"))
-    model = P.LTX2Denoiser(ck.transformer, v, a, m, nv, na, nm, rope=P.positions(ck.transformer, shape),
+    (v, a, m), (nv, na, nm) = (encode_prompt(ck.connectors, *gemma.encode(t)) for t in ("a cat walks on the beach", "blurry"))
+    model = LTX2Denoiser(ck.transformer, v, a, m, nv, na, nm, rope=positions(ck.transformer, shape),
                            video=KW["video_guidance"], audio=KW["audio_guidance"], strategy="split")
     vx, ax = sample_euler(model, initial_noise(shape, 5), ltx2_sigmas(3))
-    want, want_wave, _ = P.decode(ck.video_vae, ck.audio_vae, ck.vocoder, vx, ax, shape)
+    want, want_wave, _ = decode(ck.video_vae, ck.audio_vae, ck.vocoder, vx, ax, shape)
     assert torch.equal(frames, want) and torch.equal(wave, want_wave[0])
     # Spatial VAE tiles (one 64-px tile: the same decode) and an invalid tile size.
     tiled, _, _ = generate(ck, gemma, "a cat walks on the beach", "blurry", decode_tile=64, decode_tile_overlap=32, **KW)
@@ -80,8 +84,8 @@ def test_generate_one_stage_image_and_keyframe(tiny, gemma_folder):  # noqa: F81
                                keyframes=[Keyframe(key, 16, 1.0)], callback=seen.append, **kw)
     assert frames.shape == (17, 64, 64, 3) and torch.isfinite(frames).all()
     last = seen[-1]["x"][0]
-    img = P.pack_video(encode_image(ck.video_vae, prepare_image(first, 64, 64, 0)))
-    kf = P.pack_video(encode_image(ck.video_vae, prepare_image(key, 64, 64, 0)))
+    img = pack_video(encode_image(ck.video_vae, prepare_image(first, 64, 64, 0)))
+    kf = pack_video(encode_image(ck.video_vae, prepare_image(key, 64, 64, 0)))
     n = 3 * 2 * 2  # 3 latent frames of 2 x 2
     assert last.shape[1] == n + kf.shape[1]
     assert torch.equal(last[:, : img.shape[1]], img) and torch.equal(last[:, n:], kf)
@@ -141,12 +145,12 @@ def test_generate_frees_what_it_loaded(tiny, gemma_folder, monkeypatch):  # noqa
     import gc
     import weakref
 
-    from comfyui_cosmos3_ltx2.ltx2 import api, loader
+    from comfyui_cosmos3_ltx2.ltx2 import api, loader, text_encoding
 
     _, _, _, file, _, _ = tiny
     folder, _ = gemma_folder
     refs, seen = {}, {}
-    real_gemma, real_ck, real_decode = loader.load_gemma_text_encoder, loader.load_ltx2_checkpoint, api.decode
+    real_gemma, real_ck, real_decode = text_encoding.load_gemma_text_encoder, loader.load_ltx2_checkpoint, api.decode
 
     def gemma(*a, **kw):
         enc = real_gemma(*a, **{**kw, "dtype": "fp32", "max_length": 256})
@@ -165,7 +169,7 @@ def test_generate_frees_what_it_loaded(tiny, gemma_folder, monkeypatch):  # noqa
         seen["transformer alive at decode"] = refs["transformer"]() is not None
         return real_decode(*a, **kw)
 
-    monkeypatch.setattr(loader, "load_gemma_text_encoder", gemma)
+    monkeypatch.setattr(text_encoding, "load_gemma_text_encoder", gemma)
     monkeypatch.setattr(loader, "load_ltx2_checkpoint", checkpoint)
     monkeypatch.setattr(api, "decode", decode)
     frames, _, _ = generate(file, folder, "a cat", "blurry", **KW)
@@ -174,13 +178,12 @@ def test_generate_frees_what_it_loaded(tiny, gemma_folder, monkeypatch):  # noqa
 
 
 def test_generate_distilled_pipeline(tiny, gemma_folder, tmp_path):  # noqa: F811
-    """pipeline="distilled": the stages of hq.run_distilled (oracle-tested against ltx-core in test_ltx2_hq.py)
+    """pipeline="distilled": the stages of sampling.run_distilled (oracle-tested against ltx-core in test_ltx2_i2v_hq_stages.py)
     wired with the prompt, seed, upsampler file and decode; unguided, so steps / guidance are refused."""
     import json
 
     from safetensors.torch import save_file
 
-    from comfyui_cosmos3_ltx2.ltx2 import hq as HQ
     from comfyui_cosmos3_ltx2.ltx2.upsampler import load_latent_upsampler
     from helpers import ltx2_upsampler_ref as t_up
 
@@ -196,15 +199,15 @@ def test_generate_distilled_pipeline(tiny, gemma_folder, tmp_path):  # noqa: F81
     stages = []
     frames, wave, _ = generate(ck, gemma, "a cat", callback=lambda d: stages.append(d["stage"]), **args)
     assert stages == ["stage1"] * 8 + ["stage2"] * 3 and frames.shape == (9, 128, 128, 3)
-    shape = P.latent_shape(9, 128, 128, 24.0, video_channels=16, audio_channels=ck.audio_vae.latent_channels,
+    shape = latent_shape(9, 128, 128, 24.0, video_channels=16, audio_channels=ck.audio_vae.latent_channels,
                            mel_bins=ck.audio_vae.mel_bins // ck.audio_vae.mel_compression_ratio)
-    pos = P.encode_prompt(ck.connectors, *gemma.encode("a cat"))
+    pos = encode_prompt(ck.connectors, *gemma.encode("a cat"))
     up = load_latent_upsampler(up_file, dtype=torch.float32)
-    v, a = HQ.run_distilled(ck.transformer, up, ck.video_vae.latents_mean, ck.video_vae.latents_std, positive=pos,
+    v, a = run_distilled(ck.transformer, up, ck.video_vae.latents_mean, ck.video_vae.latents_std, positive=pos,
                             shape=shape, seed=3)
-    want, want_wave, _ = P.decode(ck.video_vae, ck.audio_vae, ck.vocoder, v, a, shape)
+    want, want_wave, _ = decode(ck.video_vae, ck.audio_vae, ck.vocoder, v, a, shape)
     assert torch.equal(frames, want) and torch.equal(wave, want_wave[0])
-    for extra, match in (({"steps": 8}, "steps"), ({"video_guidance": P.Guidance(cfg=2.0)}, "video_guidance"),
+    for extra, match in (({"steps": 8}, "steps"), ({"video_guidance": Guidance(cfg=2.0)}, "video_guidance"),
                          ({"upsampler": None}, "upsampler"), ({"width": 96}, "width must be a multiple of 64")):
         with pytest.raises(ValueError, match=match):
             generate(ck, gemma, "a cat", **{**args, **extra})

@@ -34,8 +34,9 @@ import pytest
 import torch
 
 from comfyui_cosmos3_ltx2.ltx2 import generate
-from comfyui_cosmos3_ltx2.ltx2 import pipeline as P
-from comfyui_cosmos3_ltx2.ltx2.loader import load_gemma_text_encoder, load_ltx2_checkpoint
+from comfyui_cosmos3_ltx2.ltx2.latents import LatentShape, pack_video, positions, unpack_video
+from comfyui_cosmos3_ltx2.ltx2.loader import load_ltx2_checkpoint
+from comfyui_cosmos3_ltx2.ltx2.text_encoding import load_gemma_text_encoder
 from comfyui_cosmos3_ltx2.ltx2.transformer import LTX2Transformer
 from helpers.ltx2_checkpoint_ref import NEGATIVE, PROMPT, hq_files
 from helpers.ltx2_pipeline_ref import CoreX0, load_reference
@@ -119,14 +120,14 @@ def _ref_image_latents(vae, png, shape1, shape2):
     return lat
 
 
-def _core_shape(width: int, height: int, audio_channels: int) -> P.LatentShape:
+def _core_shape(width: int, height: int, audio_channels: int) -> LatentShape:
     """The latent geometry of one stage from ltx-core's own shape rules."""
     from ltx_core.types import AudioLatentShape, VideoLatentShape, VideoPixelShape
 
     pix = VideoPixelShape(batch=1, frames=FRAMES, height=height, width=width, fps=FPS)
     v = VideoLatentShape.from_pixel_shape(pix, latent_channels=16)
     a = AudioLatentShape.from_video_pixel_shape(pix, channels=audio_channels, mel_bins=16)
-    return P.LatentShape(batch=1, video_channels=16, frames=v.frames, height=v.height, width=v.width,
+    return LatentShape(batch=1, video_channels=16, frames=v.frames, height=v.height, width=v.width,
                          audio_channels=a.channels, audio_frames=a.frames, mel_bins=a.mel_bins, fps=FPS)
 
 
@@ -162,10 +163,10 @@ def _reference(i2v: bool, folder, gemma_dir, files):
     (vc, ac), (nvc, nac) = _ref_contexts(folder, gemma_dir)
 
     s1, shape = (_core_shape(WIDTH // k, HEIGHT // k, avae.config.latent_channels) for k in (2, 1))
-    ropes = {s1.video_tokens: P.positions(tr1, s1), shape.video_tokens: P.positions(tr1, shape)}
+    ropes = {s1.video_tokens: positions(tr1, s1), shape.video_tokens: positions(tr1, shape)}
     img1 = img2 = None
     if i2v:
-        img1, img2 = (P.pack_video(z) for z in _ref_image_latents(vae, files["png"], s1, shape))
+        img1, img2 = (pack_video(z) for z in _ref_image_latents(vae, files["png"], s1, shape))
 
     def state(latent, cond_tokens=None):  # LatentState + VideoConditionByLatentIndex (strength 1, latent idx 0)
         mask = torch.ones(latent.shape[0], latent.shape[1], 1)
@@ -191,10 +192,10 @@ def _reference(i2v: bool, folder, gemma_dir, files):
     stats = PerChannelStatistics(16)
     stats.get_buffer("mean-of-means").copy_(vae.latents_mean)
     stats.get_buffer("std-of-means").copy_(vae.latents_std)
-    up = upsample_video(P.unpack_video(vs.latent, s1.frames, s1.height, s1.width),
+    up = upsample_video(unpack_video(vs.latent, s1.frames, s1.height, s1.width),
                         SimpleNamespace(per_channel_statistics=stats), upsampler)
     sig2 = torch.tensor(STAGE_2_DISTILLED_SIGMA_VALUES)
-    vs2 = noiser(state(P.pack_video(up), img2), sig2[0])
+    vs2 = noiser(state(pack_video(up), img2), sig2[0])
     as2 = noiser(state(as_.latent), sig2[0])
     den2 = simple_denoising_func(video_context=vc, audio_context=ac, transformer=CoreX0(tr2, ropes))
     vs2, as2 = res2s_audio_video_denoising_loop(sigmas=sig2, video_state=vs2, audio_state=as2,
@@ -204,7 +205,7 @@ def _reference(i2v: bool, folder, gemma_dir, files):
 
     # decode as diffusers' LTX2Pipeline does (normalised latents -> de-normalise -> VAE / audio VAE -> vocoder)
     shp = (1, -1, 1, 1, 1)
-    z = P.unpack_video(final[0], shape.frames, shape.height, shape.width) * vae.latents_std.view(shp) \
+    z = unpack_video(final[0], shape.frames, shape.height, shape.width) * vae.latents_std.view(shp) \
         + vae.latents_mean.view(shp)
     video = vae.decode(z, None, return_dict=False)[0]
     frames = (video / 2 + 0.5).clamp(0, 1)[0].permute(1, 2, 3, 0)

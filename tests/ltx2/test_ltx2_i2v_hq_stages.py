@@ -1,4 +1,4 @@
-"""Image-to-video conditioning and the HQ two-stage flow (ltx2/hq.py) on tiny random LTX-2.3 models.
+"""Image-to-video conditioning and the HQ two-stage flow (ltx2/conditioning.py, ltx2/sampling.py) on tiny random LTX-2.3 models.
 
 * I2V against diffusers' ``LTX2ImageToVideoPipeline`` (Euler, CFG only: with guidance rescale the two
   references disagree, oracle quirk Q7, and we follow ltx-core), same explicit packed noise and sigmas.
@@ -19,8 +19,34 @@ import torch
 from comfyui_cosmos3_ltx2.core.sampling.euler import sample_euler
 from comfyui_cosmos3_ltx2.core.sampling.ltx_schedule import ltx2_sigmas
 from comfyui_cosmos3_ltx2.core.sampling.res2s import reference_noise_sampler, seeded_noise_sampler
-from comfyui_cosmos3_ltx2.ltx2 import hq as HQ
-from comfyui_cosmos3_ltx2.ltx2 import pipeline as P
+from comfyui_cosmos3_ltx2.ltx2.conditioning import (
+    ConditionedDenoiser,
+    ImageLatent,
+    build_condition,
+    condition_first_frame,
+    noise_latent,
+    strip_appended,
+)
+from comfyui_cosmos3_ltx2.ltx2.denoiser import HQ_AUDIO_GUIDANCE, HQ_VIDEO_GUIDANCE, Guidance, LTX2Denoiser
+from comfyui_cosmos3_ltx2.ltx2.latents import (
+    LatentShape,
+    latent_shape,
+    pack_video,
+    positions,
+    unpack_audio,
+    unpack_video,
+)
+from comfyui_cosmos3_ltx2.ltx2.sampling import (
+    STAGE2_SIGMAS,
+    half_shape,
+    hq_noise,
+    run_distilled,
+    run_hq,
+    stage1,
+    stage2,
+    upsample_stage1,
+)
+from comfyui_cosmos3_ltx2.ltx2.text_encoding import encode_prompt
 from comfyui_cosmos3_ltx2.ltx2.upsampler import LTX2LatentUpsampler
 from helpers.ltx2_pipeline_ref import (
     FPS,
@@ -39,25 +65,25 @@ from helpers.op_count import OpCount
 
 diffusers = pytest.importorskip("diffusers")
 
-CFG = (P.Guidance(cfg=3.0), P.Guidance(cfg=7.0))
-HQ_GUIDANCE = (HQ.HQ_VIDEO_GUIDANCE, HQ.HQ_AUDIO_GUIDANCE)  # cfg + modality + rescale, STG off
+CFG = (Guidance(cfg=3.0), Guidance(cfg=7.0))
+HQ_GUIDANCE = (HQ_VIDEO_GUIDANCE, HQ_AUDIO_GUIDANCE)  # cfg + modality + rescale, STG off
 HQ_FRAMES, HQ_HEIGHT, HQ_WIDTH = 17, 128, 128  # stage 1 at 64 x 64 (latent 3 x 2 x 2), stage 2 latent 3 x 4 x 4
 HQ_STEPS = 4
 
 
 def _contexts(ours, prompt_seed=0):
     pos, pos_mask, neg, neg_mask = gemma_prompts(prompt_seed)
-    return (P.encode_prompt(ours["connectors"], pos, pos_mask), P.encode_prompt(ours["connectors"], neg, neg_mask))
+    return (encode_prompt(ours["connectors"], pos, pos_mask), encode_prompt(ours["connectors"], neg, neg_mask))
 
 
-def _image_latent(shape: P.LatentShape, seed: int = 11) -> torch.Tensor:
+def _image_latent(shape: LatentShape, seed: int = 11) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(1, shape.video_channels, 1, shape.height, shape.width, generator=g)
 
 
 def _cond_denoiser(ours, shape, guidance, condition, strategy="batched"):
     (vc, ac, m), (nvc, nac, nm) = _contexts(ours)
-    return HQ.ConditionedDenoiser(ours["transformer"], vc, ac, m, nvc, nac, nm, rope=P.positions(ours["transformer"], shape),
+    return ConditionedDenoiser(ours["transformer"], vc, ac, m, nvc, nac, nm, rope=positions(ours["transformer"], shape),
                                   video=guidance[0], audio=guidance[1], strategy=strategy, condition=condition)
 
 
@@ -76,7 +102,7 @@ def _i2v_reference(pipe, shape, x_init, audio_noise, sigmas):
     vae, avae = pipe.vae, pipe.audio_vae
     shp = (1, -1, 1, 1, 1)
     # diffusers normalises 5-D video latents and audio latents: hand them over de-normalised
-    z = P.unpack_video(x_init, shape.frames, shape.height, shape.width) * vae.latents_std.view(shp) + vae.latents_mean.view(shp)
+    z = unpack_video(x_init, shape.frames, shape.height, shape.width) * vae.latents_std.view(shp) + vae.latents_mean.view(shp)
     audio_in = audio_noise * avae.latents_std + avae.latents_mean
     vg, ag = CFG
     return i2v(
@@ -94,9 +120,9 @@ def test_i2v_matches_diffusers(tmp_path_factory):
     shape = tiny_shape()
     vn, an = packed_noise(shape)
     img = _image_latent(shape)
-    x_init, cond = HQ.condition_first_frame(vn, img, shape)
+    x_init, cond = condition_first_frame(vn, img, shape)
     n0 = shape.height * shape.width
-    assert torch.equal(x_init[:, :n0], P.pack_video(img)) and torch.equal(x_init[:, n0:], vn[:, n0:])
+    assert torch.equal(x_init[:, :n0], pack_video(img)) and torch.equal(x_init[:, n0:], vn[:, n0:])
     assert cond.mask[:, :n0].eq(0).all() and cond.mask[:, n0:].eq(1).all()
     sigmas = ltx2_sigmas(6)
     model = _cond_denoiser(ours, shape, CFG, cond)
@@ -106,8 +132,8 @@ def test_i2v_matches_diffusers(tmp_path_factory):
     assert counter.host_reads == 0
     assert torch.equal(v[:, :n0], x_init[:, :n0])  # the image frame stays exactly as given
     want_v, want_a = _i2v_reference(pipe, shape, x_init, an, sigmas)
-    got_v = ours["vae"].denormalize_latents(P.unpack_video(v, shape.frames, shape.height, shape.width))
-    got_a = ours["audio_vae"].denormalize_latents(P.unpack_audio(a, shape.audio_channels))
+    got_v = ours["vae"].denormalize_latents(unpack_video(v, shape.frames, shape.height, shape.width))
+    got_a = ours["audio_vae"].denormalize_latents(unpack_audio(a, shape.audio_channels))
     rv, ra = rel(got_v, want_v), rel(got_a, want_a)
     print(f"I2V vs diffusers: video rel {rv:.2e}, audio rel {ra:.2e}")
     assert rv < 1e-4 and ra < 1e-4, (rv, ra)
@@ -121,7 +147,7 @@ def test_conditioned_denoiser_details(tmp_path_factory):
     _, ours = tiny_pipeline("2.3", tmp_path_factory)
     shape = tiny_shape()
     vn, an = packed_noise(shape, seed=3)
-    x, cond = HQ.condition_first_frame(vn, _image_latent(shape), shape)
+    x, cond = condition_first_frame(vn, _image_latent(shape), shape)
     n0 = shape.height * shape.width
     full = HQ_GUIDANCE
     # batched and split agree; clean tokens get x0 = clean; no condition = the parent class
@@ -130,13 +156,13 @@ def test_conditioned_denoiser_details(tmp_path_factory):
     assert rel(xb[0], xs[0]) < 1e-5 and rel(xb[1], xs[1]) < 1e-5
     assert torch.equal(xb[0][:, :n0], x[:, :n0])
     (vc, ac, m), (nvc, nac, nm) = _contexts(ours)
-    rope = P.positions(ours["transformer"], shape)
-    parent = P.LTX2Denoiser(ours["transformer"], vc, ac, m, nvc, nac, nm, rope=rope, video=full[0], audio=full[1])
+    rope = positions(ours["transformer"], shape)
+    parent = LTX2Denoiser(ours["transformer"], vc, ac, m, nvc, nac, nm, rope=rope, video=full[0], audio=full[1])
     child = _cond_denoiser(ours, shape, full, None)
     for got, want in zip(child((vn, an), 0.4), parent((vn, an), 0.4)):
         assert torch.equal(got, want)
     # closed form of one conditional pass: per-token timestep sigma * mask, x0 = x - (sigma * mask) v
-    pos_only = _cond_denoiser(ours, shape, (P.Guidance(), P.Guidance()), cond)
+    pos_only = _cond_denoiser(ours, shape, (Guidance(), Guidance()), cond)
     s = 0.5
     vel, avel = ours["transformer"](x, an, vc, ac, s, rope=rope, timestep=cond.mask.squeeze(-1) * s,
                                     encoder_attention_mask=m, audio_encoder_attention_mask=m)
@@ -144,22 +170,22 @@ def test_conditioned_denoiser_details(tmp_path_factory):
     assert rel(got_v, x - vel * cond.mask * s) < 1e-6 and rel(got_a, an - s * avel) < 1e-6
     # errors
     with pytest.raises(ValueError, match="image latent"):
-        HQ.condition_first_frame(vn, torch.zeros(1, 16, 1, 3, 3), shape)
+        condition_first_frame(vn, torch.zeros(1, 16, 1, 3, 3), shape)
     with pytest.raises(ValueError, match="strength"):
-        HQ.condition_first_frame(vn, _image_latent(shape), shape, strength=1.5)
+        condition_first_frame(vn, _image_latent(shape), shape, strength=1.5)
     with pytest.raises(ValueError, match="even"):
-        HQ.half_shape(shape)  # 64 x 96 pixels -> 2 x 3 latent
+        half_shape(shape)  # 64 x 96 pixels -> 2 x 3 latent
 
 
 def test_noise_latent_and_strength():
     x, n = torch.randn(1, 6, 4), torch.randn(1, 6, 4)
     mask = torch.ones(1, 6, 1)
     mask[:, :2] = 0.25
-    out = HQ.noise_latent(x, n, 0.8, mask)
+    out = noise_latent(x, n, 0.8, mask)
     assert torch.allclose(out[:, 2:], 0.8 * n[:, 2:] + 0.2 * x[:, 2:])
     assert torch.allclose(out[:, :2], 0.2 * n[:, :2] + 0.8 * x[:, :2])
-    shape = P.latent_shape(9, 32, 64, video_channels=4, audio_channels=2, mel_bins=2)  # latent 2 x 1 x 2
-    lat, cond = HQ.condition_first_frame(torch.zeros(shape.video_packed), torch.ones(1, 4, 1, 1, 2), shape, strength=0.75)
+    shape = latent_shape(9, 32, 64, video_channels=4, audio_channels=2, mel_bins=2)  # latent 2 x 1 x 2
+    lat, cond = condition_first_frame(torch.zeros(shape.video_packed), torch.ones(1, 4, 1, 1, 2), shape, strength=0.75)
     assert torch.equal(cond.mask.flatten(), torch.tensor([0.25, 0.25, 1.0, 1.0]))
     assert torch.equal(lat[0, :, 0], torch.tensor([1.0, 1.0, 0.0, 0.0]))
 
@@ -206,7 +232,7 @@ def _core_upsample(ours, video, s1, upsampler):
     stats = PerChannelStatistics(16)
     stats.get_buffer("mean-of-means").copy_(ours["vae"].latents_mean)
     stats.get_buffer("std-of-means").copy_(ours["vae"].latents_std)
-    return upsample_video(P.unpack_video(video, s1.frames, s1.height, s1.width),
+    return upsample_video(unpack_video(video, s1.frames, s1.height, s1.width),
                           SimpleNamespace(per_channel_statistics=stats), upsampler)
 
 
@@ -217,7 +243,7 @@ def _core_stage2(model, vs2, as2, vc, ac):
     from ltx_pipelines.utils.samplers import res2s_audio_video_denoising_loop
 
     den2 = simple_denoising_func(video_context=vc, audio_context=ac, transformer=model)
-    return res2s_audio_video_denoising_loop(sigmas=torch.tensor(HQ.STAGE2_SIGMAS), video_state=vs2, audio_state=as2,
+    return res2s_audio_video_denoising_loop(sigmas=torch.tensor(STAGE2_SIGMAS), video_state=vs2, audio_state=as2,
                                             stepper=Res2sDiffusionStep(), denoise_fn=den2, model_dtype=torch.float32)
 
 
@@ -226,10 +252,10 @@ def _hq_reference(ours, upsampler, shape, seed, steps, image_latents):
     from ltx_core.types import LatentState
 
     tr = ours["transformer"]
-    s1 = HQ.half_shape(shape)
+    s1 = half_shape(shape)
     (vc, ac, m), (nvc, nac, _) = _contexts(ours)
     assert m is None or bool(m.bool().all())  # after register replacement: the official context_mask=None
-    model = CoreX0(tr, {s1.video_tokens: P.positions(tr, s1), shape.video_tokens: P.positions(tr, shape)})
+    model = CoreX0(tr, {s1.video_tokens: positions(tr, s1), shape.video_tokens: positions(tr, shape)})
     noiser = GaussianNoiser(torch.Generator("cpu").manual_seed(seed))
 
     def state(latent, cond_tokens=None, clean=None):
@@ -243,22 +269,22 @@ def _hq_reference(ours, upsampler, shape, seed, steps, image_latents):
             mask[:, :n] = 0.0
         return LatentState(latent=latent, denoise_mask=mask, positions=torch.zeros(1), clean_latent=clean)
 
-    img1 = None if image_latents is None else P.pack_video(image_latents[0])
-    img2 = None if image_latents is None else P.pack_video(image_latents[1])
+    img1 = None if image_latents is None else pack_video(image_latents[0])
+    img2 = None if image_latents is None else pack_video(image_latents[1])
     vs = noiser(state(torch.zeros(s1.video_packed), img1), 1.0)
     as_ = noiser(state(torch.zeros(s1.audio_packed)), 1.0)
     vs, as_ = _core_stage1(model, vs, as_, s1, steps, (vc, ac, nvc, nac))
     stage1 = (vs.latent.clone(), as_.latent.clone())
     up = _core_upsample(ours, vs.latent, s1, upsampler)
-    s0 = HQ.STAGE2_SIGMAS[0]
-    vs2 = noiser(state(P.pack_video(up), img2), s0)
+    s0 = STAGE2_SIGMAS[0]
+    vs2 = noiser(state(pack_video(up), img2), s0)
     as2 = noiser(state(as_.latent), s0)
     vs2, as2 = _core_stage2(model, vs2, as2, vc, ac)
     return stage1, (vs2.latent, as2.latent)
 
 
 def _hq_shape():
-    return P.latent_shape(HQ_FRAMES, HQ_HEIGHT, HQ_WIDTH, FPS, video_channels=16, audio_channels=2, mel_bins=16)
+    return latent_shape(HQ_FRAMES, HQ_HEIGHT, HQ_WIDTH, FPS, video_channels=16, audio_channels=2, mel_bins=16)
 
 
 @pytest.mark.skipif(not ltx_oracles_available(), reason="ltx-core / ltx-pipelines not installed")
@@ -266,7 +292,7 @@ def _hq_shape():
 def test_hq_matches_ltx_core(i2v, tmp_path_factory):
     _, ours = tiny_pipeline("2.3", tmp_path_factory)
     shape = _hq_shape()
-    s1 = HQ.half_shape(shape)
+    s1 = half_shape(shape)
     assert (s1.height, s1.width, shape.height, shape.width) == (2, 2, 4, 4)
     upsampler = _upsampler()
     seed = 1234
@@ -282,7 +308,7 @@ def test_hq_matches_ltx_core(i2v, tmp_path_factory):
 
     counter = OpCount()
     with counter:
-        v, a = HQ.run_hq(tr, upsampler, ours["vae"].latents_mean, ours["vae"].latents_std,
+        v, a = run_hq(tr, upsampler, ours["vae"].latents_mean, ours["vae"].latents_std,
                          positive=(vc, ac, m), negative=(nvc, nac, nm), shape=shape, seed=seed, steps=HQ_STEPS,
                          image_latents=images, sde_noise="reference", callback=cb)
     # the only host reads are outside the loops (schedule / noise set-up); the loops themselves are sync-free
@@ -297,32 +323,32 @@ def test_hq_matches_ltx_core(i2v, tmp_path_factory):
     assert rv < 1e-4 and ra < 1e-4, (rv, ra)
     if i2v:
         n0 = shape.height * shape.width
-        assert torch.equal(v[:, :n0], P.pack_video(images[1]))
+        assert torch.equal(v[:, :n0], pack_video(images[1]))
 
 
 def test_hq_loops_have_no_host_syncs(tmp_path_factory):
     _, ours = tiny_pipeline("2.3", tmp_path_factory)
     shape = _hq_shape()
-    s1 = HQ.half_shape(shape)
+    s1 = half_shape(shape)
     tr = ours["transformer"]
     (vc, ac, m), (nvc, nac, nm) = _contexts(ours)
-    v1n, a1n, v2n, a2n = HQ.hq_noise(3, shape)
-    _, cond1 = HQ.condition_first_frame(torch.zeros(s1.video_packed), _image_latent(s1), s1)
-    den1 = HQ.ConditionedDenoiser(tr, vc, ac, m, nvc, nac, nm, rope=P.positions(tr, s1), video=HQ_GUIDANCE[0],
+    v1n, a1n, v2n, a2n = hq_noise(3, shape)
+    _, cond1 = condition_first_frame(torch.zeros(s1.video_packed), _image_latent(s1), s1)
+    den1 = ConditionedDenoiser(tr, vc, ac, m, nvc, nac, nm, rope=positions(tr, s1), video=HQ_GUIDANCE[0],
                                   audio=HQ_GUIDANCE[1], strategy="split", condition=cond1)
     sig = ltx2_sigmas(2, tokens=s1.video_tokens)
     sampler = seeded_noise_sampler(3)
     sampler("step", 0, v1n), sampler("substep", 0, v1n)  # generators created outside the counted region
     counter = OpCount()
     with counter:
-        v, a = HQ.stage1(den1, v1n, a1n, sig, noise_sampler=sampler, condition=cond1)
+        v, a = stage1(den1, v1n, a1n, sig, noise_sampler=sampler, condition=cond1)
     assert counter.host_reads == 0
-    up = HQ.upsample_stage1(_upsampler(), v, s1, ours["vae"].latents_mean, ours["vae"].latents_std)
+    up = upsample_stage1(_upsampler(), v, s1, ours["vae"].latents_mean, ours["vae"].latents_std)
     assert up.shape == shape.video_packed
-    den2 = HQ.ConditionedDenoiser(tr, vc, ac, m, rope=P.positions(tr, shape))
+    den2 = ConditionedDenoiser(tr, vc, ac, m, rope=positions(tr, shape))
     counter = OpCount()
     with counter:
-        v2, a2 = HQ.stage2(den2, up, a, v2n, a2n, noise_sampler=reference_noise_sampler())
+        v2, a2 = stage2(den2, up, a, v2n, a2n, noise_sampler=reference_noise_sampler())
     assert counter.host_reads == 0
     assert v2.shape == shape.video_packed and a2.shape == shape.audio_packed
     assert torch.isfinite(v2).all() and torch.isfinite(a2).all()
@@ -335,25 +361,25 @@ def test_hq_seed_controls_sde_noise(tmp_path_factory):
     pos, neg = _contexts(ours)
     up = _upsampler()
     kw = dict(positive=pos, negative=neg, shape=shape, steps=2)
-    noise = HQ.hq_noise(0, shape)
+    noise = hq_noise(0, shape)
     mean, std = ours["vae"].latents_mean, ours["vae"].latents_std
     # same explicit noise, different seeds: "seeded" SDE noise differs, "reference" does not
-    a = HQ.run_hq(tr, up, mean, std, seed=1, noise=noise, **kw)[0]
-    b = HQ.run_hq(tr, up, mean, std, seed=2, noise=noise, **kw)[0]
-    c = HQ.run_hq(tr, up, mean, std, seed=1, noise=noise, sde_noise="reference", **kw)[0]
-    d = HQ.run_hq(tr, up, mean, std, seed=2, noise=noise, sde_noise="reference", **kw)[0]
+    a = run_hq(tr, up, mean, std, seed=1, noise=noise, **kw)[0]
+    b = run_hq(tr, up, mean, std, seed=2, noise=noise, **kw)[0]
+    c = run_hq(tr, up, mean, std, seed=1, noise=noise, sde_noise="reference", **kw)[0]
+    d = run_hq(tr, up, mean, std, seed=2, noise=noise, sde_noise="reference", **kw)[0]
     assert rel(a, b) > 1e-3
     assert torch.equal(c, d)
     with pytest.raises(ValueError, match="sde_noise"):
-        HQ.run_hq(tr, up, mean, std, seed=1, sde_noise="nope", **kw)
+        run_hq(tr, up, mean, std, seed=1, sde_noise="nope", **kw)
 
 
 def test_stage2_partial_strength_replaces_then_noises():
     """Stage-2 start with a strength-0.5 frame: tokens replaced by the image, then noised by s0 * mask."""
-    shape = P.latent_shape(9, 32, 64, video_channels=4, audio_channels=2, mel_bins=2)
+    shape = latent_shape(9, 32, 64, video_channels=4, audio_channels=2, mel_bins=2)
     g = torch.Generator().manual_seed(0)
     up, img, vn = (torch.randn(s, generator=g) for s in (shape.video_packed, (1, 4, 1, 1, 2), shape.video_packed))
-    _, cond = HQ.condition_first_frame(up, img, shape, strength=0.5)
+    _, cond = condition_first_frame(up, img, shape, strength=0.5)
     seen = {}
 
     def model(x, sigma):
@@ -361,9 +387,9 @@ def test_stage2_partial_strength_replaces_then_noises():
         return x
 
     a = torch.zeros(shape.audio_packed)
-    HQ.stage2(model, up, a, vn, torch.zeros_like(a), noise_sampler=reference_noise_sampler(), condition=cond)
-    s0 = HQ.STAGE2_SIGMAS[0]
-    tok = P.pack_video(img)
+    stage2(model, up, a, vn, torch.zeros_like(a), noise_sampler=reference_noise_sampler(), condition=cond)
+    s0 = STAGE2_SIGMAS[0]
+    tok = pack_video(img)
     want = torch.cat([vn[:, :2] * (0.5 * s0) + tok * (1 - 0.5 * s0), vn[:, 2:] * s0 + up[:, 2:] * (1 - s0)], dim=1)
     assert torch.allclose(seen["x"], want, atol=1e-6)
 
@@ -416,7 +442,7 @@ def _hq_keyframe_reference(ours, upsampler, shape, seed, steps, first, keyframe,
     ``GaussianNoiser`` over the grown state, ``clear_conditioning`` after each stage. The video rotary tables
     come from ltx-core's positions (not ours)."""
     tr = ours["transformer"]
-    s1 = HQ.half_shape(shape)
+    s1 = half_shape(shape)
     (vc, ac, m), (nvc, nac, _) = _contexts(ours)
     model, noiser, video_state = _core_conditioned(tr, seed, strength, frame_idx)
     audio_state = _core_audio_state
@@ -426,7 +452,7 @@ def _hq_keyframe_reference(ours, upsampler, shape, seed, steps, first, keyframe,
     as_ = noiser(audio_state(torch.zeros(s1.audio_packed)), 1.0)
     vs, as_ = _core_stage1(model, vs, as_, s1, steps, (vc, ac, nvc, nac))
     up = _core_upsample(ours, tools1.clear_conditioning(vs).latent, s1, upsampler)
-    s0 = HQ.STAGE2_SIGMAS[0]
+    s0 = STAGE2_SIGMAS[0]
     tools2, vs2 = video_state(shape, (first[1], keyframe[1]), initial=up)
     vs2 = noiser(vs2, s0)
     as2 = noiser(audio_state(as_.latent), s0)
@@ -440,7 +466,7 @@ def test_hq_keyframes_match_ltx_core(strength, tmp_path_factory):
     """First frame + a keyframe at pixel frame 8 (appended tokens with their own positions), both stages."""
     _, ours = tiny_pipeline("2.3", tmp_path_factory)
     shape = _hq_shape()
-    s1 = HQ.half_shape(shape)
+    s1 = half_shape(shape)
     upsampler = _upsampler()
     seed, frame_idx = 99, 8
     first = (_image_latent(s1, 31), _image_latent(shape, 32))
@@ -448,9 +474,9 @@ def test_hq_keyframes_match_ltx_core(strength, tmp_path_factory):
     ref_v, ref_a = _hq_keyframe_reference(ours, upsampler, shape, seed, HQ_STEPS, first, key, frame_idx, strength)
 
     (vc, ac, m), (nvc, nac, nm) = _contexts(ours)
-    images = [(HQ.ImageLatent(first[0], 0, strength), HQ.ImageLatent(first[1], 0, strength)),
-              (HQ.ImageLatent(key[0], frame_idx, strength), HQ.ImageLatent(key[1], frame_idx, strength))]
-    v, a = HQ.run_hq(ours["transformer"], upsampler, ours["vae"].latents_mean, ours["vae"].latents_std,
+    images = [(ImageLatent(first[0], 0, strength), ImageLatent(first[1], 0, strength)),
+              (ImageLatent(key[0], frame_idx, strength), ImageLatent(key[1], frame_idx, strength))]
+    v, a = run_hq(ours["transformer"], upsampler, ours["vae"].latents_mean, ours["vae"].latents_std,
                      positive=(vc, ac, m), negative=(nvc, nac, nm), shape=shape, seed=seed, steps=HQ_STEPS,
                      images=images, sde_noise="reference")
     rv, ra = rel(v, ref_v), rel(a, ref_a)
@@ -463,27 +489,27 @@ def test_keyframe_positions_and_condition():
     """Appended tokens: mask 1 - strength, their own clean tokens, time moved by the pixel frame index."""
     from comfyui_cosmos3_ltx2.ltx2.transformer import keyframe_coords, video_coords
 
-    shape = P.latent_shape(17, 64, 96, 25.0, video_channels=4, audio_channels=2, mel_bins=2)
+    shape = latent_shape(17, 64, 96, 25.0, video_channels=4, audio_channels=2, mel_bins=2)
     tr = SimpleNamespace(keyframe_coords=lambda b, f, h, w, i, fps, device=None: keyframe_coords(
         b, f, h, w, i, fps=fps, device=device))
     g = torch.Generator().manual_seed(0)
     first, key = torch.randn(1, 4, 1, 2, 3, generator=g), torch.randn(1, 4, 1, 2, 3, generator=g)
-    cond = HQ.build_condition(shape, [HQ.ImageLatent(first, 0, 1.0), HQ.ImageLatent(key, 13, 0.75)], tr)
+    cond = build_condition(shape, [ImageLatent(first, 0, 1.0), ImageLatent(key, 13, 0.75)], tr)
     n, k = shape.video_tokens, 6
     assert cond.appended == k and cond.replaced == 6 and cond.mask.shape == (1, n + k, 1)
     assert torch.equal(cond.mask[0, :6, 0], torch.zeros(6)) and torch.equal(cond.mask[0, 6:n, 0], torch.ones(n - 6))
     assert torch.equal(cond.mask[0, n:, 0], torch.full((k,), 0.25))
-    assert torch.equal(cond.clean[:, n:], P.pack_video(key)) and torch.equal(cond.clean[:, :6], P.pack_video(first))
+    assert torch.equal(cond.clean[:, n:], pack_video(key)) and torch.equal(cond.clean[:, :6], pack_video(first))
     kc = cond.keyframe_coords
     assert torch.equal(kc[0, 0, :, 0], torch.full((k,), 13 / 25.0)) and torch.equal(kc[0, 0, :, 1], torch.full((k,), 21 / 25.0))
     assert torch.equal(kc[:, 1:], video_coords(1, 1, 2, 3, fps=25.0)[:, 1:])  # same spatial grid as frame 0
     with pytest.raises(ValueError, match="frame-0 image before"):
-        HQ.build_condition(shape, [HQ.ImageLatent(key, 13), HQ.ImageLatent(first, 0)], tr)
+        build_condition(shape, [ImageLatent(key, 13), ImageLatent(first, 0)], tr)
     with pytest.raises(ValueError, match="strength"):
-        HQ.build_condition(shape, [HQ.ImageLatent(key, 13, 1.5)], tr)
+        build_condition(shape, [ImageLatent(key, 13, 1.5)], tr)
     with pytest.raises(ValueError, match="images\\[0\\]"):
-        HQ.build_condition(shape, [HQ.ImageLatent(torch.zeros(1, 4, 1, 4, 4), 13)], tr)
-    assert HQ.strip_appended(torch.zeros(1, n + k, 4), shape).shape == (1, n, 4)
+        build_condition(shape, [ImageLatent(torch.zeros(1, 4, 1, 4, 4), 13)], tr)
+    assert strip_appended(torch.zeros(1, n + k, 4), shape).shape == (1, n, 4)
 
 
 @pytest.mark.parametrize("strengths", [(1.0,), (0.7,), (0.7, 0.7), (1.0, 0.3, 0.9), (None, 0.0), (None, 1.0, 0.6)])
@@ -497,10 +523,10 @@ def test_condition_levels_are_the_mask_values(strengths):
         b, f, h, w, i, fps=fps, device=device))
     g = torch.Generator().manual_seed(1)
     for frames in (17, 1):
-        shape = P.latent_shape(frames, 64, 96, 25.0, video_channels=4, audio_channels=2, mel_bins=2)
-        images = [HQ.ImageLatent(torch.randn(1, 4, 1, 2, 3, generator=g), 0 if i == 0 else 8 * i, s)
+        shape = latent_shape(frames, 64, 96, 25.0, video_channels=4, audio_channels=2, mel_bins=2)
+        images = [ImageLatent(torch.randn(1, 4, 1, 2, 3, generator=g), 0 if i == 0 else 8 * i, s)
                   for i, s in enumerate(strengths) if s is not None]
-        cond = HQ.build_condition(shape, images, tr)
+        cond = build_condition(shape, images, tr)
         assert cond.levels == tuple(torch.unique(cond.mask).tolist()), (frames, cond.levels)
 
 
@@ -521,7 +547,7 @@ def test_token_timesteps_equal_per_token_timesteps(tmp_path_factory):
     rows = []
     hook = tr.time_embed.linear.register_forward_hook(lambda mod, a, o: rows.append(a[0].shape[0]))
     try:
-        rope = P.positions(tr, shape)
+        rope = positions(tr, shape)
         want = tr(vx, ax, vc, ac, sigma, timestep=torch.gather(levels, 1, index) * sigma, rope=rope)
         got = tr(vx, ax, vc, ac, sigma, timestep=TokenTimesteps(levels * sigma, index), rope=rope)
     finally:
@@ -550,7 +576,7 @@ def test_distilled_flow_matches_ltx_core(tmp_path_factory):
     _, ours = tiny_pipeline("2.3", tmp_path_factory)
     tr = ours["transformer"]
     shape = _hq_shape()
-    s1 = HQ.half_shape(shape)
+    s1 = half_shape(shape)
     upsampler = _upsampler()
     seed, frame_idx, strength = 7, 8, 0.7
     first = (_image_latent(s1, 41), _image_latent(shape, 42))
@@ -575,10 +601,10 @@ def test_distilled_flow_matches_ltx_core(tmp_path_factory):
                                     denoise_fn=den)
     ref_v, ref_a = tools2.clear_conditioning(vs2).latent, as2.latent
 
-    images = [(HQ.ImageLatent(first[0], 0, strength), HQ.ImageLatent(first[1], 0, strength)),
-              (HQ.ImageLatent(key[0], frame_idx, strength), HQ.ImageLatent(key[1], frame_idx, strength))]
+    images = [(ImageLatent(first[0], 0, strength), ImageLatent(first[1], 0, strength)),
+              (ImageLatent(key[0], frame_idx, strength), ImageLatent(key[1], frame_idx, strength))]
     stages = []
-    v, a = HQ.run_distilled(tr, upsampler, ours["vae"].latents_mean, ours["vae"].latents_std, positive=(vc, ac, m),
+    v, a = run_distilled(tr, upsampler, ours["vae"].latents_mean, ours["vae"].latents_std, positive=(vc, ac, m),
                             shape=shape, seed=seed, images=images, callback=lambda st, d: stages.append(st))
     assert stages == ["stage1"] * 8 + ["stage2"] * 3
     rv, ra = rel(v, ref_v), rel(a, ref_a)

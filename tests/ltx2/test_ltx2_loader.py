@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 from comfyui_cosmos3_ltx2.core.checkpoint import CheckpointError
 from comfyui_cosmos3_ltx2.core.lora import LoraError
-from comfyui_cosmos3_ltx2.ltx2 import loader
+from comfyui_cosmos3_ltx2.ltx2 import loader, text_encoding
 from comfyui_cosmos3_ltx2.ltx2.text import LTX2TextConnectors
 from helpers import ltx2_text_ref as t_text
 from helpers import ltx2_video_vae_ref as t_vae
@@ -269,7 +269,7 @@ def test_distilled_lora_wrong_keys(tiny, tmp_path):
 
 def test_gemma_hidden_states_and_left_padding(gemma_folder):
     folder, ref = gemma_folder
-    enc = loader.load_gemma_text_encoder(folder, device="cpu", dtype="fp32")
+    enc = text_encoding.load_gemma_text_encoder(folder, device="cpu", dtype="fp32")
     assert enc.num_hidden_states == 3 and enc.hidden_size == 32 and enc.dtype == torch.float32
     states, mask = enc.encode("  a cat walks on the beach  ")
     assert len(states) == 3 and all(s.shape == (1, 1024, 32) for s in states)
@@ -297,13 +297,13 @@ def test_gemma_hidden_states_and_left_padding(gemma_folder):
 
 def test_gemma_bf16_and_pad_fallback(gemma_folder, tmp_path):
     folder, _ = gemma_folder
-    enc = loader.load_gemma_text_encoder(folder, device="cpu", dtype="bf16", max_length=64)
+    enc = text_encoding.load_gemma_text_encoder(folder, device="cpu", dtype="bf16", max_length=64)
     states, mask = enc.encode("a red car")
     assert enc.dtype == torch.bfloat16 and states[0].shape == (1, 64, 32) and states[-1].dtype == torch.bfloat16
     # Without a pad token the eos token pads.
     tok = tiny_tokenizer(with_pad=False)
     assert tok.pad_token is None
-    enc2 = loader.GemmaTextEncoder(enc.model, tok, max_length=16)
+    enc2 = text_encoding.GemmaTextEncoder(enc.model, tok, max_length=16)
     ids, m = enc2.tokenize("a red car")
     assert tok.pad_token_id == tok.eos_token_id == 1
     assert (ids[0][m[0] == 0] == 1).all() and m[0, -1] == 1 and m[0, 0] == 0
@@ -311,7 +311,7 @@ def test_gemma_bf16_and_pad_fallback(gemma_folder, tmp_path):
 
 def test_gemma_errors(tmp_path):
     with pytest.raises(CheckpointError, match="no such file or folder"):
-        loader.load_gemma_text_encoder(tmp_path / "gemma.safetensors", device="cpu", dtype="bf16")
+        text_encoding.load_gemma_text_encoder(tmp_path / "gemma.safetensors", device="cpu", dtype="bf16")
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
     with pytest.raises(CheckpointError, match="not Gemma-3"):
-        loader.load_gemma_text_encoder(tmp_path, device="cpu", dtype="bf16")
+        text_encoding.load_gemma_text_encoder(tmp_path, device="cpu", dtype="bf16")

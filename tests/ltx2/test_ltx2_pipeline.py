@@ -15,7 +15,17 @@ import torch
 
 from comfyui_cosmos3_ltx2.core.sampling.euler import sample_euler
 from comfyui_cosmos3_ltx2.core.sampling.ltx_schedule import ltx2_sigmas
-from comfyui_cosmos3_ltx2.ltx2 import pipeline as P
+from comfyui_cosmos3_ltx2.ltx2.decoding import decode
+from comfyui_cosmos3_ltx2.ltx2.denoiser import Guidance, LTX2Denoiser
+from comfyui_cosmos3_ltx2.ltx2.latents import (
+    latent_shape,
+    pack_audio,
+    pack_video,
+    positions,
+    unpack_audio,
+    unpack_video,
+)
+from comfyui_cosmos3_ltx2.ltx2.text_encoding import encode_prompt
 from helpers.ltx2_pipeline_ref import (
     FPS,
     FRAMES,
@@ -37,18 +47,18 @@ STEPS = 6
 
 # (video guidance, audio guidance)
 GUIDANCE = {
-    "cfg": (P.Guidance(cfg=3.0), P.Guidance(cfg=7.0)),
-    "full": (P.Guidance(cfg=3.0, stg=1.0, stg_blocks=(1,), modality=3.0, rescale=0.7),
-             P.Guidance(cfg=7.0, stg=1.0, stg_blocks=(1,), modality=3.0, rescale=0.7)),
+    "cfg": (Guidance(cfg=3.0), Guidance(cfg=7.0)),
+    "full": (Guidance(cfg=3.0, stg=1.0, stg_blocks=(1,), modality=3.0, rescale=0.7),
+             Guidance(cfg=7.0, stg=1.0, stg_blocks=(1,), modality=3.0, rescale=0.7)),
 }
 
 
 def _denoiser(ours, shape, guidance, strategy, prompt_seed=0, **kw):
     pos, pos_mask, neg, neg_mask = gemma_prompts(prompt_seed)
-    vctx, actx, mask = P.encode_prompt(ours["connectors"], pos, pos_mask)
-    nvctx, nactx, nmask = P.encode_prompt(ours["connectors"], neg, neg_mask)
-    rope = P.positions(ours["transformer"], shape)
-    return P.LTX2Denoiser(ours["transformer"], vctx, actx, mask, nvctx, nactx, nmask, rope=rope,
+    vctx, actx, mask = encode_prompt(ours["connectors"], pos, pos_mask)
+    nvctx, nactx, nmask = encode_prompt(ours["connectors"], neg, neg_mask)
+    rope = positions(ours["transformer"], shape)
+    return LTX2Denoiser(ours["transformer"], vctx, actx, mask, nvctx, nactx, nmask, rope=rope,
                           video=guidance[0], audio=guidance[1], strategy=strategy, **kw)
 
 
@@ -101,8 +111,8 @@ def test_latents_match_diffusers(variant, which, tmp_path_factory):
     v, a, syncs, model = _ours_run(variant, which, "batched", tmp_path_factory)
     assert syncs == 0
     want_v, want_a = _reference(pipe, shape, GUIDANCE[which], vn, an, sigmas, "latent")
-    got_v = ours["vae"].denormalize_latents(P.unpack_video(v, shape.frames, shape.height, shape.width))
-    got_a = ours["audio_vae"].denormalize_latents(P.unpack_audio(a, shape.audio_channels))
+    got_v = ours["vae"].denormalize_latents(unpack_video(v, shape.frames, shape.height, shape.width))
+    got_a = ours["audio_vae"].denormalize_latents(unpack_audio(a, shape.audio_channels))
     rv, ra = rel(got_v, want_v), rel(got_a, want_a)
     print(f"{variant} {which}: video rel {rv:.2e}, audio rel {ra:.2e}")
     assert rv < 1e-4 and ra < 1e-4, (rv, ra)
@@ -117,7 +127,7 @@ def test_decoded_match_diffusers(variant, tmp_path_factory):
     vn, an = packed_noise(shape)
     sigmas = ltx2_sigmas(STEPS)
     v, a, _, _ = _ours_run(variant, "full", "batched", tmp_path_factory)
-    frames, wave, rate = P.decode(ours["vae"], ours["audio_vae"], ours["vocoder"], v, a, shape)
+    frames, wave, rate = decode(ours["vae"], ours["audio_vae"], ours["vocoder"], v, a, shape)
     want_frames, want_wave = _reference(pipe, shape, GUIDANCE["full"], vn, an, sigmas, "np")
     want_frames = torch.from_numpy(np.asarray(want_frames))[0]
     assert frames.shape == (FRAMES, HEIGHT, WIDTH, 3) == tuple(want_frames.shape)
@@ -158,11 +168,11 @@ def test_needed_passes_only(tmp_path_factory):
     try:
         vn, an = packed_noise(shape)
         for guidance, passes, batched_calls in (
-            ((P.Guidance(), P.Guidance()), ["cond"], [1]),
-            ((P.Guidance(cfg=3.0), P.Guidance()), ["cond", "neg"], [2]),
-            ((P.Guidance(stg=1.0, stg_blocks=(0,)), P.Guidance()), ["cond", "perturbed"], [2]),
-            ((P.Guidance(), P.Guidance(modality=2.0)), ["cond", "modality"], [2]),
-            ((P.Guidance(cfg=3.0, stg=1.0, stg_blocks=(0,), modality=2.0), P.Guidance()),
+            ((Guidance(), Guidance()), ["cond"], [1]),
+            ((Guidance(cfg=3.0), Guidance()), ["cond", "neg"], [2]),
+            ((Guidance(stg=1.0, stg_blocks=(0,)), Guidance()), ["cond", "perturbed"], [2]),
+            ((Guidance(), Guidance(modality=2.0)), ["cond", "modality"], [2]),
+            ((Guidance(cfg=3.0, stg=1.0, stg_blocks=(0,), modality=2.0), Guidance()),
              ["cond", "neg", "perturbed", "modality"], [4]),
         ):
             model = _denoiser(ours, shape, guidance, "batched")
@@ -184,7 +194,7 @@ def test_no_host_syncs_for_any_pass_combination(strategy, tmp_path_factory):
     vn, an = packed_noise(shape)
     sigmas = ltx2_sigmas(2)
     for cfg, stg, mod, rescale in itertools.product((1.0, 3.0), (0.0, 1.0), (1.0, 2.0), (0.0, 0.5)):
-        g = P.Guidance(cfg=cfg, stg=stg, stg_blocks=(1,) if stg else (), modality=mod, rescale=rescale)
+        g = Guidance(cfg=cfg, stg=stg, stg_blocks=(1,) if stg else (), modality=mod, rescale=rescale)
         model = _denoiser(ours, shape, (g, g), strategy)
         counter = OpCount()
         with counter:
@@ -269,9 +279,9 @@ def test_denoiser_single_step_matches_manual(tmp_path_factory):
     got_v, got_a = model((vn, an), 0.6)
     tr = ours["transformer"]
     pos, pm, neg, nm = gemma_prompts()
-    vc, ac, m = P.encode_prompt(ours["connectors"], pos, pm)
-    nvc, nac, nmk = P.encode_prompt(ours["connectors"], neg, nm)
-    rope = P.positions(tr, shape)
+    vc, ac, m = encode_prompt(ours["connectors"], pos, pm)
+    nvc, nac, nmk = encode_prompt(ours["connectors"], neg, nm)
+    rope = positions(tr, shape)
     s = 0.6
 
     def x0(out):
@@ -294,29 +304,29 @@ def test_denoiser_single_step_matches_manual(tmp_path_factory):
 
 
 def test_latent_shape_and_packing():
-    s = P.latent_shape(121, 512, 768, 24.0)
+    s = latent_shape(121, 512, 768, 24.0)
     assert (s.frames, s.height, s.width, s.audio_frames) == (16, 16, 24, 126)
     assert s.video_packed == (1, 16 * 16 * 24, 128) and s.audio_packed == (1, 126, 128)
     s2 = tiny_shape()
     assert (s2.frames, s2.height, s2.width, s2.audio_frames) == (5, 2, 3, 34)
     z = torch.randn(2, 16, 5, 2, 3)
-    t = P.pack_video(z)
+    t = pack_video(z)
     assert t.shape == (2, 30, 16)
     assert torch.equal(t[1, 1 * 6 + 1 * 3 + 2], z[1, :, 1, 1, 2])  # token order (f, h, w)
-    assert torch.equal(P.unpack_video(t, 5, 2, 3), z)
+    assert torch.equal(unpack_video(t, 5, 2, 3), z)
     za = torch.randn(2, 2, 34, 16)
-    ta = P.pack_audio(za)
+    ta = pack_audio(za)
     assert torch.equal(ta[0, 3, 1 * 16 + 5], za[0, 1, 3, 5])  # feature c * M + m
-    assert torch.equal(P.unpack_audio(ta, 2), za)
+    assert torch.equal(unpack_audio(ta, 2), za)
 
 
 def test_packing_matches_diffusers():
     from diffusers import LTX2Pipeline
 
     z = torch.randn(1, 16, 5, 2, 3)
-    assert torch.equal(P.pack_video(z), LTX2Pipeline._pack_latents(z, 1, 1))
+    assert torch.equal(pack_video(z), LTX2Pipeline._pack_latents(z, 1, 1))
     za = torch.randn(1, 2, 34, 16)
-    assert torch.equal(P.pack_audio(za), LTX2Pipeline._pack_audio_latents(za))
+    assert torch.equal(pack_audio(za), LTX2Pipeline._pack_audio_latents(za))
 
 
 @pytest.mark.parametrize("kwargs, field", [
@@ -329,22 +339,22 @@ def test_packing_matches_diffusers():
 
 def test_latent_shape_errors(kwargs, field):
     with pytest.raises(ValueError, match=field):
-        P.latent_shape(**kwargs)
+        latent_shape(**kwargs)
 
 
 def test_guidance_errors(tmp_path_factory):
     _, ours = tiny_pipeline("2.3", tmp_path_factory)
     shape = tiny_shape()
     with pytest.raises(ValueError, match="stg_blocks"):
-        _denoiser(ours, shape, (P.Guidance(stg=1.0), P.Guidance()), "batched")
+        _denoiser(ours, shape, (Guidance(stg=1.0), Guidance()), "batched")
     with pytest.raises(ValueError, match="stg_blocks"):
-        _denoiser(ours, shape, (P.Guidance(stg=1.0, stg_blocks=(5,)), P.Guidance()), "batched")
+        _denoiser(ours, shape, (Guidance(stg=1.0, stg_blocks=(5,)), Guidance()), "batched")
     with pytest.raises(ValueError, match="strategy"):
         _denoiser(ours, shape, GUIDANCE["cfg"], "fast")
-    rope = P.positions(ours["transformer"], shape)
+    rope = positions(ours["transformer"], shape)
     v = torch.zeros(1, 8, 64)
     with pytest.raises(ValueError, match="negative prompt"):
-        P.LTX2Denoiser(ours["transformer"], v, v[..., :32], rope=rope, video=P.Guidance(cfg=2.0))
+        LTX2Denoiser(ours["transformer"], v, v[..., :32], rope=rope, video=Guidance(cfg=2.0))
 
 
 def test_each_guidance_term_matters(tmp_path_factory):
@@ -352,16 +362,16 @@ def test_each_guidance_term_matters(tmp_path_factory):
     _, ours = tiny_pipeline("2.3", tmp_path_factory)
     shape = tiny_shape()
     vn, an = packed_noise(shape, seed=3)
-    base = _denoiser(ours, shape, (P.Guidance(cfg=3.0), P.Guidance(cfg=3.0)), "split")((vn, an), 0.8)
+    base = _denoiser(ours, shape, (Guidance(cfg=3.0), Guidance(cfg=3.0)), "split")((vn, an), 0.8)
     for v_g, a_g in (
-        (P.Guidance(cfg=3.0, stg=1.0, stg_blocks=(1,)), P.Guidance(cfg=3.0, stg=1.0, stg_blocks=(1,))),
-        (P.Guidance(cfg=3.0, modality=3.0), P.Guidance(cfg=3.0, modality=3.0)),
-        (P.Guidance(cfg=3.0, rescale=0.7), P.Guidance(cfg=3.0, rescale=0.7)),
+        (Guidance(cfg=3.0, stg=1.0, stg_blocks=(1,)), Guidance(cfg=3.0, stg=1.0, stg_blocks=(1,))),
+        (Guidance(cfg=3.0, modality=3.0), Guidance(cfg=3.0, modality=3.0)),
+        (Guidance(cfg=3.0, rescale=0.7), Guidance(cfg=3.0, rescale=0.7)),
     ):
         got = _denoiser(ours, shape, (v_g, a_g), "split")((vn, an), 0.8)
         assert rel(got[0], base[0]) > 1e-3 and rel(got[1], base[1]) > 1e-3
     # a modality's own STG is off when its scale is 0: only the other stream is perturbed
-    only_video = _denoiser(ours, shape, (P.Guidance(stg=1.0, stg_blocks=(1,)), P.Guidance()), "split")
+    only_video = _denoiser(ours, shape, (Guidance(stg=1.0, stg_blocks=(1,)), Guidance()), "split")
     assert only_video.groups[1][4] == [{"skip_video_self_attn_blocks": (1,), "skip_audio_self_attn_blocks": ()}]
 
 
@@ -369,21 +379,21 @@ def test_batch_of_two_equals_single_runs(tmp_path_factory):
     """Batch 2 through the batched strategy equals two batch-1 runs (CFG without rescale, whose std is
     global over the batch as in ltx-core)."""
     _, ours = tiny_pipeline("2.3", tmp_path_factory)
-    shape = P.latent_shape(FRAMES, HEIGHT, WIDTH, FPS, batch=2, video_channels=16, audio_channels=2, mel_bins=16)
+    shape = latent_shape(FRAMES, HEIGHT, WIDTH, FPS, batch=2, video_channels=16, audio_channels=2, mel_bins=16)
     g = torch.Generator().manual_seed(11)
     vn, an = torch.randn(shape.video_packed, generator=g), torch.randn(shape.audio_packed, generator=g)
     sigmas = ltx2_sigmas(3)
     pos, pm, neg, nm = gemma_prompts()
-    ctx = P.encode_prompt(ours["connectors"], torch.cat([pos, pos]), torch.cat([pm, pm]))
-    nctx = P.encode_prompt(ours["connectors"], torch.cat([neg, neg]), torch.cat([nm, nm]))
-    rope = P.positions(ours["transformer"], shape)
-    guid = dict(video=P.Guidance(cfg=3.0, stg=1.0, stg_blocks=(0,)), audio=P.Guidance(cfg=7.0))
-    model = P.LTX2Denoiser(ours["transformer"], *ctx, *nctx, rope=rope, **guid)
+    ctx = encode_prompt(ours["connectors"], torch.cat([pos, pos]), torch.cat([pm, pm]))
+    nctx = encode_prompt(ours["connectors"], torch.cat([neg, neg]), torch.cat([nm, nm]))
+    rope = positions(ours["transformer"], shape)
+    guid = dict(video=Guidance(cfg=3.0, stg=1.0, stg_blocks=(0,)), audio=Guidance(cfg=7.0))
+    model = LTX2Denoiser(ours["transformer"], *ctx, *nctx, rope=rope, **guid)
     steps = []
     v2, a2 = sample_euler(model, (vn, an), sigmas, callback=lambda d: steps.append(d["i"]))
     assert steps == [0, 1, 2]
     for i in range(2):
-        single = P.LTX2Denoiser(ours["transformer"], *(t[i:i + 1] for t in ctx), *(t[i:i + 1] for t in nctx),
+        single = LTX2Denoiser(ours["transformer"], *(t[i:i + 1] for t in ctx), *(t[i:i + 1] for t in nctx),
                                 rope=rope, **guid)
         v1, a1 = sample_euler(single, (vn[i:i + 1], an[i:i + 1]), sigmas)
         assert rel(v2[i:i + 1], v1) < 1e-5 and rel(a2[i:i + 1], a1) < 1e-5
@@ -393,13 +403,13 @@ def test_decode_streaming_and_batch(tmp_path_factory):
     _, ours = tiny_pipeline("2.3", tmp_path_factory)
     shape = tiny_shape()
     vn, an = packed_noise(shape, seed=4)
-    whole = P.decode(ours["vae"], ours["audio_vae"], ours["vocoder"], vn, an, shape)
-    chunked = P.decode(ours["vae"], ours["audio_vae"], ours["vocoder"], vn, an, shape, temporal_chunk=2)
+    whole = decode(ours["vae"], ours["audio_vae"], ours["vocoder"], vn, an, shape)
+    chunked = decode(ours["vae"], ours["audio_vae"], ours["vocoder"], vn, an, shape, temporal_chunk=2)
     assert (whole[0] - chunked[0]).abs().max() < 1e-5 and torch.equal(whole[1], chunked[1])
-    v5 = P.unpack_video(vn, shape.frames, shape.height, shape.width)
-    a4 = P.unpack_audio(an, shape.audio_channels)
-    two = P.decode(ours["vae"], ours["audio_vae"], ours["vocoder"], torch.cat([v5, v5]), torch.cat([a4, a4]))
+    v5 = unpack_video(vn, shape.frames, shape.height, shape.width)
+    a4 = unpack_audio(an, shape.audio_channels)
+    two = decode(ours["vae"], ours["audio_vae"], ours["vocoder"], torch.cat([v5, v5]), torch.cat([a4, a4]))
     assert two[0].shape == (2 * FRAMES, HEIGHT, WIDTH, 3) and two[1].shape[0] == 2
     assert torch.allclose(two[0][:FRAMES], whole[0], atol=1e-5)
     with pytest.raises(ValueError, match="LatentShape"):
-        P.decode(ours["vae"], ours["audio_vae"], ours["vocoder"], vn, an)
+        decode(ours["vae"], ours["audio_vae"], ours["vocoder"], vn, an)

@@ -13,7 +13,8 @@ import torch
 
 from comfyui_cosmos3_ltx2.core.checkpoint import list_keys, safetensors_metadata
 from comfyui_cosmos3_ltx2.ltx2 import generate, tiny
-from comfyui_cosmos3_ltx2.ltx2.loader import load_distilled_lora, load_gemma_text_encoder, load_ltx2_checkpoint
+from comfyui_cosmos3_ltx2.ltx2.loader import load_distilled_lora, load_ltx2_checkpoint
+from comfyui_cosmos3_ltx2.ltx2.text_encoding import load_gemma_text_encoder
 from comfyui_cosmos3_ltx2.ltx2.upsampler import load_latent_upsampler
 from helpers.ltx_oracle import ltx_core_importable, ltx_core_name, official_parts
 

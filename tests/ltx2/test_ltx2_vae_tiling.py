@@ -19,7 +19,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from comfyui_cosmos3_ltx2.ltx2 import pipeline as P
+from comfyui_cosmos3_ltx2.ltx2.decoding import decode
 from comfyui_cosmos3_ltx2.ltx2.video_vae import LTX2VideoVAE, official_to_module_key
 from helpers.ltx2_video_vae_ref import TINY_20, TINY_23
 from helpers.ltx_oracle import ltx_oracles_available
@@ -194,9 +194,9 @@ def test_pipeline_decode_passes_tiling_through():
     ours = _vae("2.3")
     z = _latents(2, 3, 4, seed=9)
     audio = torch.zeros(1, 8, 4, 2)
-    frames, _, _ = P.decode(ours, _AudioStub(), _VocoderStub(), z, audio, temporal_chunk=1, spatial_tile=96,
+    frames, _, _ = decode(ours, _AudioStub(), _VocoderStub(), z, audio, temporal_chunk=1, spatial_tile=96,
                             spatial_overlap=32)
     video = ours.decode(ours.denormalize_latents(z), temporal_chunk=1, spatial_tile=96, spatial_overlap=32)
     assert torch.equal(frames, (video / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 4, 1).flatten(0, 1))
-    untiled, _, _ = P.decode(ours, _AudioStub(), _VocoderStub(), z, audio)
+    untiled, _, _ = decode(ours, _AudioStub(), _VocoderStub(), z, audio)
     assert not torch.equal(frames, untiled)

@@ -1,28 +1,18 @@
-"""LTX-2 / LTX-2.3 one-stage text-to-video+audio pipeline, as plain stage functions over plain data.
+"""The guided LTX-2 model: ``model((video_x, audio_x), sigma) -> (video_x0, audio_x0)``, and the official guidance.
 
-Stages (each a function; the sampler follows k-diffusion's ``sampler(model, x, sigmas, callback)`` shape):
+:class:`LTX2Denoiser` runs the passes the guidance scales need (:func:`core.guidance.needed_passes`: conditional,
+negative prompt, STG, modality-isolated), turns each velocity into x0 (``x0 = x - sigma * v``) and combines them per
+modality in x0 space (:func:`core.guidance.multipass_guidance`). Any sampler of :mod:`core.sampling` steps the
+(video, audio) pair through it as it is.
 
-1. :func:`encode_prompt` -- Gemma hidden states -> (video context, audio context, mask), once per prompt.
-2. :func:`latent_shape`, :func:`pack_video` / :func:`unpack_video`, :func:`pack_audio` /
-   :func:`unpack_audio`, :func:`positions` -- latent geometry, token packing (patch size 1) and the
-   rotary tables of one resolution (built once, reused by every step).
-3. :class:`LTX2Denoiser` -- the guided model ``model((video_x, audio_x), sigma) -> (video_x0, audio_x0)``:
-   runs the passes that the guidance scales need (:func:`core.guidance.needed_passes`), converts each
-   velocity to x0 (``x0 = x - sigma * v``) and combines them per modality in x0 space
-   (:func:`core.guidance.multipass_guidance`).
-4. Sampling: any sampler of :mod:`core.sampling` steps the (video, audio) pair as it is (their contract takes a
-   tuple of tensors), e.g. ``sample_euler(model, (video, audio), sigmas)``.
-5. :func:`decode` -- latents -> frames [T, H, W, 3] in [0, 1], waveform, sample rate.
+Two ways to run the passes (``strategy``), the same numbers up to float32 rounding:
 
-Latents between the stages are the diffusion model's *normalised* packed tokens: video [B, F*H*W, C]
-(token order f, h, w) and audio [B, T, C*M] (feature c*M + m).
-
-Two ways to run the guidance passes (``strategy``), giving the same numbers up to float32 rounding:
-
-* ``"batched"``: all passes concatenated along the batch and run in one call, each with its own switches
-  (the transformer's ``per_item``: STG blocks and cross-modal attention off per sample). Only prompt
-  contexts of different lengths (which cannot share a batch) split it into more calls.
+* ``"batched"``: all passes along the batch in one call, each with its own switches (the transformer's
+  ``per_item``: STG blocks and cross-modal attention off per sample); only prompt contexts of different lengths
+  split it into more calls.
 * ``"split"``: one transformer call per pass (the official / HQ path; lowest peak memory).
+
+The presets are the official ones (ltx-pipelines constants): the one-stage LTX-2.3 guidance and the HQ stage 1's.
 """
 
 from __future__ import annotations
@@ -35,154 +25,6 @@ import torch
 
 from ..core.guidance import multipass_guidance, needed_passes
 from .transformer import TokenTimesteps
-
-__all__ = [
-    "Guidance",
-    "LatentShape",
-    "LTX2Denoiser",
-    "encode_prompt",
-    "latent_shape",
-    "pack_video",
-    "unpack_video",
-    "pack_audio",
-    "unpack_audio",
-    "positions",
-    "decode",
-]
-
-
-# --------------------------------------------------------------------------------------------------
-# 1. Prompt
-
-
-@torch.no_grad()
-def encode_prompt(connectors, hidden_states, attention_mask: torch.Tensor, padding_side: str = "left"
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gemma hidden states (list of [B, T, D], [B, T, D, L] or flattened [B, T, D*L]) and their [B, T]
-    mask (1 = real token) -> (video context, audio context, context mask [B, T]).
-
-    Run once per prompt (and once for the negative prompt); every denoising step reuses the result.
-    """
-    if attention_mask.ndim != 2:
-        raise ValueError(f"encode_prompt: attention_mask must be [batch, tokens], got shape {tuple(attention_mask.shape)}")
-    return connectors(hidden_states, attention_mask, padding_side=padding_side)
-
-
-# --------------------------------------------------------------------------------------------------
-# 2. Latent geometry and packing
-
-
-@dataclass(frozen=True)
-class LatentShape:
-    """Latent geometry of one request. ``frames/height/width`` are latent sizes, ``fps`` the video rate."""
-
-    batch: int
-    video_channels: int
-    frames: int
-    height: int
-    width: int
-    audio_channels: int
-    audio_frames: int
-    mel_bins: int
-    fps: float
-
-    @property
-    def video_tokens(self) -> int:
-        return self.frames * self.height * self.width
-
-    @property
-    def video_packed(self) -> tuple[int, int, int]:
-        return (self.batch, self.video_tokens, self.video_channels)
-
-    @property
-    def audio_packed(self) -> tuple[int, int, int]:
-        return (self.batch, self.audio_frames, self.audio_channels * self.mel_bins)
-
-    @property
-    def video_5d(self) -> tuple[int, int, int, int, int]:
-        return (self.batch, self.video_channels, self.frames, self.height, self.width)
-
-    @property
-    def audio_4d(self) -> tuple[int, int, int, int]:
-        return (self.batch, self.audio_channels, self.audio_frames, self.mel_bins)
-
-
-def latent_shape(frames: int, height: int, width: int, fps: float = 24.0, *, batch: int = 1,
-                 video_channels: int = 128, audio_channels: int = 8, mel_bins: int = 16,
-                 temporal_compression: int = 8, spatial_compression: int = 32,
-                 audio_latents_per_second: float = 25.0) -> LatentShape:
-    """Latent sizes for ``frames`` pixel frames of ``height`` x ``width`` at ``fps``.
-
-    ``frames`` must be 8k + 1 and ``height`` / ``width`` multiples of 32 (the VAE's compression); the
-    audio latent covers ``frames / fps`` seconds at ``audio_latents_per_second`` (25 for the released
-    audio VAE: 16 kHz, hop 160, 4x), rounded to the nearest frame. ``mel_bins`` is the latent mel width
-    (64 mel bins / 4).
-    """
-    for name, value in (("frames", frames), ("height", height), ("width", width), ("batch", batch)):
-        if isinstance(value, bool) or int(value) != value or value < 1:
-            raise ValueError(f"LTX-2 latent shape: {name} must be a positive integer, got {value!r}")
-    if (frames - 1) % temporal_compression:
-        lo = (frames - 1) // temporal_compression * temporal_compression + 1
-        raise ValueError(f"LTX-2 latent shape: frames must be {temporal_compression}k + 1 (e.g. {lo} or "
-                         f"{lo + temporal_compression}), got {frames}")
-    for name, value in (("height", height), ("width", width)):
-        if value % spatial_compression:
-            raise ValueError(f"LTX-2 latent shape: {name} must be a multiple of {spatial_compression}, got {value}")
-    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
-        raise ValueError(f"LTX-2 latent shape: fps must be a positive number, got {fps!r}")
-    audio_frames = round(frames / float(fps) * audio_latents_per_second)
-    return LatentShape(
-        batch=int(batch), video_channels=int(video_channels), frames=(frames - 1) // temporal_compression + 1,
-        height=height // spatial_compression, width=width // spatial_compression,
-        audio_channels=int(audio_channels), audio_frames=max(int(audio_frames), 1), mel_bins=int(mel_bins),
-        fps=float(fps),
-    )
-
-
-def pack_video(z: torch.Tensor) -> torch.Tensor:
-    """[B, C, F, H, W] -> [B, F*H*W, C], tokens in (f, h, w) order (patch size 1)."""
-    if z.ndim != 5:
-        raise ValueError(f"pack_video: expected [B, C, F, H, W], got shape {tuple(z.shape)}")
-    return z.flatten(2).transpose(1, 2)
-
-
-def unpack_video(tokens: torch.Tensor, frames: int, height: int, width: int) -> torch.Tensor:
-    """[B, F*H*W, C] -> [B, C, F, H, W] (latent sizes)."""
-    b, s, c = tokens.shape
-    if s != frames * height * width:
-        raise ValueError(f"unpack_video: {s} tokens do not fill a {frames}x{height}x{width} latent grid")
-    return tokens.transpose(1, 2).reshape(b, c, frames, height, width)
-
-
-def pack_audio(z: torch.Tensor) -> torch.Tensor:
-    """[B, C, T, M] -> [B, T, C*M] (feature index c*M + m)."""
-    if z.ndim != 4:
-        raise ValueError(f"pack_audio: expected [B, C, T, M], got shape {tuple(z.shape)}")
-    return z.transpose(1, 2).flatten(2)
-
-
-def unpack_audio(tokens: torch.Tensor, channels: int) -> torch.Tensor:
-    """[B, T, C*M] -> [B, C, T, M]."""
-    b, t, f = tokens.shape
-    if f % channels:
-        raise ValueError(f"unpack_audio: {f} features are not a multiple of {channels} channels")
-    return tokens.reshape(b, t, channels, f // channels).transpose(1, 2)
-
-
-def positions(transformer, shape: LatentShape, device=None, extra_video_coords: torch.Tensor | None = None):
-    """The transformer's rotary tables for this latent geometry (batch 1: they broadcast over any batch,
-    including the pass-expanded one). Build once per resolution and pass to :class:`LTX2Denoiser`.
-    ``extra_video_coords`` ([B, 3, K, 2]) are the positions of tokens appended after the video tokens
-    (keyframes; see :mod:`.hq`)."""
-    vc = transformer.video_coords(1, shape.frames, shape.height, shape.width, fps=shape.fps, device=device)
-    if extra_video_coords is not None:
-        vc = torch.cat([vc, extra_video_coords[:1].to(device=vc.device)], dim=2)
-    ac = transformer.audio_coords(1, shape.audio_frames, device=device)
-    return transformer.rope(vc, ac)
-
-
-# --------------------------------------------------------------------------------------------------
-# 3. Guided denoiser
 
 
 @dataclass(frozen=True)
@@ -373,32 +215,15 @@ def _cat_masks(a: torch.Tensor | None, b: torch.Tensor | None, rows_a: int, ref:
     return torch.cat([a, b.to(a.dtype)])
 
 
-# --------------------------------------------------------------------------------------------------
-# 5. Decode
+# Guidance of the reference's one-stage LTX-2.3 preset (per modality): cfg, STG, STG blocks, modality, rescale.
+VIDEO_GUIDANCE = Guidance(cfg=3.0, stg=1.0, stg_blocks=(28,), modality=3.0, rescale=0.7)
 
 
-@torch.no_grad()
-def decode(video_vae, audio_vae, vocoder, video_latents: torch.Tensor, audio_latents: torch.Tensor,
-           shape: LatentShape | None = None, *, temporal_chunk: int | None = None,
-           spatial_tile: int | None = None, spatial_overlap: int = 64
-           ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Normalised latents -> (frames, waveform, sample_rate).
+AUDIO_GUIDANCE = Guidance(cfg=7.0, stg=1.0, stg_blocks=(28,), modality=3.0, rescale=0.7)
 
-    ``video_latents``: [B, C, F, H, W], or packed [B, S, C] with ``shape``; ``audio_latents``: [B, C, T, M]
-    or packed [B, T, C*M]. Frames are float32 [T, H, W, 3] in [0, 1] (batches are stacked along T:
-    [B*T, H, W, 3], ComfyUI's IMAGE layout); the waveform is float32 [B, channels, samples].
-    ``temporal_chunk``, ``spatial_tile`` and ``spatial_overlap`` go to the video VAE's decode.
-    """
-    if video_latents.ndim == 3:
-        if shape is None:
-            raise ValueError("decode: packed video latents need the LatentShape (`shape`)")
-        video_latents = unpack_video(video_latents, shape.frames, shape.height, shape.width)
-    if audio_latents.ndim == 3:
-        audio_latents = unpack_audio(audio_latents, audio_vae.latent_channels)
-    z = video_vae.denormalize_latents(video_latents.to(device=video_vae.device, dtype=torch.float32))
-    video = video_vae.decode(z.to(video_vae.dtype), temporal_chunk=temporal_chunk, spatial_tile=spatial_tile,
-                             spatial_overlap=spatial_overlap)
-    frames = (video.float() / 2 + 0.5).clamp_(0.0, 1.0).permute(0, 2, 3, 4, 1).flatten(0, 1)
-    mel = audio_vae.decode(audio_latents, normalized=True)
-    wave = vocoder(mel.to(device=vocoder.device, dtype=vocoder.dtype)).float()
-    return frames, wave, int(vocoder.sampling_rate)
+
+# official HQ guidance (LP constants): STG off, rescale 0.45 / 1.0, modality 3
+HQ_VIDEO_GUIDANCE = Guidance(cfg=3.0, stg=0.0, stg_blocks=(), modality=3.0, rescale=0.45)
+
+
+HQ_AUDIO_GUIDANCE = Guidance(cfg=7.0, stg=0.0, stg_blocks=(), modality=3.0, rescale=1.0)
