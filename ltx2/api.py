@@ -32,17 +32,16 @@ from .decoding import decode
 from .denoiser import AUDIO_GUIDANCE, HQ_AUDIO_GUIDANCE, HQ_VIDEO_GUIDANCE, VIDEO_GUIDANCE, Guidance
 from .image import DEFAULT_IMAGE_CRF
 from .latents import latent_shape
+from .options import PIPELINES, check_request
 from .sampling import STAGE2_SIGMAS, half_shape, refine, sample
 from .text_encoding import connect, gemma_states
 
 __all__ = ["DEFAULT_STEPS", "PIPELINES", "Keyframe", "generate", "initial_noise"]
 
 
-PIPELINES = ("one-stage", "hq", "distilled")
 DEFAULT_STEPS = {"one-stage": 30, "hq": 15, "distilled": None}  # distilled: the fixed 8 + 3 sigma lists
 DEFAULT_GUIDANCE = {"one-stage": (VIDEO_GUIDANCE, AUDIO_GUIDANCE), "hq": (HQ_VIDEO_GUIDANCE, HQ_AUDIO_GUIDANCE),
                     "distilled": (None, None)}
-_PIPELINE_NAMES = {"hq": "HQ two-stage", "distilled": "distilled two-stage"}
 
 
 @dataclass(frozen=True)
@@ -176,43 +175,13 @@ def generate(
     from .text_encoding import GemmaTextEncoder, load_gemma_text_encoder
     from .upsampler import LTX2LatentUpsampler, load_latent_upsampler
 
-    if pipeline not in PIPELINES:
-        raise ValueError(f"pipeline must be one of {PIPELINES}, got {pipeline!r}")
-    hq = pipeline == "hq"
+    check_request(pipeline=pipeline, width=width, height=height, num_frames=num_frames, fps=fps, steps=steps,
+                  seed=seed, upsampler=upsampler, sde_noise=sde_noise, image=image, image_strength=image_strength,
+                  lora_strengths=lora_strengths, video_guidance=video_guidance, audio_guidance=audio_guidance)
     distilled = pipeline == "distilled"
-    two_stage = hq or distilled
-    if two_stage:
-        what = _PIPELINE_NAMES[pipeline]
-        for name, value in (("width", width), ("height", height)):
-            if isinstance(value, int) and value % 64:
-                raise ValueError(f"{name} must be a multiple of 64 for the {what} pipeline (stage 1 runs at "
-                                 f"half size), got {value}")
-        if upsampler is None:
-            raise ValueError(f"upsampler: the {what} pipeline needs the x2 latent upsampler "
-                             "(e.g. ltx-2.3-spatial-upscaler-x2-1.0.safetensors)")
-    if distilled:
-        for name, value in (("steps", steps), ("video_guidance", video_guidance), ("audio_guidance", audio_guidance)):
-            if value is not None:
-                raise ValueError(f"{name}: the distilled pipeline runs its fixed 8 + 3 sigmas without guidance; "
-                                 "leave it unset")
-    if sde_noise not in ("seeded", "reference"):
-        raise ValueError(f"sde_noise must be 'seeded' or 'reference', got {sde_noise!r}")
-    # options that do not apply to the chosen pipeline are refused, not ignored
-    if not two_stage and upsampler is not None:
-        raise ValueError("upsampler: only the two-stage pipelines ('hq', 'distilled') use the x2 upsampler; "
-                         "leave it unset for the one-stage pipeline")
-    if not hq and sde_noise != "seeded":
-        raise ValueError(f"sde_noise={sde_noise!r}: only the 'hq' pipeline's res2s sampler draws SDE noise; the "
-                         f"{pipeline} pipeline samples with Euler")
-    if image is None and float(image_strength) != 1.0:
-        raise ValueError(f"image_strength={image_strength!r}: there is no `image` to apply it to")
-    latent_shape(num_frames, height, width, fps)  # sizes, frames and fps checked before anything loads
+    two_stage = pipeline != "one-stage"
     if steps is None:
         steps = DEFAULT_STEPS[pipeline]
-    if not distilled and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    if len(lora_strengths) != 2:
-        raise ValueError(f"lora_strengths must be (stage 1, stage 2), got {lora_strengths!r}")
     vg, ag = DEFAULT_GUIDANCE[pipeline]
     video_guidance = vg if video_guidance is None else video_guidance
     audio_guidance = ag if audio_guidance is None else audio_guidance

@@ -1,5 +1,5 @@
-"""The sizes and numbers of an LTX-2.3 run, checked one way for the graph nodes (and their ``VALIDATE_INPUTS``)
-before any model work.
+"""The sizes and numbers of an LTX-2.3 run, checked one way for every door (graph nodes and their
+``VALIDATE_INPUTS``, ``generate``, the command line) before any model work.
 
 A wrong value raises :class:`~..core.checks.OptionError` naming the field; nothing is rounded behind the
 user's back.
@@ -72,3 +72,78 @@ def parse_blocks(text: str) -> tuple[int, ...]:
     if any(b < 0 for b in blocks):
         raise OptionError("stg_blocks", text, "block indices start at 0")
     return blocks
+
+
+PIPELINES = ("one-stage", "hq", "distilled")
+SDE_NOISE = ("seeded", "reference")
+_PIPELINE_NAMES = {"one-stage": "one-stage", "hq": "HQ two-stage", "distilled": "distilled two-stage"}
+
+
+def check_guidance(field: str, guidance) -> None:
+    """A :class:`~.denoiser.Guidance` given by the caller: its numbers as the guider nodes check them."""
+    if guidance is None:
+        return
+    for name in ("cfg", "stg", "modality", "rescale", "stg_blocks"):
+        if not hasattr(guidance, name):
+            raise OptionError(field, guidance, "must be a Guidance(cfg, stg, stg_blocks, modality, rescale)")
+    check_guidance_numbers(field, guidance.cfg, guidance.stg, guidance.modality, guidance.rescale)
+    blocks = guidance.stg_blocks
+    if any(isinstance(b, bool) or not isinstance(b, int) or b < 0 for b in blocks):
+        raise OptionError(f"{field}.stg_blocks", blocks, "block indices are whole numbers from 0")
+
+
+def check_request(*, pipeline, width, height, num_frames, fps, steps, seed, upsampler, sde_noise, image,
+                  image_strength, lora_strengths, video_guidance, audio_guidance) -> None:
+    """Every option of :func:`~.api.generate` that needs no model, checked before anything loads, one way for the
+    Python API and the command line (the nodes check the same numbers with the same functions). An option that
+    does not apply to the chosen pipeline is refused rather than ignored."""
+    if pipeline not in PIPELINES:
+        raise OptionError("pipeline", pipeline, f"not one of {', '.join(PIPELINES)}")
+    what = _PIPELINE_NAMES[pipeline]
+    two_stage = pipeline != "one-stage"
+    multiple = 2 * SPATIAL_FACTOR if two_stage else SPATIAL_FACTOR  # two-stage: stage 1 samples at half size
+    for field, value in (("width", width), ("height", height)):
+        try:
+            check_side(field, value, multiple)
+        except OptionError as e:
+            if two_stage and isinstance(value, int) and value % SPATIAL_FACTOR == 0:
+                raise OptionError(field, value, f"{e.problem} (the {what} pipeline samples stage 1 at half "
+                                                "size)") from None
+            raise
+    check_frames_as("num_frames", num_frames)
+    check_fps(fps)
+    integer("seed", seed, low=0, high=MAX_SEED)
+    if pipeline == "distilled":
+        for field, value in (("steps", steps), ("video_guidance", video_guidance), ("audio_guidance", audio_guidance)):
+            if value is not None:
+                raise OptionError(field, value, "the distilled pipeline runs its fixed 8 + 3 sigmas without "
+                                                "guidance; leave it unset")
+    elif steps is not None:
+        integer("steps", steps, low=STEPS[0], high=STEPS[1])
+    check_guidance("video_guidance", video_guidance)
+    check_guidance("audio_guidance", audio_guidance)
+    if sde_noise not in SDE_NOISE:
+        raise OptionError("sde_noise", sde_noise, f"not one of {', '.join(SDE_NOISE)}")
+    if two_stage and upsampler is None:
+        raise OptionError("upsampler", upsampler, f"the {what} pipeline needs the x2 latent upsampler "
+                                                  "(e.g. ltx-2.3-spatial-upscaler-x2-1.0.safetensors)")
+    if not two_stage and upsampler is not None:
+        raise OptionError("upsampler", upsampler, "only the two-stage pipelines ('hq', 'distilled') use the x2 "
+                                                  "upsampler; leave it unset for the one-stage pipeline")
+    if pipeline != "hq" and sde_noise != "seeded":
+        raise OptionError("sde_noise", sde_noise, f"only the 'hq' pipeline's res2s sampler draws SDE noise; the "
+                                                  f"{what} pipeline samples with Euler")
+    if image is None and number("image_strength", image_strength) != 1.0:
+        raise OptionError("image_strength", image_strength, "there is no `image` to apply it to")
+    if len(lora_strengths) != 2:
+        raise OptionError("lora_strengths", lora_strengths, "must be (stage 1, stage 2)")
+    for i, s in enumerate(lora_strengths):
+        number(f"lora_strengths[{i}]", s)
+
+
+def check_frames_as(field: str, frames) -> int:
+    """:func:`check_frames` under the caller's name for the field (``num_frames`` in the Python API)."""
+    try:
+        return check_frames(frames)
+    except OptionError as e:
+        raise OptionError(field, frames, e.problem) from None

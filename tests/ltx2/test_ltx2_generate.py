@@ -1,6 +1,8 @@
 """``ltx2.generate`` end to end on tiny random LTX-2 / LTX-2.3 checkpoints (official single file) and a tiny
 Gemma-3, and equal to the same stages run by hand."""
 
+import re
+
 import pytest
 import torch
 
@@ -132,7 +134,7 @@ def test_generate_rejects_bad_requests(tiny, gemma_folder):  # noqa: F811
         ({"image": pic, "image_strength": 1.5}, "strength"),
         ({"image": pic, "image_crf": -3}, "image_crf"),
         ({"sde_noise": "fixed"}, "sde_noise"),
-        ({"pipeline": "hq", "width": 96, "upsampler": "x"}, "width must be a multiple of 64"),
+        ({"pipeline": "hq", "width": 96, "upsampler": "x"}, "width=96: not a multiple of 64"),
         ({"pipeline": "hq"}, "upsampler"),
     ]
     for extra, match in bad:
@@ -208,7 +210,7 @@ def test_generate_distilled_pipeline(tiny, gemma_folder, tmp_path):  # noqa: F81
     want, want_wave, _ = decode(ck.video_vae, ck.audio_vae, ck.vocoder, v, a, shape)
     assert torch.equal(frames, want) and torch.equal(wave, want_wave[0])
     for extra, match in (({"steps": 8}, "steps"), ({"video_guidance": Guidance(cfg=2.0)}, "video_guidance"),
-                         ({"upsampler": None}, "upsampler"), ({"width": 96}, "width must be a multiple of 64")):
+                         ({"upsampler": None}, "upsampler"), ({"width": 96}, "width=96: not a multiple of 64")):
         with pytest.raises(ValueError, match=match):
             generate(ck, gemma, "a cat", **{**args, **extra})
 
@@ -217,8 +219,8 @@ def test_generate_distilled_pipeline(tiny, gemma_folder, tmp_path):  # noqa: F81
     (dict(upsampler="up.safetensors"), "only the two-stage pipelines"),
     (dict(sde_noise="reference"), "only the 'hq' pipeline's res2s"),
     (dict(image_strength=0.5), "there is no `image`"),
-    (dict(num_frames=20), "frames must be 8k \\+ 1"),
-    (dict(width=100), "width must be a multiple of 32"),
+    (dict(num_frames=20), "num_frames=20: not 8k\\+1 frames"),
+    (dict(width=100), "width=100: not a multiple of 32"),
 ])
 
 
@@ -228,3 +230,20 @@ def test_options_that_do_not_apply_are_refused_before_any_load(kwargs, message):
 
     with pytest.raises(ValueError, match=message):
         ltx_generate("/nonexistent/ltx.safetensors", "/nonexistent/gemma", "a cat", **kwargs)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--frames", "20"], "--frames=20: not 8k\\+1 frames"),
+    (["--width", "96", "--pipeline", "hq", "--upsampler", "x.safetensors"], "--width=96: not a multiple of 64"),
+    (["--sde-noise", "reference"], "--sde-noise='reference': only the 'hq' pipeline"),
+    (["--steps", "0"], "--steps=0: must be at least 1"),
+])
+def test_command_line_refuses_options_before_any_load(argv, message, capsys):
+    """ltx-generate goes through the same checks as generate (ltx2.options.check_request): the paths do not exist,
+    yet the wrong option is what the user hears, named as typed, with exit status 2 and no traceback."""
+    from comfyui_cosmos3_ltx2.__main__ import main
+
+    code = main(["ltx-generate", "--checkpoint", "/nonexistent/ltx.safetensors", "--text-encoder", "/nonexistent/g",
+                 "--prompt", "a cat", *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and re.search(message, err) and "Traceback" not in err, err
