@@ -50,7 +50,6 @@ __all__ = [
     "load_ltx2_checkpoint",
     "detect_version",
     "load_distilled_lora",
-    "video_vae_config_from_official",
 ]
 
 COMPONENTS = ("transformer", "connectors", "video_vae", "audio_vae", "vocoder")
@@ -296,88 +295,6 @@ def _gemma_dims(file: Path, keys, version: str, hidden: int | None, states: int 
     return hidden, states
 
 
-_ENCODER_DOWN = {"compress_space_res": "spatial", "compress_time_res": "temporal", "compress_all_res": "spatiotemporal"}
-_DECODER_UP = {"compress_space": "spatial", "compress_time": "temporal", "compress_all": "spatiotemporal"}
-
-
-def _block_list(blocks, where: str) -> list[tuple[str, dict]]:
-    out = []
-    for item in blocks:
-        if not isinstance(item, (list, tuple)) or len(item) != 2:
-            raise CheckpointError(f"{where}: malformed video VAE block entry {item!r}.")
-        name, params = item
-        out.append((str(name), {"num_layers": params} if isinstance(params, int) else dict(params or {})))
-    return out
-
-
-def video_vae_config_from_official(vc: dict, *, decoder_conv_in_channels: int | None = None,
-                                   where: str = "video VAE") -> dict:
-    """diffusers-style :class:`LTX2VideoVAE` config from the official ``vae`` metadata section (ltx-core's
-    ``encoder_blocks`` / ``decoder_blocks`` lists; ``decoder_blocks`` is listed in encoder order and built
-    reversed). ``decoder_conv_in_channels``: the width after the decoder's ``conv_in`` when known from the
-    checkpoint's tensor shapes; otherwise ``decoder_base_channels`` (default 128) times the product of the
-    decoder's channel reductions."""
-    if vc.get("norm_layer", "pixel_norm") != "pixel_norm" or vc.get("latent_log_var", "uniform") != "uniform":
-        raise CheckpointError(f"{where}: only pixel_norm / uniform log-variance video VAEs are supported, got "
-                              f"{vc.get('norm_layer')!r} / {vc.get('latent_log_var')!r}.")
-    latent = int(vc.get("latent_channels", 128))
-    pad = vc.get("spatial_padding_mode")
-    enc = _block_list(vc.get("encoder_blocks", []), where)
-    if len(enc) % 2 != 1 or any(n != "res_x" for n, _ in enc[::2]) or any(n not in _ENCODER_DOWN for n, _ in enc[1::2]):
-        raise CheckpointError(f"{where}: unsupported encoder block layout {[n for n, _ in enc]} (expected res_x "
-                              "blocks alternating with compress_*_res blocks).")
-    width, block_out, layers, down = latent, [], [], []
-    for (_, res), (name, comp) in zip(enc[::2], enc[1::2]):
-        layers.append(int(res.get("num_layers", 1)))
-        width *= int(comp.get("multiplier", 2))
-        block_out.append(width)
-        down.append(_ENCODER_DOWN[name])
-    layers.append(int(enc[-1][1].get("num_layers", 1)))
-
-    dec = _block_list(vc.get("decoder_blocks", []), where)[::-1]  # build order
-    if len(dec) % 2 != 1 or any(n != "res_x" for n, _ in dec[::2]) or any(n not in _DECODER_UP for n, _ in dec[1::2]):
-        raise CheckpointError(f"{where}: unsupported decoder block layout {[n for n, _ in dec[::-1]]} (expected res_x "
-                              "blocks alternating with compress_* blocks).")
-    noise = [bool(p.get("inject_noise", False)) for _, p in dec[::2]]
-    factors = [int(p.get("multiplier", 1)) for _, p in dec[1::2]]
-    if decoder_conv_in_channels is None:
-        decoder_conv_in_channels = int(vc.get("decoder_base_channels", 128))
-        for f in factors:
-            decoder_conv_in_channels *= f
-    width, chans, types, residual = decoder_conv_in_channels, [], [], []
-    for (name, p), f in zip(dec[1::2], factors):
-        chans.append(width)
-        types.append(_DECODER_UP[name])
-        residual.append(bool(p.get("residual", False)))
-        width //= f
-    dec_layers = [int(p.get("num_layers", 1)) for _, p in dec[::2]]
-    n_up = len(chans)
-    return {
-        "in_channels": vc.get("in_channels", 3),
-        "out_channels": vc.get("out_channels", 3),
-        "latent_channels": latent,
-        "block_out_channels": block_out,
-        "down_block_types": ["LTX2VideoDownBlock3D"] * len(block_out),
-        "layers_per_block": layers,
-        "spatio_temporal_scaling": [True] * len(block_out),
-        "downsample_type": down,
-        "decoder_block_out_channels": chans[::-1],
-        "decoder_layers_per_block": dec_layers[::-1],
-        "decoder_spatio_temporal_scaling": [True] * n_up,
-        "decoder_inject_noise": noise[::-1],
-        "upsample_type": types,  # build order, as LTX2VideoVAE indexes it
-        "upsample_residual": residual[::-1],
-        "upsample_factor": factors[::-1],
-        "timestep_conditioning": bool(vc.get("timestep_conditioning", True)),
-        "patch_size": vc.get("patch_size", 4),
-        "patch_size_t": 1,
-        "encoder_causal": True,
-        "decoder_causal": bool(vc.get("causal_decoder", False)),
-        "encoder_spatial_padding_mode": vc.get("encoder_spatial_padding_mode", pad or "zeros"),
-        "decoder_spatial_padding_mode": vc.get("decoder_spatial_padding_mode", pad or "reflect"),
-    }
-
-
 def _video_vae_config(file: Path, cfg: dict, keys) -> dict:
     vc = cfg.get("vae")
     if not isinstance(vc, dict):
@@ -388,7 +305,7 @@ def _video_vae_config(file: Path, cfg: dict, keys) -> dict:
         raise CheckpointError(f"{file}: the 'vae' config has neither 'encoder_blocks'/'decoder_blocks' nor a "
                               "diffusers-style layout; the video VAE cannot be built.")
     conv_in = keys.get("vae.decoder.conv_in.conv.weight")
-    return video_vae_config_from_official(vc, decoder_conv_in_channels=conv_in[1][0] if conv_in else None,
+    return _vvae.config_from_official(vc, decoder_conv_in_channels=conv_in[1][0] if conv_in else None,
                                           where=f"{file} (video VAE)")
 
 

@@ -322,13 +322,12 @@ def _checkpoint_state(config: dict, seed: int) -> tuple[dict[str, torch.Tensor],
     from . import transformer as _tr
     from . import video_vae as _vvae
     from . import vocoder as _voc
-    from .loader import video_vae_config_from_official
 
     transformer = _tr.LTX2Transformer(_tr.config_from_official(
         config, has_caption_projection=False, caption_channels=GEMMA_WIDTH))
     connectors = _text.LTX2TextConnectors(_text.config_from_official(
         config, caption_channels=GEMMA_WIDTH, text_proj_in_factor=GEMMA_LAYERS + 1))
-    video_vae = _vvae.LTX2VideoVAE(video_vae_config_from_official(config["vae"]))
+    video_vae = _vvae.LTX2VideoVAE(_vvae.config_from_official(config["vae"]))
     audio_vae = _avae.LTX2AudioVAE({**_avae.config_from_official(config), "mel_bins": 64})
     vocoder = _voc.build_vocoder(_voc.config_from_official(config))
     num_down = len(video_vae.config["block_out_channels"])

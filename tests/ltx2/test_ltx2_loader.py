@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 from comfyui_cosmos3_ltx2.core.checkpoint import CheckpointError
 from comfyui_cosmos3_ltx2.core.lora import LoraError
-from comfyui_cosmos3_ltx2.ltx2 import loader, text_encoding
+from comfyui_cosmos3_ltx2.ltx2 import loader, text_encoding, video_vae
 from comfyui_cosmos3_ltx2.ltx2.text import LTX2TextConnectors
 from helpers import ltx2_text_ref as t_text
 from helpers import ltx2_video_vae_ref as t_vae
@@ -191,7 +191,7 @@ _VAE_FIELDS = ("latent_channels", "block_out_channels", "layers_per_block", "dow
 def test_video_vae_config_from_official_blocks(version):
     want = t_vae.TINY_23 if version == "2.3" else t_vae.TINY_20
     for conv_in in (None, 64):  # from decoder_base_channels, or from the conv_in tensor's shape
-        got = loader.video_vae_config_from_official(official_vae(version), decoder_conv_in_channels=conv_in)
+        got = video_vae.config_from_official(official_vae(version), decoder_conv_in_channels=conv_in)
         for k in _VAE_FIELDS:
             assert list(got[k]) == list(want[k]) if isinstance(want[k], list) else got[k] == want[k], (k, got[k], want[k])
     # The released LTX-2.0 layout (ltx2.md 8.4) gives diffusers' default LTX-2.0 config.
@@ -201,7 +201,7 @@ def test_video_vae_config_from_official_blocks(version):
                                ["compress_time_res", {"multiplier": 2}], res(6), ["compress_all_res", {"multiplier": 2}],
                                res(2), ["compress_all_res", {"multiplier": 2}], res(2)],
             "decoder_blocks": [res(5), up, res(5), up, res(5), up, res(5)], "timestep_conditioning": False}
-    cfg = loader.video_vae_config_from_official(real)
+    cfg = video_vae.config_from_official(real)
     assert cfg["block_out_channels"] == [256, 512, 1024, 2048] and cfg["layers_per_block"] == [4, 6, 6, 2, 2]
     assert cfg["decoder_block_out_channels"] == [256, 512, 1024] and cfg["decoder_layers_per_block"] == [5, 5, 5, 5]
     assert cfg["upsample_residual"] == [True] * 3 and cfg["upsample_factor"] == [2] * 3
