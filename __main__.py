@@ -1,5 +1,6 @@
 """Command line: ``python -m comfyui_cosmos3_ltx2 generate ...`` (Cosmos3), ``... ltx-generate ...``
-(LTX-2 / LTX-2.3 with sound) and ``... run WORKFLOW.json``.
+(LTX-2 / LTX-2.3 with sound) and ``... run WORKFLOW.json``. From a clone that is not pip-installed (the pack in
+``ComfyUI/custom_nodes/<any name>``), ``python <that folder> ...`` runs the same commands.
 
 Without ``--checkpoint``, ``generate`` runs on the embedded default: a tiny, randomly initialised Cosmos3 checkpoint
 in the real on-disk format, written once into a cache folder. Its frames are noise; point
@@ -300,5 +301,25 @@ def main(argv=None) -> int:
         return 130
 
 
+def _as_package() -> None:
+    """Run as ``python <pack folder> ...`` (``__package__`` empty, the folder itself on ``sys.path``): import the
+    folder as the package ``comfyui_cosmos3_ltx2``, as pip would name it, and hand over to its ``__main__``."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parent
+    # the folder's subpackages (core, nodes, ...) must not shadow top-level modules of the same names
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != root]
+    spec = importlib.util.spec_from_file_location("comfyui_cosmos3_ltx2", root / "__init__.py",
+                                                  submodule_search_locations=[str(root)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules["comfyui_cosmos3_ltx2"] = package
+    spec.loader.exec_module(package)
+    from comfyui_cosmos3_ltx2.__main__ import main as package_main
+
+    sys.exit(package_main())
+
+
 if __name__ == "__main__":
+    if not __package__:
+        _as_package()
     sys.exit(main())

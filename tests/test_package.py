@@ -61,3 +61,22 @@ def test_registry_and_manager_metadata():
     with open(os.path.join(ROOT, "requirements.txt")) as f:
         required = [line.strip() for line in f if line.strip() and not line.startswith("#")]
     assert required == [d for d in meta["project"]["dependencies"] if not d.startswith("torch")]
+
+
+def test_commands_run_from_a_clone_that_is_not_installed(tmp_path):
+    """In ComfyUI/custom_nodes the pack is a folder of any name, not an installed package: ``python <folder> ...``
+    runs the same commands as ``python -m comfyui_cosmos3_ltx2 ...`` (the folder imported as the package)."""
+    pack = tmp_path / "custom_nodes" / "ComfyUI-Cosmos3-LTX2"
+    pack.parent.mkdir()
+    os.symlink(ROOT, pack)
+    out_file = tmp_path / "robot.webp"
+    args = [str(pack), "generate", "--prompt", "a robot", "--width", "64", "--height", "32", "--frames", "5",
+            "--steps", "1", "--output", str(out_file)]
+    out = subprocess.run([sys.executable, *args], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out_file.stat().st_size > 0 and "5 frame(s) 64x32" in out.stdout
+    # a wrong option: one line, exit status 2, as from the installed command
+    out = subprocess.run([sys.executable, str(pack), "generate", "--steps", "0"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 2 and "--steps=0" in out.stderr and "Traceback" not in out.stderr, out.stderr
