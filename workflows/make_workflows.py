@@ -293,7 +293,7 @@ GRAPHS = {"cosmos3_t2v": t2v, "cosmos3_i2v": i2v, "cosmos3_t2i": t2i,
 def api_format(nodes) -> dict:
     graph = {}
     for n in nodes:
-        inputs = dict(n.get("widgets", {}))
+        inputs = {**n.get("widgets", {}), **n.get("optional_widgets", {})}  # as the editor's graphToPrompt writes it
         for name, (src, slot, _) in n.get("links", {}).items():
             inputs[name] = [str(src), slot]
         graph[str(n["id"])] = {"class_type": n["cls"], "inputs": inputs, "_meta": {"title": n["cls"]}}
