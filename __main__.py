@@ -195,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true",
                         help=f"show the traceback of an error (also with {DEBUG_ENV}=1)")
+    common.add_argument("--attention", choices=("sdpa", "flash", "sage"), default="sdpa",
+                        help="attention kernels: PyTorch SDPA (default), FlashAttention (flash-attn) or SageAttention "
+                             "(sageattention), when installed")
+    common.add_argument("--compile", action="store_true",
+                        help="compile each transformer block with torch.compile (regional; slower first step)")
     sub = p.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", parents=[common],
                        help="Cosmos3 text-to-video / image-to-video / video-to-video / text-to-image",
@@ -277,11 +282,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _setup_kernels(args) -> None:
+    """--attention and --compile, for every model the command builds."""
+    from .core.attention import set_backend
+    from .core.checks import OptionError
+    from .core.compile import set_regional_compile
+
+    try:
+        set_backend(args.attention)
+    except ImportError as e:
+        raise OptionError("attention", args.attention, str(e).split(": ", 1)[-1]) from None
+    set_regional_compile(args.compile)
+
+
 def main(argv=None) -> int:
     """Run one command; its errors end as one line on stderr and an exit status (see the module's docstring)."""
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
     try:
+        _setup_kernels(args)
         return args.func(args)
     except KeyboardInterrupt:
         if debug:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.attention import attention
+from ..core.compile import compile_blocks
 from ..core.norms import RMSNorm
 from ..core.rope import apply_rope, interleaved_axis_of_slot, inverse_frequencies, mrope_cos_sin
 from .config import Cosmos3Config
@@ -144,7 +145,7 @@ class Cosmos3Transformer(nn.Module):
         self.config = cfg
         d = cfg.hidden_size
         self.embed_tokens = nn.Embedding(cfg.vocab_size, d)
-        self.layers = nn.ModuleList(Cosmos3Layer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.layers = compile_blocks(nn.ModuleList(Cosmos3Layer(cfg) for _ in range(cfg.num_hidden_layers)))
         self.norm_moe_gen = RMSNorm(d, cfg.rms_norm_eps, cfg.hidden_act == "relu2")
         self.proj_in = nn.Linear(cfg.patch_latent_dim, d)
         self.proj_out = nn.Linear(d, cfg.patch_latent_dim)

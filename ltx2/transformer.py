@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.attention import attention
+from ..core.compile import compile_blocks
 from ..core.checkpoint import CheckpointError, list_keys, load_into, read_config
 from ..core.ltx_rope import apply_rope, rope_tables
 from ..core.norms import RMSNorm
@@ -532,7 +533,7 @@ class LTX2Transformer(nn.Module):
         if self.prompt_modulation and cfg["use_prompt_adaln_single"]:
             self.prompt_adaln = AdaLNSingle(dim, 2)
             self.audio_prompt_adaln = AdaLNSingle(adim, 2)
-        self.transformer_blocks = nn.ModuleList(LTX2Block(cfg) for _ in range(cfg["num_layers"]))
+        self.transformer_blocks = compile_blocks(nn.ModuleList(LTX2Block(cfg) for _ in range(cfg["num_layers"])))
         self.proj_out = nn.Linear(dim, cfg["out_channels"])
         self.audio_proj_out = nn.Linear(adim, cfg["audio_out_channels"])
 

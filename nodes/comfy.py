@@ -40,6 +40,18 @@ def in_comfyui() -> bool:
     return mm is not None
 
 
+def attention_backend() -> str:
+    """The attention ComfyUI was started with (``--use-sage-attention`` / ``--use-flash-attention``; its
+    model_management helpers), as a :mod:`..core.attention` backend name; ``"sdpa"`` otherwise and outside ComfyUI."""
+    if mm is None:
+        return "sdpa"
+    if getattr(mm, "sage_attention_enabled", lambda: False)():
+        return "sage"
+    if getattr(mm, "flash_attention_enabled", lambda: False)():
+        return "flash"
+    return "sdpa"
+
+
 # ---------------------------------------------------------------------------------------------- progress
 _progress_sink = None  # report(value, total, node_id) of the headless run under way (progress_hook), or None
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.attention import set_backend as set_attention_backend
 from ..core.checks import NonFiniteError, OptionError
 from ..cosmos3 import options as O
 from ..cosmos3 import pipeline as P
@@ -150,6 +151,7 @@ class Cosmos3ModelLoader:
         return comfy.check_choice("checkpoint", checkpoint, _checkpoint_choices())
 
     def load(self, checkpoint, weight_dtype="bf16", device="default", tokenizer=FROM_CHECKPOINT):
+        set_attention_backend(comfy.attention_backend())  # ComfyUI's --use-flash-attention / --use-sage-attention
         path = _resolve_checkpoint(checkpoint)
         tok_folder = None if tokenizer == FROM_CHECKPOINT else resolve_model_path(MODEL_FOLDER, tokenizer)
         dev = comfy.compute_device(device)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from ..core.attention import set_backend as set_attention_backend
 from ..core.checks import NonFiniteError, OptionError, integer, number, require_finite
 from ..core.sampling.ltx_schedule import DISTILLED_SIGMAS, ltx2_sigmas
 from ..ltx2 import options as O
@@ -194,6 +195,7 @@ class LTX2CheckpointLoader:
     def load(self, checkpoint, weight_dtype="bf16", device="default"):
         from ..ltx2.loader import load_ltx2_checkpoint
 
+        set_attention_backend(comfy.attention_backend())  # ComfyUI's --use-flash-attention / --use-sage-attention
         try:
             path = _resolve(checkpoint, (MODEL_FOLDER, "checkpoints", "diffusion_models"), "checkpoint")
             dev = comfy.compute_device(device)
