@@ -90,6 +90,7 @@ def cmd_generate(args) -> int:
         checkpoint, args.prompt, args.negative_prompt, args.image, width=width, height=height, num_frames=frames,
         fps=args.fps, steps=steps, guidance=args.guidance, seed=args.seed, shift=args.shift,
         device=args.device, dtype=args.dtype, callback=progress, vae=args.vae, video=args.video,
+        resident_blocks=args.resident_blocks,
         video_keep=args.video_keep, video_latent_frames=args.video_latent_frames,
     )
     print()
@@ -147,6 +148,7 @@ def cmd_ltx_generate(args) -> int:
         pipeline=args.pipeline, image=args.image, image_strength=args.image_strength, image_crf=args.image_crf,
         keyframes=keyframes, upsampler=args.upsampler, distilled_lora=args.lora,
         lora_strengths=tuple(args.lora_strengths), sde_noise=args.sde_noise, device=args.device,
+        resident_blocks=args.resident_blocks,
         dtype=args.dtype, callback=progress, **guidance)
     print()
     write_frames(frames, out, args.fps, (waveform, rate))
@@ -230,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--shift", type=float, help="flow shift (default: the checkpoint's scheduler config)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
+    g.add_argument("--resident-blocks", type=int, default=None, metavar="N",
+                   help="keep N transformer blocks on the device and stream the rest from host memory (for a model "
+                        "larger than the GPU; same output)")
     g.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], help="default: bf16 on GPU, fp32 on CPU")
     g.add_argument("--output", help="output file: .webp/.gif (or .mp4 with PyAV) for clips, .png for images")
     g.set_defaults(func=cmd_generate)
@@ -259,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--stg-block", type=int, help="block of the STG pass in the one-stage preset (default 28); -1: no STG")
     x.add_argument("--sde-noise", choices=["seeded", "reference"], default="seeded")
     x.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
+    x.add_argument("--resident-blocks", type=int, default=None, metavar="N",
+                   help="keep N transformer blocks on the device and stream the rest from host memory (for a model "
+                        "larger than the GPU; same output)")
     x.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
     x.add_argument("--output", default="ltx2.mp4", help=".mp4 (needs PyAV), or .webp/.gif plus a .wav beside it")
     x.set_defaults(func=cmd_ltx_generate)

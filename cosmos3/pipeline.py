@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..core.offload import enable_block_offload
 from ..core.noise import noise_generator, seeded_noise  # noise_generator: also the nodes' entry point
 from ..core.sampling import (
     flow_euler_schedule,
@@ -31,7 +32,7 @@ from ..core.sampling import (
     sample_unipc,
     unipc_flow_schedule,
 )
-from ..core.checks import OptionError, require_finite
+from ..core.checks import OptionError, integer, require_finite
 from ..core.images import to_rgb01, to_rgb255
 from ..core.videos import frames_of
 from .options import (
@@ -527,6 +528,7 @@ def generate(
     dtype: str | torch.dtype | None = None,
     callback: Callable[[dict], None] | None = None,
     vae=None,
+    resident_blocks: int | None = None,
 ) -> torch.Tensor:
     """Text-to-video, image-to-video (``image`` given), video-to-video (``video`` given) or text-to-image
     (``num_frames == 1``) in one call.
@@ -546,6 +548,9 @@ def generate(
     ``Cosmos3OmniPipeline(video=..., condition_frame_indexes_vision=range(k), condition_video_keep=...)`` does
     (:func:`preprocess_video`, :func:`video_latents`).
 
+    ``resident_blocks``: keep only that many transformer layers on the device and stream the others from host
+    memory (:mod:`..core.offload`; the same frames, for a model larger than the GPU); None keeps all of them.
+
     Every option (:mod:`.options`), the image and the checkpoint's recipe are checked before any weight is loaded;
     a wrong one raises :class:`~..core.checks.OptionError` naming the field. Frames that decode to NaN or
     infinities raise :class:`~..core.checks.NonFiniteError`.
@@ -556,6 +561,8 @@ def generate(
     check_request(prompt=prompt, negative_prompt=negative_prompt, width=width, height=height, num_frames=num_frames,
                   fps=fps, steps=steps, guidance=guidance, shift=shift, seed=seed, sampler=sampler, image=image,
                   video=video, video_keep=video_keep, video_latent_frames=video_latent_frames)
+    if resident_blocks is not None:
+        integer("resident_blocks", resident_blocks, low=0)
     pixels = clip = None
     if video is not None:
         clip = preprocess_video(video, height, width, keep=video_keep, latent_frames=video_latent_frames)
@@ -575,8 +582,15 @@ def generate(
         device = torch.device(device) if device is not None else default_device()
         if dtype is None:
             dtype = "bf16" if device.type == "cuda" else "fp32"
-        checkpoint = load_checkpoint(checkpoint, device=device, dtype=dtype, vae=vae)
+        # with block offload everything loads to host memory first; all but the streamed layers then move
+        checkpoint = load_checkpoint(checkpoint, device="cpu" if resident_blocks is not None else device, dtype=dtype,
+                                     vae=vae)
+        if resident_blocks is not None:
+            checkpoint.vae.to(device)
     ckpt = checkpoint
+    if resident_blocks is not None and getattr(ckpt.transformer, "block_offload", None) is None:
+        target = torch.device(device) if device is not None else default_device()
+        enable_block_offload(ckpt.transformer, ckpt.transformer.layers, target, resident_blocks)
     options = PromptOptions(
         use_system_prompt=ckpt.settings.default_use_system_prompt if use_system_prompt is None else bool(use_system_prompt),
         add_duration_template=add_duration_template,

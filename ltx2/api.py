@@ -24,7 +24,9 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..core.checks import integer
 from ..core.lora import LoraHandle
+from ..core.offload import enable_block_offload
 from ..core.noise import seeded_noise
 from ..core.sampling.ltx_schedule import DISTILLED_SIGMAS, ltx2_sigmas
 from .conditioning import picture_latents, prepare_pictures
@@ -139,6 +141,7 @@ def generate(
     device=None,
     dtype: str = "bf16",
     callback: Callable[[dict], None] | None = None,
+    resident_blocks: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Generate a clip with its sound track; returns (frames [T, H, W, 3] float32 in [0, 1], waveform
     [channels, samples] float32, sample rate).
@@ -168,6 +171,8 @@ def generate(
         decode_chunk: latent frames per VAE decode chunk (exact streaming; None = one pass).
         decode_tile, decode_tile_overlap: spatial VAE tiles in pixels (long side; official 512 / 64) blended
             over their overlap, for large frames on small GPUs (None = no spatial tiles).
+        resident_blocks: keep only that many transformer blocks on the device and stream the others from host
+            memory (:mod:`..core.offload`; the same result, for a transformer larger than the GPU); None keeps all.
         callback: called once per sampling step with the sampler's dict (HQ adds ``"stage"``: "stage1" /
             "stage2"); an exception it raises stops the run.
     """
@@ -178,6 +183,8 @@ def generate(
     check_request(pipeline=pipeline, width=width, height=height, num_frames=num_frames, fps=fps, steps=steps,
                   seed=seed, upsampler=upsampler, sde_noise=sde_noise, image=image, image_strength=image_strength,
                   lora_strengths=lora_strengths, video_guidance=video_guidance, audio_guidance=audio_guidance)
+    if resident_blocks is not None:
+        integer("resident_blocks", resident_blocks, low=0)
     distilled = pipeline == "distilled"
     two_stage = pipeline != "one-stage"
     if steps is None:
@@ -203,8 +210,16 @@ def generate(
         _release(device)
     own_checkpoint = not isinstance(checkpoint, LTX2Checkpoint)
     if own_checkpoint:
-        checkpoint = load_ltx2_checkpoint(checkpoint, device=device, dtype=dtype, **text_dims)
+        # with block offload everything loads to host memory first; all but the streamed blocks then move
+        checkpoint = load_ltx2_checkpoint(checkpoint, device="cpu" if resident_blocks is not None else device,
+                                          dtype=dtype, **text_dims)
+        if resident_blocks is not None:
+            for part in (checkpoint.connectors, checkpoint.video_vae, checkpoint.audio_vae, checkpoint.vocoder):
+                if part is not None:
+                    part.to(device)
     ck = checkpoint
+    if resident_blocks is not None and getattr(ck.transformer, "block_offload", None) is None:
+        enable_block_offload(ck.transformer, ck.transformer.transformer_blocks, device, resident_blocks)
     tr, vae, audio_vae = ck.transformer, ck.video_vae, ck.audio_vae
     shape = latent_shape(num_frames, height, width, fps, video_channels=tr.config["in_channels"],
                          audio_channels=audio_vae.latent_channels,

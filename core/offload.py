@@ -1,0 +1,141 @@
+"""Block offload: keep N transformer blocks on the compute device and stream the others from host memory.
+
+For a model whose weights do not fit the GPU. :func:`enable_block_offload` leaves the first ``resident`` blocks of a
+block list (and everything outside the list) on the compute device; the other blocks keep their weights in host
+memory (pinned when CUDA is there) and are copied to the device just before they run and dropped just after. The
+copy of the next streamed block is issued on a side CUDA stream while the current block computes (the
+WanVideoWrapper "block swap" / prefetch pattern, scale.md §2), so with enough compute per block the transfers hide
+behind it.
+
+The copies are exact, so an offloaded run equals the resident run bit for bit. At most two streamed blocks hold
+device copies at any time (the one running and the one being fetched): the device holds the resident blocks plus
+two, whatever the model's depth; when the model's forward returns, none. The weights' host tensors stay the blocks' own between calls, so anything that
+changes weights in place between runs (LoRA merges) changes what is streamed.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+def _tensors(module: nn.Module):
+    """Every parameter and buffer of ``module`` (each once)."""
+    seen = set()
+    for t in list(module.parameters()) + list(module.buffers()):
+        if id(t) not in seen:
+            seen.add(id(t))
+            yield t
+
+
+class BlockOffload:
+    """The streaming state of one block list (made by :func:`enable_block_offload`)."""
+
+    def __init__(self, blocks: nn.ModuleList, device, resident: int):
+        self.blocks = blocks
+        self.device = torch.device(device)
+        self.resident = max(0, min(int(resident), len(blocks)))
+        self.streamed = list(range(self.resident, len(blocks)))
+        pin = self.device.type == "cuda" and torch.cuda.is_available()
+        self.host: dict[int, list] = {}
+        for i, block in enumerate(blocks):
+            if i < self.resident:
+                block.to(self.device)
+                continue
+            pairs = []
+            for t in _tensors(block):
+                host = t.data if t.device.type == "cpu" else t.data.to("cpu")
+                pairs.append((t, host.pin_memory() if pin else host))
+                t.data = pairs[-1][1]
+            self.host[i] = pairs
+        self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        self.ready: dict[int, object] = {}  # block -> event (CUDA) or True: its device copy is issued
+        self.on_device: set[int] = set()
+        self.peak_on_device = 0  # the most streamed blocks holding device copies at once (a test reads it)
+        self.copies = 0
+        self._hooks = []
+        for i in self.streamed:
+            self._hooks.append(blocks[i].register_forward_pre_hook(self._before(i)))
+            self._hooks.append(blocks[i].register_forward_hook(self._after(i)))
+
+    # a block's weights -> device (on the side stream when there is one)
+    def _fetch(self, i: int) -> None:
+        if i in self.on_device:
+            return
+        self.on_device.add(i)
+        self.peak_on_device = max(self.peak_on_device, len(self.on_device))
+        self.copies += 1
+        if self.stream is None:
+            for t, host in self.host[i]:
+                t.data = host.to(self.device)
+            self.ready[i] = True
+            return
+        with torch.cuda.stream(self.stream):
+            for t, host in self.host[i]:
+                t.data = host.to(self.device, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record(self.stream)
+        self.ready[i] = event
+
+    def _release(self, i: int) -> None:
+        for t, host in self.host[i]:
+            t.data = host
+        self.on_device.discard(i)
+        self.ready.pop(i, None)
+
+    def _next(self, i: int) -> int | None:
+        k = self.streamed.index(i)
+        return self.streamed[k + 1] if k + 1 < len(self.streamed) else None
+
+    def _before(self, i: int):
+        def hook(module, args):
+            self._fetch(i)
+            event = self.ready[i]
+            if event is not True:
+                torch.cuda.current_stream(self.device).wait_event(event)
+            nxt = self._next(i)
+            if nxt is not None:
+                self._fetch(nxt)  # overlaps with this block's compute
+        return hook
+
+    def _after(self, i: int):
+        def hook(module, args, output):
+            if self.stream is not None:
+                # the side stream must not reuse the memory before this block's kernels are done with it
+                for t, _ in self.host[i]:
+                    t.data.record_stream(torch.cuda.current_stream(self.device))
+            self._release(i)
+        return hook
+
+    def flush(self) -> None:
+        """Drop every device copy (a prefetched block that a partial forward did not reach): between two calls of
+        the model nothing streamed stays on the device, and weights changed in place in between (a LoRA strength
+        switch) are copied afresh."""
+        for i in list(self.on_device):
+            self._release(i)
+
+    def remove(self) -> None:
+        """Stop streaming: every block back on the compute device."""
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()
+        for i in list(self.host):
+            for t, host in self.host[i]:
+                t.data = host.to(self.device)
+        self.host.clear()
+
+
+def enable_block_offload(model: nn.Module, blocks: nn.ModuleList, device, resident: int) -> BlockOffload:
+    """Put ``model`` on ``device`` except ``blocks[resident:]``, which stream from host memory (see the module).
+    Returns the :class:`BlockOffload`; ``model.block_offload`` holds it too."""
+    device = torch.device(device)
+    inside = {id(m) for b in list(blocks)[max(0, int(resident)):] for m in b.modules()}
+    for module in model.modules():  # everything but the streamed blocks goes to the device
+        if id(module) in inside:
+            continue
+        for t in list(module.parameters(recurse=False)) + list(module.buffers(recurse=False)):
+            t.data = t.data.to(device)
+    state = BlockOffload(blocks, device, resident)
+    state._hooks.append(model.register_forward_hook(lambda module, args, output: state.flush()))
+    model.block_offload = state
+    return state
