@@ -114,6 +114,13 @@ def compute_device(choice: str = "default") -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+# The model loaders' block-offload input (the same for both models).
+OFFLOAD_BLOCKS_INPUT = ("INT", {"default": 0, "min": 0, "max": 1000, "tooltip":
+                        "Transformer blocks kept in system memory and streamed to the GPU one at a time as they run "
+                        "(the next one copied while the current one computes): for a model larger than the GPU. 0 = "
+                        "all on the GPU. The output is the same; each streamed block costs a transfer per step."})
+
+
 def offload_device() -> torch.device:
     return mm.unet_offload_device() if mm is not None else torch.device("cpu")
 

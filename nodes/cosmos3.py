@@ -12,6 +12,7 @@ import torch
 
 from ..core.attention import set_backend as set_attention_backend
 from ..core.checks import NonFiniteError, OptionError
+from ..core.offload import enable_block_offload
 from ..cosmos3 import options as O
 from ..cosmos3 import pipeline as P
 from ..cosmos3.latent_format import Wan22LatentFormat
@@ -55,6 +56,7 @@ class Cosmos3Model:
     checkpoint: Cosmos3Checkpoint
     device: torch.device
     patcher: object = None  # ComfyUI's ModelPatcher around the transformer (None outside ComfyUI)
+    streamed: bool = False  # block offload: the loader placed it (resident layers on the device, the rest streamed)
 
     @property
     def transformer(self):
@@ -65,7 +67,8 @@ class Cosmos3Model:
         return self.checkpoint.settings
 
     def load(self):
-        comfy.load_to_device(self.patcher, self.transformer, self.device)
+        if not self.streamed:  # (a streamed model stays where the loader put it: ComfyUI must not move it whole)
+            comfy.load_to_device(self.patcher, self.transformer, self.device)
         return self.transformer
 
 
@@ -143,6 +146,7 @@ class Cosmos3ModelLoader:
                 "tokenizer": ([FROM_CHECKPOINT] + comfy.checkpoint_folders(MODEL_FOLDER, marker="text_tokenizer/tokenizer_config.json"), {
                     "default": FROM_CHECKPOINT,
                     "tooltip": "For a single-file transformer: a Cosmos3 folder whose text_tokenizer/ to use."}),
+                "offload_blocks": comfy.OFFLOAD_BLOCKS_INPUT,
             },
         }
 
@@ -150,18 +154,21 @@ class Cosmos3ModelLoader:
     def VALIDATE_INPUTS(cls, checkpoint=None):
         return comfy.check_choice("checkpoint", checkpoint, _checkpoint_choices())
 
-    def load(self, checkpoint, weight_dtype="bf16", device="default", tokenizer=FROM_CHECKPOINT):
+    def load(self, checkpoint, weight_dtype="bf16", device="default", tokenizer=FROM_CHECKPOINT, offload_blocks=0):
         set_attention_backend(comfy.attention_backend())  # ComfyUI's --use-flash-attention / --use-sage-attention
         path = _resolve_checkpoint(checkpoint)
         tok_folder = None if tokenizer == FROM_CHECKPOINT else resolve_model_path(MODEL_FOLDER, tokenizer)
         dev = comfy.compute_device(device)
-        load_device = comfy.offload_device() if comfy.in_comfyui() else dev
+        load_device = comfy.offload_device() if comfy.in_comfyui() or offload_blocks else dev
         try:
             ckpt = load_model(path, tokenizer=tok_folder, device=load_device, dtype=weight_dtype)
         except ValueError as e:  # CheckpointError included
             raise _node_error("Cosmos3ModelLoader", "checkpoint / tokenizer", e) from e
         patcher = comfy.manage(ckpt.transformer, dev, wan22_latent_format())
-        return (Cosmos3Model(ckpt, dev, patcher),)
+        layers = ckpt.transformer.layers
+        if offload_blocks:
+            enable_block_offload(ckpt.transformer, layers, dev, max(0, len(layers) - int(offload_blocks)))
+        return (Cosmos3Model(ckpt, dev, patcher, streamed=bool(offload_blocks)),)
 
 
 class Cosmos3VAELoader:

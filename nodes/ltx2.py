@@ -25,6 +25,7 @@ from torch import nn
 
 from ..core.attention import set_backend as set_attention_backend
 from ..core.checks import NonFiniteError, OptionError, integer, number, require_finite
+from ..core.offload import enable_block_offload
 from ..core.sampling.ltx_schedule import DISTILLED_SIGMAS, ltx2_sigmas
 from ..ltx2 import options as O
 from ..ltx2.conditioning import picture_latents, prepare_pictures
@@ -58,9 +59,11 @@ class LTX2Model:
     device: torch.device
     patcher: object = None
     loras: tuple = ()
+    streamed: bool = False  # block offload: the loader placed it (resident blocks on the device, the rest streamed)
 
     def load(self):
-        comfy.load_to_device(self.patcher, self.transformer, self.device)
+        if not self.streamed:  # (a streamed model stays where the loader put it: ComfyUI must not move it whole)
+            comfy.load_to_device(self.patcher, self.transformer, self.device)
         return self.transformer
 
 
@@ -186,27 +189,31 @@ class LTX2CheckpointLoader:
             "weight_dtype": (DTYPES, {"default": "bf16", "tooltip": "Weight and compute precision."}),
             "device": (["default", "cpu"], {"default": "default",
                        "tooltip": "default: ComfyUI's compute device (the GPU when there is one)."}),
-        }}
+        }, "optional": {"offload_blocks": comfy.OFFLOAD_BLOCKS_INPUT}}
 
     @classmethod
     def VALIDATE_INPUTS(cls, checkpoint=None):
         return comfy.check_choice("checkpoint", checkpoint, _checkpoint_choices())
 
-    def load(self, checkpoint, weight_dtype="bf16", device="default"):
+    def load(self, checkpoint, weight_dtype="bf16", device="default", offload_blocks=0):
         from ..ltx2.loader import load_ltx2_checkpoint
 
         set_attention_backend(comfy.attention_backend())  # ComfyUI's --use-flash-attention / --use-sage-attention
         try:
             path = _resolve(checkpoint, (MODEL_FOLDER, "checkpoints", "diffusion_models"), "checkpoint")
             dev = comfy.compute_device(device)
-            ck = load_ltx2_checkpoint(path, device=comfy.offload_device() if comfy.in_comfyui() else dev,
-                                      dtype=weight_dtype)
+            ck = load_ltx2_checkpoint(path, device=comfy.offload_device() if comfy.in_comfyui() or offload_blocks
+                                      else dev, dtype=weight_dtype)
         except (ValueError, OSError) as e:  # CheckpointError included
             raise _node_error("LTX2CheckpointLoader", "checkpoint", e) from e
         codecs = nn.ModuleDict({"video_vae": ck.video_vae, "audio_vae": ck.audio_vae, "vocoder": ck.vocoder})
         vae = LTX2VAE(ck.video_vae, ck.audio_vae, ck.vocoder, dev, comfy.manage(codecs, dev))
         core = nn.ModuleDict({"transformer": ck.transformer, "connectors": ck.connectors})
-        model = LTX2Model(ck.transformer, ck.connectors, dev, comfy.manage(core, dev, _preview_format(vae, path)))
+        if offload_blocks:
+            blocks = ck.transformer.transformer_blocks
+            enable_block_offload(core, blocks, dev, max(0, len(blocks) - int(offload_blocks)))
+        model = LTX2Model(ck.transformer, ck.connectors, dev, comfy.manage(core, dev, _preview_format(vae, path)),
+                          streamed=bool(offload_blocks))
         return (model, vae)
 
 

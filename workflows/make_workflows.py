@@ -37,7 +37,8 @@ FACE_DETECTOR = "opencv haar cascade (no weights)"
 
 def t2v():
     return [
-        dict(id=1, cls="Cosmos3ModelLoader", widgets=dict(checkpoint=DEMO, weight_dtype="bf16", device="default", tokenizer=FROM_CHECKPOINT),
+        dict(id=1, cls="Cosmos3ModelLoader", widgets=dict(checkpoint=DEMO, weight_dtype="bf16", device="default", tokenizer=FROM_CHECKPOINT,
+                                                         offload_blocks=0),
              outputs=[("model", "COSMOS3_MODEL")]),
         dict(id=2, cls="Cosmos3VAELoader", widgets=dict(vae=DEMO, dtype="bf16", device="default"),
              outputs=[("vae", "COSMOS3_VAE")]),
@@ -112,7 +113,8 @@ def ltx2_t2v():
     """One-stage text-to-video with sound (the official LTX-2.3 one-stage recipe: Euler, 30 steps, multi-pass
     guidance)."""
     return [
-        dict(id=1, cls="LTX2CheckpointLoader", widgets=dict(checkpoint=LTX_DEMO, weight_dtype="bf16", device="default"),
+        dict(id=1, cls="LTX2CheckpointLoader",
+             widgets=dict(checkpoint=LTX_DEMO, weight_dtype="bf16", device="default", offload_blocks=0),
              outputs=[("model", "LTX2_MODEL"), ("vae", "LTX2_VAE")]),
         dict(id=2, cls="LTX2TextEncoderLoader", widgets=dict(text_encoder=LTX_DEMO, dtype="bf16", device="default"),
              outputs=[("text_encoder", "LTX2_TEXT_ENCODER")]),

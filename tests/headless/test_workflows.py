@@ -336,3 +336,18 @@ def test_graph_of_comfyuis_own_nodes_fits_their_schemas(name):
                 assert CONTRACT[src["class_type"]].RETURN_TYPES[value[1]] == typ, (node_id, key)
             else:
                 assert fits(typ, opts, value), (node_id, key, value)
+
+
+@pytest.mark.parametrize("name, overrides", [
+    ("cosmos3_t2v_api", SMALL), ("ltx2_t2v_api", LTX_SMALL + ["5.steps=2"]),
+])
+def test_block_offload_on_the_loader_gives_the_same_video(name, overrides, tmp_path):
+    """The loaders' offload_blocks (blocks streamed from system memory) changes where the weights wait, not the
+    frames or the sound (the files differ only in the graph they embed)."""
+    def run(extra, out):
+        graph = headless.apply_overrides(headless.load_workflow(API_DIR / f"{name}.json"), overrides + extra, MAPPINGS)
+        path = Path(headless.run(graph, output_dir=out, input_dir=TEMPLATES, mappings=MAPPINGS)[0])
+        return read_output(path)[2], (read_audio(path)[1] if name.startswith("ltx2") else None)
+
+    (frames, sound), (want_frames, want_sound) = run(["1.offload_blocks=1"], tmp_path / "a"), run([], tmp_path / "b")
+    assert np.array_equal(frames, want_frames) and (sound is None or np.array_equal(sound, want_sound))
