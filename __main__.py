@@ -167,8 +167,17 @@ def cmd_run(args) -> int:
         files = headless.submit(graph, args.server, output_dir=args.output_dir, timeout=args.timeout,
                                 on_progress=headless.print_progress)
     else:
+        import tempfile
+
+        from .core import distributed
+
         mappings = headless.node_mappings(False if args.standins else None)
         graph = headless.apply_overrides(graph, args.set, mappings)
+        if distributed.init_from_env() and not distributed.is_main():
+            # under torchrun: every rank runs the graph (sharing the split work); only rank 0 reports and writes
+            with tempfile.TemporaryDirectory() as scratch:
+                headless.run(graph, output_dir=scratch, input_dir=args.input_dir, mappings=mappings)
+            return 0
         files = headless.run(graph, output_dir=args.output_dir, input_dir=args.input_dir, mappings=mappings,
                              on_progress=headless.print_progress)
     print(f"[run] {len(files)} file(s) written:")

@@ -28,7 +28,8 @@ ramp linearly across each overlap. Tiles and ramps are laid out in latent cells:
 the longer image axis is ``spatial_tile / 32`` cells, along the shorter axis that times the aspect
 ratio (rounded), as ltx-core does. Each tile may itself be streamed through time, so the two combine;
 the time axis is never tiled (ltx-core's blended temporal tiles are not reproduced: streaming is
-exact). Peak memory is then the output plus one tile's, or one tile-chunk's, activations.
+exact). Peak memory is then the output plus one tile's, or one tile-chunk's, activations. In a distributed run
+(``torchrun``, :mod:`..core.distributed`) the ranks decode the tiles round-robin and sum their shares.
 
 LTX-2.0 and LTX-2.3 differ only in their config (2.3: four up blocks with per-block upsample types and
 factors, optional residual upsamplers, zero padding); both are built from ``vae/config.json``.
@@ -51,6 +52,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..core import distributed
 from ..core.checkpoint import CheckpointError
 from ..core.pixel_patches import patchify, unpatchify
 
@@ -626,11 +628,13 @@ class LTX2VideoVAE(_DecoderDtypeDevice, nn.Module):
             mask = (_blend_ramp(s * (h1 - h0), s * top, s * bottom, self.device)[:, None]
                     * _blend_ramp(s * (w1 - w0), s * left, s * right, self.device)[None, :])
             weight[rows, cols] += mask
+            if not distributed.mine(i):  # under torchrun the ranks share the tiles (summed below)
+                continue
             for first, chunk, done in self._decode_pieces(z[:, :, :, h0:h1, w0:w1], t, temporal_chunk):
                 out[:, :, first : first + chunk.shape[2], rows, cols] += chunk * mask
                 if callback is not None:
                     callback(i * total + done, len(tiles) * total)
-        return out.div_(weight.clamp_(min=1e-8))
+        return distributed.sum_over_ranks(out).div_(weight.clamp_(min=1e-8))
 
     # ---------------------------------------------------------------------------------------------
     # Latent statistics
