@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core import distributed
 from ..core.attention import attention
 from ..core.compile import compile_blocks
 from ..core.checkpoint import CheckpointError, list_keys, load_into, read_config
@@ -235,9 +236,13 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, *,
                 q_rope: Rope | None = None, k_rope: Rope | None = None,
-                mask: torch.Tensor | None = None, value_only: bool | torch.Tensor = False) -> torch.Tensor:
+                mask: torch.Tensor | None = None, value_only: bool | torch.Tensor = False,
+                shard=None, context_shard=None) -> torch.Tensor:
         """``value_only``: True passes the values through instead of attending (STG); a boolean [B, 1, 1]
-        tensor does so for the rows where it is True (per-sample switches of a batched call)."""
+        tensor does so for the rows where it is True (per-sample switches of a batched call).
+        Sequence parallel (:class:`core.distributed.SequenceShard`): ``shard`` when ``x`` is this rank's share of a
+        self-attending sequence (Ulysses all-to-all over heads); ``context_shard`` when ``context`` is this rank's
+        share of the keys' sequence (its keys and values are gathered)."""
         ctx = x if context is None else context
         v = self.to_v(ctx)
         if value_only is True:  # STG: skip the attention itself, pass the values through
@@ -248,8 +253,15 @@ class Attention(nn.Module):
             if q_rope is not None:
                 q = apply_rope(q, *q_rope)
                 k = apply_rope(k, *(k_rope if k_rope is not None else q_rope))
-            qh, kh, vh = (z.unflatten(-1, (self.heads, -1)).transpose(1, 2) for z in (q, k, v))
-            out = attention(qh, kh, vh, mask=mask).transpose(1, 2).flatten(2)
+            if shard is not None:
+                out = shard.self_attention(q, k, v, self.heads, lambda qh, kh, vh, m: attention(qh, kh, vh, mask=m))
+            else:
+                if context_shard is not None:
+                    k, v_keys = context_shard.gather(k), context_shard.gather(v)
+                else:
+                    v_keys = v
+                qh, kh, vh = (z.unflatten(-1, (self.heads, -1)).transpose(1, 2) for z in (q, k, v_keys))
+                out = attention(qh, kh, vh, mask=mask).transpose(1, 2).flatten(2)
             if isinstance(value_only, torch.Tensor):
                 out = torch.where(value_only, v, out)
         if self.to_gate_logits is not None:
@@ -396,8 +408,9 @@ class LTX2Block(nn.Module):
         a = _Rows(self.audio_scale_shift_table, t["temb_audio"])
 
         # 1. self-attention
+        shard = t.get("shard")  # sequence parallel: vx holds this rank's video tokens
         n = v.modulate(_rms(vx, eps), 1, 0)
-        vx = v.gated(vx, self.attn1(n, q_rope=t["rope"][0], value_only=skip_video_self), 2)
+        vx = v.gated(vx, self.attn1(n, q_rope=t["rope"][0], value_only=skip_video_self, shard=shard), 2)
         n = a.modulate(_rms(ax, eps), 1, 0)
         ax = a.gated(ax, self.audio_attn1(n, q_rope=t["rope"][1], value_only=skip_audio_self), 2)
 
@@ -423,7 +436,7 @@ class LTX2Block(nn.Module):
             if v2a is not False:
                 gate = _ada(at[4:], t["temb_ca_gate_audio"])[0]
                 out = self.video_to_audio_attn(ar.modulate(an, 2, 3), vr.modulate(vn, 2, 3),
-                                               q_rope=t["rope"][3], k_rope=t["rope"][2])
+                                               q_rope=t["rope"][3], k_rope=t["rope"][2], context_shard=shard)
                 ax = _keep_rows(v2a, torch.addcmul(ax, gate, out), ax)
 
         # 4. feed-forward
@@ -726,6 +739,8 @@ class LTX2Transformer(nn.Module):
         switch = _RowSwitches(per_item, batch, device)
         a2v = switch.rows([not d.get("disable_a2v", False) for d in switch.items])
         v2a = switch.rows([not d.get("disable_v2a", False) for d in switch.items])
+        if distributed.world_size() > 1:
+            _shard_video_tokens(tensors)
         return BlockInputs(batch, tensors, vctx, actx, switch, a2v, v2a)
 
     def embed(self, hidden_states: torch.Tensor, audio_hidden_states: torch.Tensor
@@ -742,6 +757,9 @@ class LTX2Transformer(nn.Module):
             raise ValueError(f"LTX2Transformer.run_blocks: states have batch {vx.shape[0]}, inputs {inputs.batch}")
         stop = len(self.transformer_blocks) if stop is None else stop
         switch, t = inputs.switches, inputs.tensors
+        shard = t.get("shard")
+        if shard is not None and shard.n != shard.local and vx.shape[1] == shard.n:
+            vx = shard.split(vx)  # the whole video sequence (from embed): keep this rank's tokens
         for i in range(start, stop):
             vx, ax = self.transformer_blocks[i](vx, ax, inputs.video_context, inputs.audio_context, t,
                                                 skip_video_self=switch.skip("video", i),
@@ -757,9 +775,29 @@ class LTX2Transformer(nn.Module):
         shift, scale = (_per_token(self.scale_shift_table[0] + emb, index),
                         _per_token(self.scale_shift_table[1] + emb, index))
         out = self.proj_out(_modulate(F.layer_norm(vx, (vx.shape[-1],), eps=1e-6), scale, shift))
+        if t.get("shard") is not None:
+            out = t["shard"].gather(out)  # every rank gets the whole video velocity
         ashift, ascale = (self.audio_scale_shift_table + emb_audio.unsqueeze(2)).unbind(2)
         aout = self.audio_proj_out(_modulate(F.layer_norm(ax, (ax.shape[-1],), eps=1e-6), ascale, ashift))
         return out, aout
+
+
+def _shard_video_tokens(tensors: dict) -> None:
+    """Sequence parallel (``torchrun``): the blocks see this rank's share of the video tokens. The video rotary
+    tables and every per-token AdaLN input are cut the same way (``tensors["shard"]``); text, audio and the
+    per-sample tables stay whole on every rank (they are small, and replicated work needs no communication)."""
+    rope = tensors["rope"]
+    shard = distributed.SequenceShard(rope[0][0].shape[1])
+    tensors["shard"] = shard
+    cut = lambda table: tuple(shard.split(x) for x in table)  # noqa: E731
+    tensors["rope"] = (cut(rope[0]), rope[1], cut(rope[2]), rope[3])
+    if tensors["temb_index"] is not None:  # a few levels, chosen per token
+        tensors["temb_index"] = shard.split(tensors["temb_index"])
+        return
+    for key in ("temb", "emb", "temb_ca", "temb_ca_gate"):  # one timestep per token: [B, S, ...]
+        x = tensors.get(key)
+        if x is not None and x.ndim == 3 and x.shape[1] == shard.n and shard.n > 1:
+            tensors[key] = shard.split(x)
 
 
 class BlockInputs(NamedTuple):
