@@ -67,7 +67,7 @@ class BlockOffload:
         self.copies += 1
         if self.stream is None:
             for t, host in self.host[i]:
-                t.data = host.to(self.device)
+                t.data = host.to(self.device, copy=True)  # a copy even where the device is the host
             self.ready[i] = True
             return
         with torch.cuda.stream(self.stream):

@@ -71,9 +71,14 @@ class Cosmos3Attention(nn.Module):
 
 
 class Cosmos3Layer(nn.Module):
+    """One layer of both paths. It runs as a module call (``layer(x, ..., path="und" | "gen")``), so what wraps a
+    block (block offload's hooks, regional compile) sees every use of its weights."""
+
     def __init__(self, cfg: Cosmos3Config):
         super().__init__()
         d, eps, nemotron = cfg.hidden_size, cfg.rms_norm_eps, cfg.hidden_act == "relu2"
+        self.heads, self.kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        self.qk_norm_for_text, self.k_norm_und = cfg.qk_norm_for_text, cfg.k_norm_und_for_gen
         self.self_attn = Cosmos3Attention(cfg)
         self.input_layernorm = RMSNorm(d, eps, nemotron)
         self.post_attention_layernorm = RMSNorm(d, eps, nemotron)
@@ -81,6 +86,62 @@ class Cosmos3Layer(nn.Module):
         self.input_layernorm_moe_gen = RMSNorm(d, eps, nemotron)
         self.post_attention_layernorm_moe_gen = RMSNorm(d, eps, nemotron)
         self.mlp_moe_gen = Cosmos3MLP(d, cfg.intermediate_size, cfg.hidden_act)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, path: str, **kw):
+        return self.understand(x, cos, sin, **kw) if path == "und" else self.generate(x, cos, sin, **kw)
+
+    def understand(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, last: bool = False):
+        """UND path over one prompt ``x`` [1, L, D] (causal): (the next layer's input, or None after the last
+        layer, whose attention output and MLP feed nothing the GEN path reads; the keys the GEN path attends to,
+        normalised and rotated; the values), keys and values as ``[1, kv_heads, L, head_dim]``."""
+        attn, n = self.self_attn, x.shape[1]
+        hq, hkv, hd = self.heads, self.kv_heads, self.head_dim
+        h = self.input_layernorm(x)
+        k = attn.to_k(h).view(1, n, hkv, hd)
+        v = attn.to_v(h).view(1, n, hkv, hd)
+        if self.qk_norm_for_text:
+            k = attn.norm_k(k)
+        k_gen = attn.k_norm_und_for_gen(k) if self.k_norm_und else k
+        k_gen = apply_rope(k_gen, cos, sin)
+        keys, values = k_gen.transpose(1, 2).contiguous(), v.transpose(1, 2).contiguous()
+        if last:
+            return None, keys, values
+        q = attn.to_q(h).view(1, n, hq, hd)
+        if self.qk_norm_for_text:
+            q = attn.norm_q(q)
+        q = apply_rope(q, cos, sin)
+        k = k_gen if not self.k_norm_und else apply_rope(k, cos, sin)
+        o = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=True)
+        x = x + attn.to_out(o.transpose(1, 2).reshape(1, n, hq * hd))
+        x = x + self.mlp(self.post_attention_layernorm(x))
+        return x, keys, values
+
+    def generate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, text_keys, text_values,
+                 groups) -> torch.Tensor:
+        """GEN path over the video tokens ``x`` [B, N, D]: each row group attends to its prompt's UND keys and
+        values (``text_keys[j]``, ``text_values[j]``) and to the video tokens; then the GEN MLP, group by group."""
+        attn = self.self_attn
+        b, n = x.shape[:2]
+        hq, hkv, hd = self.heads, self.kv_heads, self.head_dim
+        h = self.input_layernorm_moe_gen(x)
+        q = apply_rope(attn.norm_added_q(attn.add_q_proj(h).view(b, n, hq, hd)), cos, sin)
+        k = apply_rope(attn.norm_added_k(attn.add_k_proj(h).view(b, n, hkv, hd)), cos, sin)
+        v = attn.add_v_proj(h).view(b, n, hkv, hd)
+        del h
+        o = q.new_empty(b, n, hq * hd)
+        for r0, r1, j in groups:
+            rows = r1 - r0
+            tk, tv = text_keys[j], text_values[j]
+            keys = torch.cat((tk.expand(rows, -1, -1, -1), k[r0:r1].transpose(1, 2)), dim=2)
+            values = torch.cat((tv.expand(rows, -1, -1, -1), v[r0:r1].transpose(1, 2)), dim=2)
+            out = attention(q[r0:r1].transpose(1, 2), keys, values)
+            o[r0:r1] = out.transpose(1, 2).reshape(rows, n, hq * hd)
+        del q, k, v, keys, values, out
+        x = x + attn.to_add_out(o)
+        del o
+        for r0, r1, _ in groups:
+            x[r0:r1] += self.mlp_moe_gen(self.post_attention_layernorm_moe_gen(x[r0:r1]))
+        return x
 
 
 class TimestepEmbedder(nn.Module):
@@ -178,35 +239,17 @@ class Cosmos3Transformer(nn.Module):
         Text positions are ``0..L-1`` on all three mRoPE axes. The last layer's attention output and
         MLP feed nothing the GEN path reads, so they are skipped.
         """
-        cfg = self.config
         ids = torch.as_tensor(input_ids, dtype=torch.long, device=self.device).reshape(1, -1)
         n = ids.shape[1]
-        hq, hkv, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
         pos = torch.arange(n, dtype=torch.float32, device=self.device).expand(3, 1, n)
         cos, sin = self._rope(pos)
         x = self.embed_tokens(ids)
         keys, values = [], []
+        last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            attn = layer.self_attn
-            h = layer.input_layernorm(x)
-            k = attn.to_k(h).view(1, n, hkv, hd)
-            v = attn.to_v(h).view(1, n, hkv, hd)
-            if cfg.qk_norm_for_text:
-                k = attn.norm_k(k)
-            k_gen = attn.k_norm_und_for_gen(k) if cfg.k_norm_und_for_gen else k
-            k_gen = apply_rope(k_gen, cos, sin)
-            keys.append(k_gen.transpose(1, 2).contiguous())
-            values.append(v.transpose(1, 2).contiguous())
-            if i == len(self.layers) - 1:
-                break
-            q = attn.to_q(h).view(1, n, hq, hd)
-            if cfg.qk_norm_for_text:
-                q = attn.norm_q(q)
-            q = apply_rope(q, cos, sin)
-            k = k_gen if not cfg.k_norm_und_for_gen else apply_rope(k, cos, sin)
-            o = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=True)
-            x = x + attn.to_out(o.transpose(1, 2).reshape(1, n, hq * hd))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
+            x, k, v = layer(x, cos, sin, path="und", last=i == last)
+            keys.append(k)
+            values.append(v)
         return TextKV(keys, values, n)
 
     # ------------------------------------------------------------------ static per-run preparation
@@ -319,11 +362,9 @@ class Cosmos3Transformer(nn.Module):
         b = latents.shape[0]
         if b != ctx.batch:
             raise ValueError(f"latent batch {b} does not match the prepared context batch {ctx.batch}")
-        hq, hkv, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
         t, hp, wp = ctx.grid
         per_frame = hp * wp
         x = self.proj_in(self.patchify(latents.to(self.dtype)))
-        n = x.shape[1]
         temb = self.time_embedding(timestep, b)
         noisy = ctx.noisy_frames
         contiguous = noisy == list(range(noisy[0], noisy[-1] + 1)) if noisy else True
@@ -334,25 +375,8 @@ class Cosmos3Transformer(nn.Module):
             x[:, idx] += temb
 
         for i, layer in enumerate(self.layers):
-            attn = layer.self_attn
-            h = layer.input_layernorm_moe_gen(x)
-            q = apply_rope(attn.norm_added_q(attn.add_q_proj(h).view(b, n, hq, hd)), ctx.cos, ctx.sin)
-            k = apply_rope(attn.norm_added_k(attn.add_k_proj(h).view(b, n, hkv, hd)), ctx.cos, ctx.sin)
-            v = attn.add_v_proj(h).view(b, n, hkv, hd)
-            del h
-            o = q.new_empty(b, n, hq * hd)
-            for r0, r1, j in ctx.groups:
-                rows = r1 - r0
-                tk, tv = ctx.text_keys[i][j], ctx.text_values[i][j]
-                keys = torch.cat((tk.expand(rows, -1, -1, -1), k[r0:r1].transpose(1, 2)), dim=2)
-                values = torch.cat((tv.expand(rows, -1, -1, -1), v[r0:r1].transpose(1, 2)), dim=2)
-                out = attention(q[r0:r1].transpose(1, 2), keys, values)
-                o[r0:r1] = out.transpose(1, 2).reshape(rows, n, hq * hd)
-            del q, k, v, keys, values, out
-            x = x + attn.to_add_out(o)
-            del o
-            for r0, r1, _ in ctx.groups:
-                x[r0:r1] += layer.mlp_moe_gen(layer.post_attention_layernorm_moe_gen(x[r0:r1]))
+            x = layer(x, ctx.cos, ctx.sin, path="gen", text_keys=ctx.text_keys[i], text_values=ctx.text_values[i],
+                      groups=ctx.groups)
 
         t_lat, h_lat, w_lat = ctx.latent_shape
         out = latents.new_zeros(b, cfg.latent_channel, t_lat, h_lat, w_lat, dtype=self.dtype)
