@@ -3,8 +3,8 @@
 ``torchrun --nproc-per-node N -m comfyui_cosmos3_ltx2 run WORKFLOW.json`` starts N ranks; :func:`init_from_env`
 joins them (NCCL with a GPU per rank, gloo on the CPU). Every rank runs the whole graph with the same seed, so the
 ranks agree on every tensor; the work that is split is reduced so that all ranks hold the full result again:
-the LTX-2 transformer's video tokens (:class:`SequenceShard`, sequence parallel) and the tiles of a tiled LTX-2
-video decode. Progress, previews and output files come from rank 0 only
+both transformers' video tokens (:class:`SequenceShard`, sequence parallel) and the tiles of a tiled LTX-2 video
+decode. Progress, previews and output files come from rank 0 only
 (:func:`is_main`). A rank that fails exits non-zero, and torchrun then stops the others.
 """
 
@@ -94,25 +94,44 @@ class SequenceShard:
         dist.all_to_all_single(out, x)
         return out
 
-    def self_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, attend) -> torch.Tensor:
-        """``q``, ``k``, ``v``: this rank's tokens [B, T_local, heads * d]; ``attend(q, k, v, mask)`` on
-        [B, h, T, d] tensors. Returns this rank's tokens of the attention output [B, T_local, heads * d]."""
-        if heads % self.world:
-            raise ValueError(f"sequence parallel: {heads} heads do not split over {self.world} ranks")
-        b, t, width = q.shape
-        hl = heads // self.world
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attend, prefix=None) -> torch.Tensor:
+        """Ulysses attention over the whole sequence. ``q`` [B, t, Hq, d] and ``k``, ``v`` [B, t, Hkv, d] hold this
+        rank's tokens; ``prefix``: optional keys and values [B, Hkv, L, d] every rank holds whole (a prompt), attended
+        before the sequence and never communicated. ``attend(q, k, v, mask)`` works on [B, heads, tokens, d].
+        Returns this rank's tokens of the output [B, t, Hq, d]. Grouped key/value heads that do not split over the
+        ranks are repeated to the query heads first."""
+        w = self.world
+        hq, hkv = q.shape[2], k.shape[2]
+        if hq % w:
+            raise ValueError(f"sequence parallel: {hq} attention heads do not split over {w} ranks")
+        if hkv % w:  # e.g. one key/value head for 2 ranks: give every query head its own
+            k, v = k.repeat_interleave(hq // hkv, dim=2), v.repeat_interleave(hq // hkv, dim=2)
+            if prefix is not None:
+                prefix = tuple(x.repeat_interleave(hq // hkv, dim=1) for x in prefix)
+            hkv = hq
 
-        def to_heads(x):  # [B, t, H*d] -> send head group r to rank r -> [B, h_l, T_pad, d]
-            x = x.view(b, t, self.world, hl, width // heads).permute(2, 0, 3, 1, 4)  # [w, B, h_l, t, d]
-            x = self._all_to_all(x)  # now [w (source rank = token block), B, h_l, t, d]
-            return x.permute(1, 2, 0, 3, 4).reshape(b, hl, self.world * t, width // heads)
+        def to_heads(x):  # [B, t, H, d]: head group r goes to rank r -> [B, H/w, T_pad, d]
+            b, t, h, d = x.shape
+            x = self._all_to_all(x.view(b, t, w, h // w, d).permute(2, 0, 3, 1, 4))  # [w (token block), B, h/w, t, d]
+            return x.permute(1, 2, 0, 3, 4).reshape(b, h // w, w * t, d)
 
         qh, kh, vh = to_heads(q), to_heads(k), to_heads(v)
-        mask = None
+        keep = None
         if self.padded != self.n:  # the pad tokens are no keys
-            mask = torch.arange(self.padded, device=q.device) < self.n
-            mask = mask.view(1, 1, 1, -1)
-        out = attend(qh, kh, vh, mask)  # [B, h_l, T_pad, d]
-        out = out.view(b, hl, self.world, t, width // heads).permute(2, 0, 3, 1, 4)  # [w (token block), B, t, h_l, d]
-        out = self._all_to_all(out)  # [w (source rank = head group), B, t, h_l, d]
-        return out.permute(1, 2, 0, 3, 4).reshape(b, t, width)
+            keep = torch.arange(self.padded, device=q.device) < self.n
+        if prefix is not None:
+            group = hkv // w
+            pk, pv = (x[:, self.rank * group:(self.rank + 1) * group] for x in prefix)
+            kh = torch.cat([pk.expand(kh.shape[0], -1, -1, -1), kh], dim=2)
+            vh = torch.cat([pv.expand(vh.shape[0], -1, -1, -1), vh], dim=2)
+            if keep is not None:
+                keep = torch.cat([torch.ones(pk.shape[2], dtype=torch.bool, device=q.device), keep])
+        out = attend(qh, kh, vh, None if keep is None else keep.view(1, 1, 1, -1))  # [B, Hq/w, T_pad, d]
+        b, hl, _, d = out.shape
+        out = self._all_to_all(out.view(b, hl, w, -1, d).permute(2, 0, 3, 1, 4))  # [w (head group), B, t, Hq/w, d]
+        return out.permute(1, 2, 0, 3, 4).reshape(b, -1, w * hl, d)
+
+    def self_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, attend) -> torch.Tensor:
+        """:meth:`attend` for ``q``, ``k``, ``v`` laid out [B, t, heads * d] (the same head count for all three)."""
+        split = lambda x: x.unflatten(-1, (heads, -1))  # noqa: E731
+        return self.attend(split(q), split(k), split(v), attend).flatten(2)

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core import distributed
 from ..core.attention import attention
 from ..core.compile import compile_blocks
 from ..core.norms import RMSNorm
@@ -117,9 +118,12 @@ class Cosmos3Layer(nn.Module):
         return x, keys, values
 
     def generate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, text_keys, text_values,
-                 groups) -> torch.Tensor:
+                 groups, shard=None) -> torch.Tensor:
         """GEN path over the video tokens ``x`` [B, N, D]: each row group attends to its prompt's UND keys and
-        values (``text_keys[j]``, ``text_values[j]``) and to the video tokens; then the GEN MLP, group by group."""
+        values (``text_keys[j]``, ``text_values[j]``) and to the video tokens; then the GEN MLP, group by group.
+        ``shard`` (sequence parallel, :class:`core.distributed.SequenceShard`): ``x`` holds this rank's tokens; the
+        attention runs Ulysses-style over the whole sequence, the prompt's keys and values (whole on every rank)
+        sliced to the rank's heads."""
         attn = self.self_attn
         b, n = x.shape[:2]
         hq, hkv, hd = self.heads, self.kv_heads, self.head_dim
@@ -132,11 +136,17 @@ class Cosmos3Layer(nn.Module):
         for r0, r1, j in groups:
             rows = r1 - r0
             tk, tv = text_keys[j], text_values[j]
+            if shard is not None:
+                out = shard.attend(q[r0:r1], k[r0:r1], v[r0:r1], lambda qh, kh, vh, m: attention(qh, kh, vh, mask=m),
+                                   prefix=(tk, tv))
+                o[r0:r1] = out.reshape(rows, n, hq * hd)
+                continue
             keys = torch.cat((tk.expand(rows, -1, -1, -1), k[r0:r1].transpose(1, 2)), dim=2)
             values = torch.cat((tv.expand(rows, -1, -1, -1), v[r0:r1].transpose(1, 2)), dim=2)
             out = attention(q[r0:r1].transpose(1, 2), keys, values)
             o[r0:r1] = out.transpose(1, 2).reshape(rows, n, hq * hd)
-        del q, k, v, keys, values, out
+        del q, k, v
+        keys = values = out = None  # noqa: F841  (the last group's tensors, freed before the output projection)
         x = x + attn.to_add_out(o)
         del o
         for r0, r1, _ in groups:
@@ -374,9 +384,15 @@ class Cosmos3Transformer(nn.Module):
             idx = ctx.noisy_token_index
             x[:, idx] += temb
 
+        cos, sin, shard = ctx.cos, ctx.sin, None
+        if distributed.world_size() > 1:  # sequence parallel (torchrun): this rank's share of the video tokens
+            shard = distributed.SequenceShard(x.shape[1])
+            x, cos, sin = shard.split(x), shard.split(cos.expand(b, -1, -1, -1)), shard.split(sin.expand(b, -1, -1, -1))
         for i, layer in enumerate(self.layers):
-            x = layer(x, ctx.cos, ctx.sin, path="gen", text_keys=ctx.text_keys[i], text_values=ctx.text_values[i],
-                      groups=ctx.groups)
+            x = layer(x, cos, sin, path="gen", text_keys=ctx.text_keys[i], text_values=ctx.text_values[i],
+                      groups=ctx.groups, shard=shard)
+        if shard is not None:
+            x = shard.gather(x)
 
         t_lat, h_lat, w_lat = ctx.latent_shape
         out = latents.new_zeros(b, cfg.latent_channel, t_lat, h_lat, w_lat, dtype=self.dtype)
