@@ -90,3 +90,14 @@ def test_torchrun_runs_a_workflow_and_only_rank_0_writes(tmp_path):
 
     a, b = frames(files[0]), frames(next((tmp_path / "one").rglob("*.mp4")))
     assert a.shape == b.shape and np.abs(a - b).mean() < 0.5  # same frames up to rounding (and H.264)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="torchrun's standalone rendezvous")
+def test_a_failing_workflow_stops_every_rank_with_its_message(tmp_path):
+    """A problem on the ranks ends the whole torchrun (no rank left waiting) with the error on stderr."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "comfyui_cosmos3_ltx2", "run", str(ROOT / "workflows" / "api" / "ltx2_t2v_api.json"),
+           "--output-dir", str(tmp_path), "--set", "3.width=100"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert out.returncode != 0 and "width" in out.stderr and "multiple of 32" in out.stderr, out.stderr[-2000:]
+    assert not list(tmp_path.rglob("*.mp4"))
