@@ -115,3 +115,22 @@ def reference_pipeline(folder, seed: int = 0, scheduler_overrides: dict | None =
     pipe.set_progress_bar_config(disable=True)
     pipe.save_pretrained(str(folder))
     return pipe
+
+
+# A tiny sound tokenizer: 8 latent channels, hop 2*3 = 6 samples at 150 Hz, i.e. 25 latent frames a second
+# (the released one: 64 channels, hop 1920 at 48 kHz, also 25 a second). The encoder is built and saved too, as
+# in a full AVAE checkpoint; our decoder skips it.
+TINY_SOUND = dict(
+    sampling_rate=150, vocoder_input_dim=8, dec_dim=4, dec_c_mults=[1, 2], dec_strides=[2, 3], dec_out_channels=2,
+    enc_dim=4, enc_latent_dim=16, enc_c_mults=[1, 2], enc_strides=[2, 3], enc_n_fft=8, enc_hop_length=2,
+)
+SOUND_TRANSFORMER = dict(sound_gen=True, sound_dim=8, sound_latent_fps=25.0)
+
+
+def reference_sound_tokenizer(seed: int = 0, **overrides):
+    from diffusers.models.autoencoders.autoencoder_cosmos3_audio import Cosmos3AVAEAudioTokenizer
+
+    torch.manual_seed(seed)
+    model = Cosmos3AVAEAudioTokenizer(**{**TINY_SOUND, **overrides}).eval()
+    randomize_(model, seed + 1, scale=0.1)
+    return model
