@@ -92,7 +92,7 @@ def load_transformer(path: str | Path, *, device="cpu", dtype="bf16", config: di
     with torch.device("meta"):
         model = Cosmos3Transformer(cfg)
     load_into(model, files, device=device, dtype=dtype, keep_dtype=("time_embedder.",),
-              key_map=FP8_KEY_ALIASES, ignore=Cosmos3Transformer.unused_checkpoint_keys)
+              key_map=FP8_KEY_ALIASES, ignore=model.unused_checkpoint_keys)
     return model.eval().requires_grad_(False)
 
 

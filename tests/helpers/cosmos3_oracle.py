@@ -35,8 +35,12 @@ def reference_transformer(seed: int = 0, **overrides):
 
 
 def reference_velocity(ref, input_ids: list[int], latents: torch.Tensor, timestep: int, fps: float,
-                       condition_frames: list[int] = ()) -> torch.Tensor:
-    """One diffusers transformer forward laid out exactly as Cosmos3OmniPipeline packs it."""
+                       condition_frames: list[int] = (), sound: torch.Tensor | None = None):
+    """One diffusers transformer forward laid out exactly as Cosmos3OmniPipeline packs it.
+
+    With ``sound`` (latents ``[sound_dim, T_s]``, all noisy) the sound tokens follow the vision tokens, their
+    mRoPE ids made by the pipeline's ``_prepare_sound_segment`` rule, and the result is ``(video, sound)``.
+    """
     from diffusers.pipelines.cosmos.pipeline_cosmos3_omni import (
         get_3d_mrope_ids_text_tokens,
         get_3d_mrope_ids_vae_tokens,
@@ -57,12 +61,26 @@ def reference_velocity(ref, input_ids: list[int], latents: torch.Tensor, timeste
     stride = hp * wp
     mse = [L + f * stride + j for f in noisy for j in range(stride)]
     n_vis = T * stride
+    sound_kw, ids, n_sound = {}, [text_ids, vis_ids], 0
+    if sound is not None:
+        n_sound = sound.shape[1]
+        snd_ids, _ = get_3d_mrope_ids_vae_tokens(
+            n_sound, 1, 1, nxt + cfg.unified_3d_mrope_temporal_modality_margin,
+            reset_spatial_indices=cfg.unified_3d_mrope_reset_spatial_ids,
+            fps=float(cfg.sound_latent_fps) if cfg.enable_fps_modulation else None, base_fps=float(cfg.base_fps),
+            temporal_compression_factor=1,
+        )
+        ids.append(snd_ids)
+        seq = torch.arange(L + n_vis, L + n_vis + n_sound)
+        sound_kw = dict(sound_tokens=[sound], sound_token_shapes=[(n_sound, 1, 1)], sound_sequence_indexes=seq,
+                        sound_mse_loss_indexes=seq.clone(), sound_timesteps=torch.full((n_sound,), timestep),
+                        sound_noisy_frame_indexes=[torch.arange(n_sound)])
     out = ref(
         input_ids=torch.tensor(input_ids),
         text_indexes=torch.arange(L),
-        position_ids=torch.cat([text_ids, vis_ids], dim=1),
+        position_ids=torch.cat(ids, dim=1),
         und_len=L,
-        sequence_length=L + n_vis,
+        sequence_length=L + n_vis + n_sound,
         vision_tokens=[latents],
         vision_token_shapes=[(T, hp, wp)],
         vision_sequence_indexes=torch.arange(L, L + n_vis),
@@ -70,8 +88,9 @@ def reference_velocity(ref, input_ids: list[int], latents: torch.Tensor, timeste
         vision_timesteps=torch.full((len(noisy) * stride,), timestep),
         vision_noisy_frame_indexes=[torch.tensor(noisy, dtype=torch.long)],
         return_dict=False,
+        **sound_kw,
     )
-    return out[0][0]
+    return out[0][0] if sound is None else (out[0][0], out[1][0])
 
 
 TINY_VAE = dict(
