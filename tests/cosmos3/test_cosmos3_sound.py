@@ -1,18 +1,31 @@
 """Joint sound for Cosmos3: the sound tokenizer's decoder, the transformer's sound tokens and whole runs against
 diffusers (tiny random models saved in the real format)."""
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from comfyui_cosmos3_ltx2.core.checkpoint import CheckpointError
+from comfyui_cosmos3_ltx2.core.checks import OptionError
+from comfyui_cosmos3_ltx2.cosmos3 import pipeline as P
+from comfyui_cosmos3_ltx2.cosmos3.loader import load_checkpoint
+from comfyui_cosmos3_ltx2.cosmos3.pipeline import Cosmos3Video, generate
 from comfyui_cosmos3_ltx2.cosmos3.sound import Cosmos3SoundDecoder, load_sound_decoder
 from helpers.cosmos3_oracle import (
     SOUND_TRANSFORMER,
+    reference_pipeline,
     reference_sound_tokenizer,
     reference_transformer,
     reference_velocity,
 )
-from helpers.measures import rel
+from helpers.measures import psnr, rel, snr
+from helpers.op_count import OpCount
+
+
+def make_image():
+    g = np.random.default_rng(1)
+    return Image.fromarray(g.integers(0, 255, (40, 70, 3), dtype=np.uint8))
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +131,105 @@ def test_sound_needs_a_sound_checkpoint(tmp_path):
     assert not hasattr(ours, "audio_proj_in")
     with pytest.raises(ValueError, match="no sound"):
         ours.prepare([ours.encode_text([1, 2, 3])], (1, 2, 2), 24.0, sound_frames=3)
+
+
+# ---------------------------------------------------------------------------------------------- whole runs
+PROMPT = "A drummer plays on a rooftop at sunset."
+NEGATIVE = "silence, blurry"
+
+
+@pytest.fixture(scope="module")
+def sound_ckpt(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cosmos3_sound_ref")
+    return folder, reference_pipeline(folder, seed=2, sound=True)
+
+
+CASES = {
+    "t2v": dict(num_frames=9, height=32, width=64, fps=16.0),
+    "t2v-24fps": dict(num_frames=13, height=32, width=32, fps=24.0),
+    "i2v": dict(num_frames=9, height=32, width=64, fps=16.0, image=True),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_generate_with_sound_matches_diffusers(sound_ckpt, case):
+    folder, pipe = sound_ckpt
+    kw = dict(CASES[case])
+    image = make_image() if kw.pop("image", False) else None
+    seed, steps, guidance = 77, 4, 4.0
+    want = pipe(prompt=PROMPT, negative_prompt=NEGATIVE, image=image, num_inference_steps=steps,
+                guidance_scale=guidance, generator=torch.Generator().manual_seed(seed), output_type="np",
+                enable_sound=True, **kw)
+    got = generate(folder, PROMPT, NEGATIVE, image, steps=steps, guidance=guidance, seed=seed, device="cpu",
+                   dtype="fp32", **kw)
+    assert isinstance(got, Cosmos3Video)
+    frames, waveform, rate = got
+    assert rate == 150 and frames.shape == (kw["num_frames"], kw["height"], kw["width"], 3)
+    assert waveform.shape == tuple(want.sound.shape) and waveform.shape[0] == 2
+    # a real signal, mostly inside the decoder's clamp, not a constant
+    print("waveform std", float(waveform.std()), "clipped", float((waveform.abs() >= 1).float().mean()))
+    assert waveform.std() > 0.01 and (waveform.abs() < 1).float().mean() > 0.5
+    p, s = psnr(frames.numpy(), want.video), snr(waveform, want.sound)
+    print(case, "frames PSNR", p, "waveform SNR", s)
+    assert p >= 40.0 and s >= 40.0
+
+
+def test_sound_latents_match_diffusers(sound_ckpt):
+    """The sampled sound latents themselves (diffusers' decode_sound input) against ours, from the same seed."""
+    folder, pipe = sound_ckpt
+    captured = {}
+    original = pipe.decode_sound
+
+    def spy(latent):
+        captured["z"] = latent.clone()
+        return original(latent)
+
+    pipe.decode_sound = spy
+    try:
+        kw = dict(num_frames=9, height=32, width=64, fps=16.0)
+        pipe(prompt=PROMPT, negative_prompt=NEGATIVE, num_inference_steps=3, guidance_scale=3.0,
+             generator=torch.Generator().manual_seed(5), output_type="latent", enable_sound=True, **kw)
+    finally:
+        pipe.decode_sound = original
+    ckpt = load_checkpoint(folder, device="cpu", dtype="fp32")
+    assert ckpt.sound is not None
+    cond = P.encode_prompts(ckpt.transformer, ckpt.tokenizer, PROMPT, NEGATIVE, num_frames=9, height=32, width=64,
+                            fps=16.0)
+    schedule, _ = P.sampling_schedule(ckpt.settings, steps=3)
+    video = P.empty_latents(9, 32, 64)
+    sound = P.empty_sound_latents(ckpt.sound, 9, 16.0)
+    assert sound.shape == (1, 8, 14) == (1, *captured["z"].shape)
+    _, z = P.sample(ckpt.transformer, cond, video, schedule, latent_format=ckpt.settings.latent_format,
+                    guidance=3.0, seed=5, sound=sound)
+    err = rel(z[0], captured["z"])
+    print("sound latents rel", err)
+    assert err < 1e-4
+
+
+def test_sound_sampling_has_no_host_syncs(sound_ckpt):
+    folder, _ = sound_ckpt
+    ckpt = load_checkpoint(folder, device="cpu", dtype="fp32")
+    cond = P.encode_prompts(ckpt.transformer, ckpt.tokenizer, PROMPT, NEGATIVE, num_frames=5, height=32, width=32,
+                            fps=24.0)
+    schedule, _ = P.sampling_schedule(ckpt.settings, steps=3)
+    x = torch.randn(1, 48, 2, 2, 2)
+    s = torch.randn(1, 8, 5)
+    with OpCount() as c:
+        v, z = P.denoise(ckpt.transformer, cond, x, schedule, guidance=3.0, sound=s)
+    assert c.host_reads == 0
+    assert v.shape == x.shape and z.shape == s.shape
+
+
+def test_sound_off_and_checkpoints_without_sound(sound_ckpt, tmp_path):
+    folder, pipe = sound_ckpt
+    kw = dict(num_frames=5, height=32, width=32, fps=24.0)
+    want = pipe(prompt=PROMPT, guidance_scale=1.0, num_inference_steps=2, generator=torch.Generator().manual_seed(3),
+                output_type="np", **kw).video  # enable_sound=False: video only
+    got = generate(folder, PROMPT, guidance=1.0, steps=2, seed=3, device="cpu", dtype="fp32", sound=False, **kw)
+    assert isinstance(got, torch.Tensor)
+    assert psnr(got.numpy(), want) >= 40.0
+    plain = tmp_path / "plain"
+    reference_pipeline(plain, seed=0)
+    with pytest.raises(OptionError, match="no sound"):
+        generate(plain, PROMPT, guidance=1.0, steps=1, device="cpu", dtype="fp32", sound=True, **kw)
+    assert isinstance(generate(plain, PROMPT, guidance=1.0, steps=1, device="cpu", dtype="fp32", **kw), torch.Tensor)

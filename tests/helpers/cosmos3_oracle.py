@@ -112,8 +112,10 @@ def reference_vae(seed: int = 0):
     return vae
 
 
-def reference_pipeline(folder, seed: int = 0, scheduler_overrides: dict | None = None, **model_index):
-    """A tiny random Cosmos3OmniPipeline saved with ``save_pretrained`` into ``folder`` (the real layout)."""
+def reference_pipeline(folder, seed: int = 0, scheduler_overrides: dict | None = None, sound: bool = False,
+                       **model_index):
+    """A tiny random Cosmos3OmniPipeline saved with ``save_pretrained`` into ``folder`` (the real layout);
+    ``sound``: sound-capable (``sound_gen`` transformer and a ``sound_tokenizer/``)."""
     from diffusers import Cosmos3OmniPipeline, UniPCMultistepScheduler
     from transformers import AutoTokenizer
 
@@ -124,11 +126,12 @@ def reference_pipeline(folder, seed: int = 0, scheduler_overrides: dict | None =
     sched = {k: v for k, v in SCHEDULER_CONFIG.items() if not k.startswith("_")}
     sched.update(scheduler_overrides or {})
     pipe = Cosmos3OmniPipeline(
-        transformer=reference_transformer(seed, vocab_size=272),
+        transformer=reference_transformer(seed, vocab_size=272, **(SOUND_TRANSFORMER if sound else {})),
         text_tokenizer=tok,
         vae=reference_vae(seed),
         scheduler=UniPCMultistepScheduler(**sched),
         enable_safety_checker=False,
+        **({"sound_tokenizer": reference_sound_tokenizer(seed)} if sound else {}),
         **model_index,
     )
     pipe.set_progress_bar_config(disable=True)
