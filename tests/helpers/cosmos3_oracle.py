@@ -112,10 +112,11 @@ def reference_vae(seed: int = 0):
     return vae
 
 
-def reference_pipeline(folder, seed: int = 0, scheduler_overrides: dict | None = None, sound: bool = False,
+def reference_pipeline(folder, seed: int = 0, scheduler_overrides: dict | None = None, sound: bool | dict = False,
                        **model_index):
     """A tiny random Cosmos3OmniPipeline saved with ``save_pretrained`` into ``folder`` (the real layout);
-    ``sound``: sound-capable (``sound_gen`` transformer and a ``sound_tokenizer/``)."""
+    ``sound``: sound-capable (``sound_gen`` transformer and a ``sound_tokenizer/``; a dict overrides
+    :data:`TINY_SOUND`)."""
     from diffusers import Cosmos3OmniPipeline, UniPCMultistepScheduler
     from transformers import AutoTokenizer
 
@@ -131,7 +132,8 @@ def reference_pipeline(folder, seed: int = 0, scheduler_overrides: dict | None =
         vae=reference_vae(seed),
         scheduler=UniPCMultistepScheduler(**sched),
         enable_safety_checker=False,
-        **({"sound_tokenizer": reference_sound_tokenizer(seed)} if sound else {}),
+        **({"sound_tokenizer": reference_sound_tokenizer(seed, **(sound if isinstance(sound, dict) else {}))}
+           if sound else {}),
         **model_index,
     )
     pipe.set_progress_bar_config(disable=True)
