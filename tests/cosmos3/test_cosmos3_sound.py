@@ -233,3 +233,28 @@ def test_sound_off_and_checkpoints_without_sound(sound_ckpt, tmp_path):
     with pytest.raises(OptionError, match="no sound"):
         generate(plain, PROMPT, guidance=1.0, steps=1, device="cpu", dtype="fp32", sound=True, **kw)
     assert isinstance(generate(plain, PROMPT, guidance=1.0, steps=1, device="cpu", dtype="fp32", **kw), torch.Tensor)
+
+
+def test_sound_unbatched_cfg_and_euler_samplers(sound_ckpt):
+    """The other sampler paths carry the (video, sound) state too: CFG branches run one by one give the batched
+    result; flow Euler and the re-noising Euler of distilled checkpoints keep the clean conditioning frame."""
+    folder, _ = sound_ckpt
+    ckpt = load_checkpoint(folder, device="cpu", dtype="fp32")
+    cond = P.encode_prompts(ckpt.transformer, ckpt.tokenizer, PROMPT, NEGATIVE, num_frames=9, height=32, width=32,
+                            fps=24.0)
+    g = torch.Generator().manual_seed(1)
+    x, s = torch.randn(1, 48, 3, 2, 2, generator=g), torch.randn(1, 8, 9, generator=g)
+    schedule, _ = P.sampling_schedule(ckpt.settings, steps=3)
+    a = P.denoise(ckpt.transformer, cond, x, schedule, guidance=3.0, condition_frames=[0], sound=s)
+    b = P.denoise(ckpt.transformer, cond, x, schedule, guidance=3.0, condition_frames=[0], sound=s, batched_cfg=False)
+    assert rel(a[0], b[0]) < 1e-5 and rel(a[1], b[1]) < 1e-5
+    seen = []
+    euler, _ = P.sampling_schedule(ckpt.settings, steps=3, sampler="euler")
+    v, z = P.denoise(ckpt.transformer, cond, x, euler, guidance=3.0, condition_frames=[0], sound=s,
+                     callback=lambda info: seen.append((info["x"].shape, info["sound_denoised"].shape)))
+    assert seen == [(x.shape, s.shape)] * 3 and torch.isfinite(z).all()
+    assert torch.equal(v[:, :, 0], x[:, :, 0])
+    stochastic = P.make_schedule(2, {"stochastic_sampling": True}, sigmas=[1.0, 0.5])
+    v, z = P.denoise(ckpt.transformer, cond, x, stochastic, guidance=1.0, condition_frames=[0], sound=s,
+                     generator=torch.Generator().manual_seed(0))
+    assert torch.equal(v[:, :, 0], x[:, :, 0]) and z.shape == s.shape and torch.isfinite(z).all()
