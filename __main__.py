@@ -54,8 +54,9 @@ def describe_error(error: Exception) -> tuple[int, str]:
 def cmd_generate(args) -> int:
     import torch
 
+    from .cosmos3.loader import folder_has_sound
     from .cosmos3.options import check_request
-    from .cosmos3.pipeline import generate
+    from .cosmos3.pipeline import Cosmos3Video, generate
     from .cosmos3.tiny import default_checkpoint
     from .headless.media import check_output, write_frames
 
@@ -69,7 +70,9 @@ def cmd_generate(args) -> int:
                   num_frames=frames, fps=args.fps, steps=steps, guidance=args.guidance, shift=args.shift,
                   seed=args.seed, sampler="auto", image=args.image, video=args.video, video_keep=args.video_keep,
                   video_latent_frames=args.video_latent_frames)
-    out = check_output(args.output or ("cosmos3.png" if frames == 1 else "cosmos3.webp"), frames)
+    # a sound-capable checkpoint makes a sound track too: into the MP4, or a .wav beside other formats
+    sound = not embedded and Path(args.checkpoint).is_dir() and folder_has_sound(args.checkpoint)
+    out = check_output(args.output or ("cosmos3.png" if frames == 1 else "cosmos3.webp"), frames, sound)
     unset = [flag(n) for n, v in given.items() if v is None and n != "steps"]
     where = "the embedded demo model's defaults" if embedded else "the reference pipeline's defaults for a real checkpoint"
     note = f" ({'/'.join(unset)}: {where})" if unset else ""
@@ -94,8 +97,14 @@ def cmd_generate(args) -> int:
         video_keep=args.video_keep, video_latent_frames=args.video_latent_frames,
     )
     print()
-    write_frames(video, out, args.fps)
-    print(f"[cosmos3] {video.shape[0]} frame(s) {video.shape[2]}x{video.shape[1]} -> {out} "
+    track = ""
+    if isinstance(video, Cosmos3Video):
+        video, waveform, rate = video
+        write_frames(video, out, args.fps, (waveform, rate))
+        track = f" + {waveform.shape[-1] / rate:.2f}s of sound at {rate} Hz"
+    else:
+        write_frames(video, out, args.fps)
+    print(f"[cosmos3] {video.shape[0]} frame(s) {video.shape[2]}x{video.shape[1]}{track} -> {out} "
           f"({time.perf_counter() - t0:.1f}s, torch {torch.__version__})")
     return 0
 

@@ -33,6 +33,8 @@ class Cosmos3Config:
     unified_3d_mrope_reset_spatial_ids: bool = True
     unified_3d_mrope_temporal_modality_margin: int = 15000
     sound_gen: bool = False
+    sound_dim: int | None = None  # sound latent channels (the sound tokenizer's vocoder_input_dim)
+    sound_latent_fps: float = 25.0  # sound latent frames a second (sets the sound tokens' mRoPE time scale)
     action_gen: bool = False
     extra: dict = field(default_factory=dict)
 
@@ -63,6 +65,8 @@ class Cosmos3Config:
         return self.use_und_k_norm_for_gen and not self.qk_norm_for_text
 
     def validate(self) -> None:
+        if self.sound_gen and not self.sound_dim:
+            raise ValueError("transformer config: sound_gen=true needs sound_dim (the sound latent channels)")
         if self.hidden_act not in ("silu", "relu2"):
             raise ValueError(
                 f"transformer config: hidden_act={self.hidden_act!r} is not a Cosmos3 activation "

@@ -19,6 +19,7 @@ from ..core.weight_storage import store_linear_weights
 from .config import Cosmos3Config
 from .latent_format import WAN22_LATENTS_MEAN, WAN22_LATENTS_STD, Wan22LatentFormat, WanLatentFormat
 from .prompt import load_tokenizer
+from .sound import Cosmos3SoundDecoder, load_sound_decoder
 from .transformer import Cosmos3Transformer
 from .vae import DEFAULT_CONFIG as WAN21_VAE_CONFIG
 from .vae import WanVAE
@@ -92,7 +93,7 @@ def load_transformer(path: str | Path, *, device="cpu", dtype="bf16", config: di
     with torch.device("meta"):
         model = Cosmos3Transformer(cfg)
     load_into(model, files, device=device, dtype=dtype, keep_dtype=("time_embedder.",),
-              key_map=FP8_KEY_ALIASES, ignore=Cosmos3Transformer.unused_checkpoint_keys)
+              key_map=FP8_KEY_ALIASES, ignore=model.unused_checkpoint_keys)
     return model.eval().requires_grad_(False)
 
 
@@ -162,13 +163,15 @@ class Cosmos3Settings:
 
 @dataclass
 class Cosmos3Checkpoint:
-    """What a diffusers-format Cosmos3 folder holds, loaded (``vae`` is None when only the model was loaded)."""
+    """What a diffusers-format Cosmos3 folder holds, loaded (``vae`` is None when only the model was loaded;
+    ``sound``, the sound tokenizer's decoder, is None unless the checkpoint generates sound)."""
 
     root: Path
     transformer: Cosmos3Transformer
     tokenizer: object
     settings: Cosmos3Settings
     vae: WanVAE | None = None
+    sound: Cosmos3SoundDecoder | None = None
 
 
 def read_model_index(root: str | Path) -> dict:
@@ -279,18 +282,38 @@ def load_model(checkpoint: str | Path, *, tokenizer: str | Path | None = None, d
     return Cosmos3Checkpoint(root, transformer, tok, settings)
 
 
+def folder_has_sound(root: str | Path) -> bool:
+    """Whether a Cosmos3 folder generates sound: ``sound_gen`` in ``transformer/config.json`` and a
+    ``sound_tokenizer/`` beside it (per diffusers' pipeline, which needs both for ``enable_sound``)."""
+    root = Path(root)
+    config = root / "transformer" / "config.json"
+    if not (root / "sound_tokenizer").is_dir() or not config.is_file():
+        return False
+    return bool(json.loads(config.read_text()).get("sound_gen", False))
+
+
 def load_checkpoint(root: str | Path, *, device="cpu", dtype="bf16", vae_dtype=None,
-                    vae: str | Path | None = None) -> Cosmos3Checkpoint:
-    """Every component of a diffusers-format Cosmos3 folder (transformer, VAE, tokenizer, settings).
+                    vae: str | Path | None = None, sound: bool = True) -> Cosmos3Checkpoint:
+    """Every component of a diffusers-format Cosmos3 folder (transformer, VAE, tokenizer, settings, and the sound
+    tokenizer's decoder when the checkpoint generates sound, unless ``sound=False``).
 
     ``vae``: a VAE folder or file to use instead of the folder's ``vae/`` (e.g. ComfyUI's
-    ``wan2.2_vae.safetensors``); the folder then needs no ``vae/``.
+    ``wan2.2_vae.safetensors``); the folder then needs no ``vae/``. The sound decoder takes the VAE's dtype.
     """
     root = Path(root)
     read_model_index(root)
     ckpt = load_model(root, device=device, dtype=dtype)
     vae_path = root / "vae" if vae is None else Path(vae)
-    ckpt.vae = load_vae(vae_path, device=device, dtype=vae_dtype or ("bf16" if dtype == "fp8_e4m3fn" else dtype))
+    decoder_dtype = vae_dtype or ("bf16" if dtype == "fp8_e4m3fn" else dtype)
+    ckpt.vae = load_vae(vae_path, device=device, dtype=decoder_dtype)
+    if sound and ckpt.transformer.config.sound_gen and (root / "sound_tokenizer").is_dir():
+        ckpt.sound = load_sound_decoder(root / "sound_tokenizer", device=device,
+                                        dtype=_device_dtype(device, decoder_dtype)[1])
+        if ckpt.sound.latent_channels != ckpt.transformer.config.sound_dim:
+            raise CheckpointError(
+                f"{root / 'sound_tokenizer'}: the sound decoder takes {ckpt.sound.latent_channels} latent channels but "
+                f"the transformer makes {ckpt.transformer.config.sound_dim} (sound_dim)"
+            )
     if ckpt.vae.z_dim != ckpt.transformer.config.latent_channel:
         raise CheckpointError(
             f"{vae_path}: the VAE has {ckpt.vae.z_dim} latent channels but the transformer of {root} expects "

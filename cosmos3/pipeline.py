@@ -10,6 +10,12 @@ Stages, in the order a graph (or :func:`generate`) runs them; the graph nodes ca
                                seed's noise, runs :func:`denoise` (UniPC or flow Euler with classifier-free
                                guidance over the GEN path), and takes the result back to raw latents
 5. :func:`decode`              raw latents -> frames ``[B, T, H, W, 3]`` in [0, 1], one latent frame at a time
+
+Joint sound (sound-capable checkpoints: ``sound_gen`` in the transformer config and a ``sound_tokenizer/``): a
+sound latent ``[B, sound_dim, T_s]`` (:func:`empty_sound_latents`, :func:`sound_latent_frames`) travels beside the
+video latent; :func:`sample` given ``sound=`` denoises both as one sampler state ``(video, sound)`` (each part keeps
+its own UniPC history, as the reference's per-stream scheduler copies do) and :func:`decode_sound` makes the
+waveform. Sound latents have no normalisation: the sampler sees them as they are.
 """
 
 from __future__ import annotations
@@ -17,9 +23,8 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -54,6 +59,19 @@ from .transformer import Cosmos3Transformer, TextKV
 def latent_shape(num_frames: int, height: int, width: int) -> tuple[int, int, int]:
     """Latent ``(T, H, W)`` of a clip: 4x causal time compression, 16x space."""
     return (num_frames - 1) // TEMPORAL_FACTOR + 1, height // SPATIAL_FACTOR, width // SPATIAL_FACTOR
+
+
+def sound_latent_frames(sound_decoder, num_frames: int, fps: float) -> int:
+    """Sound latent frames of a clip of ``num_frames`` at ``fps``: its ``int(num_frames / fps * sample_rate)``
+    samples rounded up to whole decoder hops (per diffusers' ``prepare_latents``)."""
+    return sound_decoder.latent_frames(num_frames, fps)
+
+
+def empty_sound_latents(sound_decoder, num_frames: int, fps: float, batch: int = 1, device=None) -> torch.Tensor:
+    """Zero sound latents ``[B, sound_dim, T_s]`` for a clip of ``num_frames`` at ``fps`` (every frame is
+    generated: sampling replaces them with the seed's noise)."""
+    frames = sound_latent_frames(sound_decoder, num_frames, fps)
+    return torch.zeros(batch, sound_decoder.latent_channels, frames, device=device)
 
 
 def initial_noise(shape, seed: int | torch.Generator) -> torch.Tensor:
@@ -356,11 +374,14 @@ class FlowDenoiser:
 
     Both guidance branches run in one batched call (rows ``[uncond..., cond...]``) unless ``batched_cfg``
     is False. The velocity is taken to float32 before guidance, and ``x0 = x - sigma * v``.
+
+    With ``sound_frames`` the state is the pair ``(video, sound)`` and so is x0; guidance applies to each part
+    with the same scale (per diffusers' Cosmos3 pipeline).
     """
 
     def __init__(self, transformer: Cosmos3Transformer, conditioning: Cosmos3Conditioning, latent_batch: int,
                  latent_thw: tuple[int, int, int], condition_frames: list[int], schedule: Schedule,
-                 guidance: float, batched_cfg: bool = True):
+                 guidance: float, batched_cfg: bool = True, sound_frames: int = 0):
         self.transformer = transformer
         self.guidance = float(guidance)
         self.timestep_of = dict(zip(schedule.sigmas, schedule.timesteps))
@@ -370,27 +391,44 @@ class FlowDenoiser:
         fps = conditioning.fps
         self.batched = batched_cfg and self.cfg
         b = latent_batch
+        self.sound = int(sound_frames) > 0
+        kw = dict(sound_frames=int(sound_frames))
         if self.batched:
             self.ctx = transformer.prepare([conditioning.uncond] * b + [conditioning.cond] * b, latent_thw, fps,
-                                           condition_frames)
+                                           condition_frames, **kw)
         else:
-            self.ctx = transformer.prepare([conditioning.cond] * b, latent_thw, fps, condition_frames)
+            self.ctx = transformer.prepare([conditioning.cond] * b, latent_thw, fps, condition_frames, **kw)
             if self.cfg:
-                self.ctx_uncond = transformer.prepare([conditioning.uncond] * b, latent_thw, fps, condition_frames)
+                self.ctx_uncond = transformer.prepare([conditioning.uncond] * b, latent_thw, fps, condition_frames,
+                                                      **kw)
 
-    def velocity(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+    def _run(self, x, t, ctx) -> list[torch.Tensor]:
+        """The model's velocity parts (float32) for the state ``x`` (a tensor, or ``(video, sound)``)."""
+        if self.sound:
+            video, sound = self.transformer(x[0], t, ctx, sound=x[1])
+            return [video.float(), sound.float()]
+        return [self.transformer(x, t, ctx).float()]
+
+    def velocity(self, x, sigma: float):
         t = self.timestep_of[sigma]
         if not self.cfg:
-            return self.transformer(x, t, self.ctx).float()
-        if self.batched:
-            uncond, cond = self.transformer(torch.cat((x, x)), t, self.ctx).float().chunk(2)
+            v = self._run(x, t, self.ctx)
+        elif self.batched:
+            both = tuple(torch.cat((p, p)) for p in x) if self.sound else torch.cat((x, x))
+            v = []
+            for part in self._run(both, t, self.ctx):
+                uncond, cond = part.chunk(2)
+                v.append(uncond + self.guidance * (cond - uncond))
         else:
-            cond = self.transformer(x, t, self.ctx).float()
-            uncond = self.transformer(x, t, self.ctx_uncond).float()
-        return uncond + self.guidance * (cond - uncond)
+            v = [uncond + self.guidance * (cond - uncond)
+                 for cond, uncond in zip(self._run(x, t, self.ctx), self._run(x, t, self.ctx_uncond))]
+        return tuple(v) if self.sound else v[0]
 
-    def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
-        return x - sigma * self.velocity(x, sigma)
+    def __call__(self, x, sigma: float):
+        v = self.velocity(x, sigma)
+        if self.sound:
+            return tuple(p - sigma * vp for p, vp in zip(x, v))
+        return x - sigma * v
 
 
 @torch.no_grad()
@@ -405,16 +443,35 @@ def denoise(
     callback: Callable[[dict], None] | None = None,
     batched_cfg: bool = True,
     generator: torch.Generator | None = None,
-) -> torch.Tensor:
+    sound: torch.Tensor | None = None,
+):
     """Run the sampler from the noisy start ``x`` (float32, ``[B, C, T, H, W]``) to clean latents.
 
     ``callback`` gets ``{"i", "x", "sigma", "sigma_next", "denoised"}`` after every step; an exception
     raised there (e.g. ComfyUI's interrupt) stops sampling and propagates. A re-noising schedule draws its
     noise from ``generator`` (continue the one that made the start noise, so one seed drives the run).
+
+    ``sound`` (the noisy sound start ``[B, sound_dim, T_s]``) makes the sampler state the pair ``(video, sound)``,
+    stepped together with one UniPC history per part; the result is then that pair. The callback's ``x`` and
+    ``denoised`` stay the video's (what previews read), with the sound's under ``sound_x`` / ``sound_denoised``.
     """
     x = x.to(device=transformer.device, dtype=torch.float32)
+    sound_frames = 0
+    if sound is not None:
+        sound = sound.to(device=transformer.device, dtype=torch.float32)
+        sound_frames = sound.shape[-1]
+        if callback is not None:
+            user_callback = callback
+
+            def callback(info: dict) -> None:
+                info = dict(info)
+                info["x"], info["sound_x"] = info["x"]
+                info["denoised"], info["sound_denoised"] = info["denoised"]
+                user_callback(info)
+
     model = FlowDenoiser(transformer, conditioning, x.shape[0], tuple(x.shape[2:]), list(condition_frames), schedule,
-                         guidance, batched_cfg)
+                         guidance, batched_cfg, sound_frames)
+    state = x if sound is None else (x, sound)
     if schedule.sampler == "euler" and schedule.stochastic:
         if generator is None:
             raise ValueError("a re-noising (stochastic) schedule needs a noise generator")
@@ -423,17 +480,17 @@ def denoise(
 
         def pin_clean_frames(x):
             # Re-noising would disturb the clean conditioning frames: put them back after every step.
-            x[:, :, frames] = clean
+            (x if sound is None else x[0])[:, :, frames] = clean
             return x
 
         return sample_euler_stochastic(
-            model, x, schedule.sigmas, callback=callback,
+            model, state, schedule.sigmas, callback=callback,
             noise_sampler=lambda x: seeded_noise(generator, x.shape)[0],
             after_step=pin_clean_frames if frames else None,
         )
     if schedule.sampler == "euler":
-        return sample_euler(model, x, schedule.sigmas, callback=callback)
-    return sample_unipc(model, x, schedule.sigmas, callback=callback, **schedule.solver)
+        return sample_euler(model, state, schedule.sigmas, callback=callback)
+    return sample_unipc(model, state, schedule.sigmas, callback=callback, **schedule.solver)
 
 
 def check_conditioning(conditioning: Cosmos3Conditioning, latents: torch.Tensor) -> None:
@@ -463,7 +520,8 @@ def sample(
     condition_frames: list[int] = (),
     callback: Callable[[dict], None] | None = None,
     batched_cfg: bool = True,
-) -> torch.Tensor:
+    sound: torch.Tensor | None = None,
+):
     """Raw latents ``[B, C, T, h, w]`` in, sampled raw latents out (float32, on the transformer's device).
 
     ``latent_format`` (the checkpoint's :class:`~.latent_format.WanLatentFormat`) normalises the latents for the
@@ -471,15 +529,27 @@ def sample(
     every other frame starts as the seed's noise, drawn from one CPU generator that any re-noising schedule then
     continues. ``callback`` gets each step's dict (its ``denoised`` is in the normalised space, what latent
     previews read). The conditioning must have been encoded for this latent's size and length.
+
+    Joint sound: ``sound`` (sound latents ``[B, sound_dim, T_s]``, e.g. :func:`empty_sound_latents`; its values are
+    not read, every sound frame is generated) is denoised with the video, and the result is the pair ``(video
+    latents, sound latents)``. Its noise is drawn from the same generator right after the video's, the order of
+    diffusers' Cosmos3 pipeline.
     """
     check_conditioning(conditioning, latents)
     frames = list(condition_frames)
     clean = latent_format.process_in(latents.float())
     generator = noise_generator(seed)
     x = start_latents(clean, initial_noise(latents.shape, generator), frames)
+    sound_x = None
+    if sound is not None:
+        if sound.ndim != 3 or sound.shape[0] != latents.shape[0]:
+            raise ValueError(f"sound latents {list(sound.shape)}: expected [{latents.shape[0]}, channels, frames]")
+        sound_x = initial_noise(sound.shape, generator)
     out = denoise(transformer, conditioning, x, schedule, guidance=guidance, condition_frames=frames,
-                  callback=callback, batched_cfg=batched_cfg, generator=generator)
-    return latent_format.process_out(out)
+                  callback=callback, batched_cfg=batched_cfg, generator=generator, sound=sound_x)
+    if sound is None:
+        return latent_format.process_out(out)
+    return latent_format.process_out(out[0]), out[1]
 
 
 # ---------------------------------------------------------------------------------------------- decode
@@ -494,6 +564,25 @@ def decode(vae, latents: torch.Tensor, callback: Callable[[int, int], None] | No
     video = vae.decode(latents.to(device=device, dtype=dtype), callback=callback)  # [B, 3, T', H, W] in [-1, 1]
     require_finite(video, "the decoded frames")  # before the clamp, which would hide infinities
     return video.float().mul_(0.5).add_(0.5).clamp_(0, 1).permute(0, 2, 3, 4, 1)
+
+
+@torch.no_grad()
+def decode_sound(sound_decoder, sound: torch.Tensor) -> torch.Tensor:
+    """Sound latents ``[B, sound_dim, T_s]`` -> waveform ``[B, channels, T_s * hop]`` float32 in [-1, 1] at
+    ``sound_decoder.sample_rate`` (the decoder's clamp). A waveform that is not finite raises
+    :class:`~..core.checks.NonFiniteError`."""
+    w = sound_decoder.decode(sound)
+    require_finite(w, "the decoded sound")
+    return w.float()
+
+
+class Cosmos3Video(NamedTuple):
+    """What :func:`generate` returns for a run with sound: frames ``[T, H, W, 3]`` in [0, 1], the waveform
+    ``[channels, N]`` in [-1, 1] and its sample rate. Unpacks as ``frames, waveform, sample_rate = ...``."""
+
+    frames: torch.Tensor
+    waveform: torch.Tensor
+    sample_rate: int
 
 
 # ---------------------------------------------------------------------------------------------- one call
@@ -529,7 +618,8 @@ def generate(
     callback: Callable[[dict], None] | None = None,
     vae=None,
     resident_blocks: int | None = None,
-) -> torch.Tensor:
+    sound: bool | None = None,
+):
     """Text-to-video, image-to-video (``image`` given), video-to-video (``video`` given) or text-to-image
     (``num_frames == 1``) in one call.
 
@@ -540,6 +630,12 @@ def generate(
     the sampler node uses too: a distilled checkpoint (``distilled_sigmas`` in its ``modular_model_index.json``)
     samples its own list with guidance 1. The same ``seed`` gives the same starting noise as diffusers'
     ``Cosmos3OmniPipeline``. Returns frames ``[T, H, W, 3]`` float32 in [0, 1].
+
+    Sound: a sound-capable checkpoint (``sound_gen`` in its transformer config and a ``sound_tokenizer/``) makes a
+    sound track with the video unless ``sound=False``, as diffusers' pipeline does with ``enable_sound=True``, and
+    then returns a :class:`Cosmos3Video` ``(frames, waveform [channels, N], sample_rate)`` instead of the frames
+    alone; ``sound=True`` insists on it (an error for a checkpoint without sound). Checkpoints without sound, and
+    ``sound=False``, return the frames as before.
 
     Video-to-video continues a clip: ``video`` (frames ``[F, H, W, 3]`` in [0, 1] such as ComfyUI's IMAGE, uint8
     frames, a list of pictures, a folder of pictures or a video file) gives its first (``video_keep="first"``) or
@@ -555,7 +651,7 @@ def generate(
     a wrong one raises :class:`~..core.checks.OptionError` naming the field. Frames that decode to NaN or
     infinities raise :class:`~..core.checks.NonFiniteError`.
     """
-    from .loader import Cosmos3Checkpoint, load_checkpoint, read_model_index, read_settings
+    from .loader import Cosmos3Checkpoint, folder_has_sound, load_checkpoint, read_model_index, read_settings
 
     # Every check first, so that a wrong option or file is reported before any weight is read.
     check_request(prompt=prompt, negative_prompt=negative_prompt, width=width, height=height, num_frames=num_frames,
@@ -575,6 +671,9 @@ def generate(
         raise ValueError("generate: `vae` applies when loading a checkpoint folder, not to a loaded Cosmos3Checkpoint")
     if not loaded:
         read_model_index(checkpoint)  # the folder is a Cosmos3 checkpoint
+    if sound and not (checkpoint.sound is not None if loaded else folder_has_sound(checkpoint)):
+        raise OptionError("sound", sound, "this checkpoint generates no sound (it needs sound_gen in its transformer "
+                                          "config and a sound_tokenizer/ folder)")
     settings = checkpoint.settings if loaded else read_settings(checkpoint)
     schedule, guidance = sampling_schedule(settings, steps=steps, guidance=guidance, shift=shift, sampler=sampler,
                                            sigmas=sigmas)
@@ -584,9 +683,11 @@ def generate(
             dtype = "bf16" if device.type == "cuda" else "fp32"
         # with block offload everything loads to host memory first; all but the streamed layers then move
         checkpoint = load_checkpoint(checkpoint, device="cpu" if resident_blocks is not None else device, dtype=dtype,
-                                     vae=vae)
+                                     vae=vae, sound=sound is not False)
         if resident_blocks is not None:
-            checkpoint.vae.to(device)
+            for part in (checkpoint.vae, checkpoint.sound):
+                if part is not None:
+                    part.to(device)
     ckpt = checkpoint
     if resident_blocks is not None and getattr(ckpt.transformer, "block_offload", None) is None:
         target = torch.device(device) if device is not None else default_device()
@@ -606,6 +707,12 @@ def generate(
         latents, condition_frames = first_frame_latents(ckpt.vae, pixels, num_frames)
     else:
         latents, condition_frames = empty_latents(num_frames, height, width), []
+    with_sound = ckpt.sound is not None and sound is not False
+    sound_latents = empty_sound_latents(ckpt.sound, num_frames, fps) if with_sound else None
     x = sample(ckpt.transformer, conditioning, latents, schedule, latent_format=ckpt.settings.latent_format,
-               guidance=guidance, seed=seed, condition_frames=condition_frames, callback=callback)
-    return decode(ckpt.vae, x)[0]
+               guidance=guidance, seed=seed, condition_frames=condition_frames, callback=callback,
+               sound=sound_latents)
+    if not with_sound:
+        return decode(ckpt.vae, x)[0]
+    x, sound_out = x
+    return Cosmos3Video(decode(ckpt.vae, x)[0], decode_sound(ckpt.sound, sound_out)[0], ckpt.sound.sample_rate)

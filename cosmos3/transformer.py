@@ -8,6 +8,11 @@ never influence generation and are not built.
 The UND path never attends to vision tokens, so its per-layer keys/values depend on the prompt only:
 :meth:`Cosmos3Transformer.encode_text` runs it once per prompt, and every denoising step runs just the
 GEN path (:meth:`Cosmos3Transformer.forward`) against those cached keys/values.
+
+Sound-capable checkpoints (``sound_gen``) add sound tokens to the GEN path, after the vision tokens: each sound
+latent frame ``[sound_dim]`` goes through ``audio_proj_in`` plus ``audio_modality_embed`` plus the same timestep
+embedding, attends and is attended to like a vision token, and leaves through ``audio_proj_out`` (per diffusers
+``transformer_cosmos3.py``). Its mRoPE time runs on the sound clock (:meth:`Cosmos3Transformer.sound_positions`).
 """
 
 from __future__ import annotations
@@ -203,6 +208,7 @@ class GenContext:
     grid: tuple[int, int, int]  # (T, Hp, Wp) patch grid
     noisy_frames: list[int]  # latent frames that are denoised (the others are clean conditioning)
     noisy_token_index: torch.Tensor | None = None  # token indices of those frames, when not one run
+    sound_frames: int = 0  # sound latent frames (tokens after the vision tokens); 0: no sound
 
     @property
     def batch(self) -> int:
@@ -221,10 +227,16 @@ class Cosmos3Transformer(nn.Module):
         self.proj_in = nn.Linear(cfg.patch_latent_dim, d)
         self.proj_out = nn.Linear(d, cfg.patch_latent_dim)
         self.time_embedder = TimestepEmbedder(d)
+        if cfg.sound_gen:
+            self.audio_proj_in = nn.Linear(cfg.sound_dim, d)
+            self.audio_proj_out = nn.Linear(d, cfg.sound_dim)
+            self.audio_modality_embed = nn.Parameter(torch.zeros(d))
+            self.unused_checkpoint_keys = tuple(k for k in self.unused_checkpoint_keys if not k.startswith("audio_"))
         self._axis_of_slot = interleaved_axis_of_slot(cfg.head_dim // 2, cfg.mrope_sections)
 
-    # Keys the checkpoint carries that video/image generation never reads: the language head, the UND final
-    # norm, and the sound / action heads of sound- or action-capable checkpoints (not built here).
+    # Keys the checkpoint carries that generation never reads: the language head, the UND final norm, the action
+    # heads of action-capable checkpoints, and the sound heads unless the config has ``sound_gen`` (then the
+    # instance's tuple leaves them out: they are built and loaded).
     unused_checkpoint_keys = ("lm_head.", "norm.weight", "audio_proj_in.", "audio_proj_out.", "audio_modality_embed",
                               "action_proj_in.", "action_proj_out.", "action_modality_embed")
 
@@ -292,6 +304,24 @@ class Cosmos3Transformer(nn.Module):
             )
         )
 
+    def sound_positions(self, text_length: int, frames: int) -> torch.Tensor:
+        """mRoPE ids ``[3, frames]`` (float32) of the sound tokens that follow a prompt of ``text_length``.
+
+        Per diffusers ``_prepare_sound_segment``: the same time offset as the vision tokens, then, with fps
+        modulation and more than one frame, ``i / sound_latent_fps * base_fps`` (sound time runs at
+        ``base_tps = base_fps / 1`` where video uses ``base_fps / 4``: one step per 1/24 s); else ``i``.
+        Height and width ids are 0 (the offset when spatial ids are not reset).
+        """
+        cfg = self.config
+        offset = text_length + cfg.unified_3d_mrope_temporal_modality_margin
+        if cfg.enable_fps_modulation and frames > 1:
+            t_ids = torch.arange(frames, dtype=torch.float32) / float(cfg.sound_latent_fps) * float(cfg.base_fps)
+            t_ids = t_ids + offset
+        else:
+            t_ids = (torch.arange(frames, dtype=torch.long) + offset).float()
+        hw = torch.full((frames,), 0.0 if cfg.unified_3d_mrope_reset_spatial_ids else float(offset))
+        return torch.stack((t_ids, hw, hw))
+
     def prepare(
         self,
         texts: list[TextKV],
@@ -299,8 +329,12 @@ class Cosmos3Transformer(nn.Module):
         fps: float | None,
         condition_frames: list[int] | tuple[int, ...] = (),
         temporal_compression: int = 4,
+        sound_frames: int = 0,
     ) -> GenContext:
-        """Assemble the step-invariant inputs for a batch whose row ``b`` is conditioned on ``texts[b]``."""
+        """Assemble the step-invariant inputs for a batch whose row ``b`` is conditioned on ``texts[b]``;
+        ``sound_frames`` sound tokens follow the vision tokens (sound-capable checkpoints only)."""
+        if sound_frames and not self.config.sound_gen:
+            raise ValueError("this Cosmos3 checkpoint generates no sound (its transformer config has no sound_gen)")
         p = self.config.latent_patch_size
         t, h, w = latent_shape
         grid = (t, -(-h // p), -(-w // p))
@@ -319,9 +353,11 @@ class Cosmos3Transformer(nn.Module):
         n_layers = len(self.layers)
         text_keys = [[u.keys[i].to(device) for u in prompts] for i in range(n_layers)]
         text_values = [[u.values[i].to(device) for u in prompts] for i in range(n_layers)]
-        pos = torch.stack(
-            [self.vision_positions(tx.length, grid, fps, temporal_compression) for tx in texts], dim=1
-        ).to(device)
+        def positions(tx: TextKV) -> torch.Tensor:
+            pos = self.vision_positions(tx.length, grid, fps, temporal_compression)
+            return torch.cat((pos, self.sound_positions(tx.length, sound_frames)), dim=1) if sound_frames else pos
+
+        pos = torch.stack([positions(tx) for tx in texts], dim=1).to(device)
         cos, sin = self._rope(pos)
         cond = set(int(f) for f in condition_frames)
         noisy = [f for f in range(t) if f not in cond]
@@ -329,7 +365,7 @@ class Cosmos3Transformer(nn.Module):
         if noisy and noisy != list(range(noisy[0], noisy[-1] + 1)):
             per_frame = grid[1] * grid[2]
             index = torch.tensor([f * per_frame + j for f in noisy for j in range(per_frame)], device=device)
-        return GenContext(text_keys, text_values, groups, cos, sin, (t, h, w), grid, noisy, index)
+        return GenContext(text_keys, text_values, groups, cos, sin, (t, h, w), grid, noisy, index, int(sound_frames))
 
     # ------------------------------------------------------------------ GEN path (every step)
     def patchify(self, latents: torch.Tensor) -> torch.Tensor:
@@ -362,11 +398,13 @@ class Cosmos3Transformer(nn.Module):
         emb = self.time_embedder(t).to(self.dtype)
         return emb.expand(batch, -1).unsqueeze(1) if emb.shape[0] == 1 else emb.unsqueeze(1)
 
-    def forward(self, latents: torch.Tensor, timestep, ctx: GenContext) -> torch.Tensor:
+    def forward(self, latents: torch.Tensor, timestep, ctx: GenContext, sound: torch.Tensor | None = None):
         """Velocity ``[B, C, T, H, W]`` for ``latents`` at ``timestep``; zero at conditioning frames.
 
         ``timestep`` is the scheduler's timestep (``sigma * 1000`` truncated, as the reference feeds it),
-        a number or one per batch row.
+        a number or one per batch row. With a context prepared for sound, ``sound`` (latents ``[B, sound_dim,
+        T_s]``, all noisy) is required and the result is the pair ``(video velocity, sound velocity [B,
+        sound_dim, T_s])``.
         """
         cfg = self.config
         b = latents.shape[0]
@@ -374,7 +412,10 @@ class Cosmos3Transformer(nn.Module):
             raise ValueError(f"latent batch {b} does not match the prepared context batch {ctx.batch}")
         t, hp, wp = ctx.grid
         per_frame = hp * wp
+        if (sound is None) != (ctx.sound_frames == 0):
+            raise ValueError("sound latents are needed exactly when the context was prepared with sound frames")
         x = self.proj_in(self.patchify(latents.to(self.dtype)))
+        n_vision = x.shape[1]
         temb = self.time_embedding(timestep, b)
         noisy = ctx.noisy_frames
         contiguous = noisy == list(range(noisy[0], noisy[-1] + 1)) if noisy else True
@@ -383,6 +424,11 @@ class Cosmos3Transformer(nn.Module):
         elif noisy:
             idx = ctx.noisy_token_index
             x[:, idx] += temb
+        if sound is not None:
+            if tuple(sound.shape) != (b, cfg.sound_dim, ctx.sound_frames):
+                raise ValueError(f"sound latents {list(sound.shape)}: expected {[b, cfg.sound_dim, ctx.sound_frames]}")
+            s = self.audio_proj_in(sound.transpose(1, 2).to(self.dtype)) + self.audio_modality_embed
+            x = torch.cat((x, s.add_(temb)), dim=1)  # every sound frame is noisy
 
         cos, sin, shard = ctx.cos, ctx.sin, None
         if distributed.world_size() > 1:  # sequence parallel (torchrun): this rank's share of the video tokens
@@ -396,8 +442,11 @@ class Cosmos3Transformer(nn.Module):
 
         t_lat, h_lat, w_lat = ctx.latent_shape
         out = latents.new_zeros(b, cfg.latent_channel, t_lat, h_lat, w_lat, dtype=self.dtype)
+        if sound is not None:
+            sound_out = self.audio_proj_out(self.norm_moe_gen(x[:, n_vision:])).transpose(1, 2)
+            x = x[:, :n_vision]
         if not noisy:
-            return out
+            return out if sound is None else (out, sound_out)
         if contiguous:
             sel = x[:, noisy[0] * per_frame : (noisy[-1] + 1) * per_frame]
         else:
@@ -408,4 +457,4 @@ class Cosmos3Transformer(nn.Module):
             out[:, :, noisy[0] : noisy[-1] + 1] = v_lat
         else:
             out[:, :, noisy] = v_lat
-        return out
+        return out if sound is None else (out, sound_out)

@@ -17,6 +17,7 @@ from ..cosmos3 import options as O
 from ..cosmos3 import pipeline as P
 from ..cosmos3.latent_format import Wan22LatentFormat
 from ..cosmos3.loader import Cosmos3Checkpoint, load_model, load_vae
+from ..cosmos3.sound import load_sound_decoder
 from ..cosmos3.preview import apply_fitted_factors
 from ..cosmos3.prompt import PromptOptions
 from . import comfy
@@ -81,6 +82,19 @@ class Cosmos3VAE:
     def load(self):
         comfy.load_to_device(self.patcher, self.vae, self.device)
         return self.vae
+
+
+@dataclass
+class Cosmos3SoundVAE:
+    """The sound tokenizer's decoder of a sound-capable checkpoint (what the sound nodes pass around)."""
+
+    decoder: object
+    device: torch.device
+    patcher: object = None
+
+    def load(self):
+        comfy.load_to_device(self.patcher, self.decoder, self.device)
+        return self.decoder
 
 
 # The Python API's names of the options, as the nodes' inputs call them.
@@ -169,6 +183,42 @@ class Cosmos3ModelLoader:
         if offload_blocks:
             enable_block_offload(ckpt.transformer, layers, dev, max(0, len(layers) - int(offload_blocks)))
         return (Cosmos3Model(ckpt, dev, patcher, streamed=bool(offload_blocks)),)
+
+
+class Cosmos3SoundVAELoader:
+    DESCRIPTION = ("Loads the sound tokenizer (sound_tokenizer/, its audio decoder) of a sound-capable Cosmos3 "
+                   "checkpoint, for joint sound: Cosmos3 Sound Latent and Cosmos3 Sound Decode.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("COSMOS3_SOUND_VAE",)
+    RETURN_NAMES = ("sound_vae",)
+    OUTPUT_TOOLTIPS = ("The audio decoder: sound latents to a stereo waveform.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "checkpoint": (comfy.checkpoint_folders(MODEL_FOLDER, "sound_tokenizer"), {
+                    "tooltip": "A sound-capable Cosmos3 folder in models/cosmos3 (one with sound_tokenizer/)."}),
+                "dtype": (["fp32", "bf16", "fp16"], {"default": "fp32", "tooltip": "Decoder compute precision."}),
+                "device": (["default", "cpu"], {"default": "default", "tooltip": "default: ComfyUI's compute device."}),
+            }
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, checkpoint=None):
+        return comfy.check_choice("checkpoint", checkpoint, comfy.checkpoint_folders(MODEL_FOLDER, "sound_tokenizer"))
+
+    def load(self, checkpoint, dtype="fp32", device="default"):
+        path = resolve_model_path(MODEL_FOLDER, checkpoint)
+        dev = comfy.compute_device(device)
+        names = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+        try:
+            model = load_sound_decoder(path, device=comfy.offload_device() if comfy.in_comfyui() else dev,
+                                       dtype=names[dtype])
+        except (ValueError, OSError) as e:  # CheckpointError included; a folder without sound_tokenizer/
+            raise _node_error("Cosmos3SoundVAELoader", "checkpoint", e) from e
+        return (Cosmos3SoundVAE(model, dev, comfy.manage(model, dev)),)
 
 
 class Cosmos3VAELoader:
@@ -436,6 +486,39 @@ class Cosmos3VideoToVideoLatent:
         return (_latent(samples.to(comfy.intermediate_device()), cond),)
 
 
+class Cosmos3SoundLatent:
+    DESCRIPTION = ("Adds a sound track to a Cosmos3 latent (empty, image- or video-to-video): zero sound latents "
+                   "the length of the clip, which Cosmos3 Sampler denoises with the video (sound-capable "
+                   "checkpoints only).")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("LATENT",)
+    OUTPUT_TOOLTIPS = ("The same latent carrying sound latents [B, channels, frames] under 'cosmos3_sound'.",)
+    FUNCTION = "make"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "latent": ("LATENT", {"tooltip": "A Cosmos3 video latent (Cosmos3 Empty / Image / Video To Video "
+                                                 "Latent)."}),
+                "sound_vae": ("COSMOS3_SOUND_VAE", {"tooltip": "From Cosmos3 Sound VAE Loader."}),
+                "fps": ("FLOAT", {"default": 24.0, "min": O.FPS[0], "max": O.FPS[1], "step": 0.5,
+                                  "tooltip": "The clip's frame rate, which sets the sound's length; the same as "
+                                             "Cosmos3 Text Encode's fps (the sampler checks)."}),
+            }
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, fps=None):
+        return _verdict(lambda fps: fps is None or O.check_fps(fps), fps=fps)
+
+    def make(self, latent, sound_vae, fps):
+        frames, _, _ = _latent_meta(latent)
+        samples = latent["samples"]
+        sound = P.empty_sound_latents(sound_vae.decoder, frames, float(fps), samples.shape[0])
+        return ({**latent, "cosmos3_sound": sound.to(comfy.intermediate_device()), "cosmos3_sound_fps": float(fps)},)
+
+
 class Cosmos3Sampler:
     DESCRIPTION = "Denoises a Cosmos3 latent: UniPC (or flow Euler) with classifier-free guidance."
     CATEGORY = CATEGORY
@@ -502,9 +585,26 @@ class Cosmos3Sampler:
             else:
                 bar.update(1)
 
+        sound = latent.get("cosmos3_sound")
+        if sound is not None:
+            sound_fps = latent.get("cosmos3_sound_fps", conditioning.fps)
+            if not transformer.config.sound_gen:
+                raise ValueError("Cosmos3Sampler (model / latent): the latent carries sound (Cosmos3 Sound Latent) "
+                                 "but this checkpoint generates no sound; drop the Sound Latent node or load a "
+                                 "sound-capable checkpoint")
+            if float(sound_fps) != float(conditioning.fps) or sound.shape[1] != transformer.config.sound_dim:
+                raise ValueError(
+                    f"Cosmos3Sampler (conditioning / latent): the latent's sound was made for {sound_fps} fps and "
+                    f"{sound.shape[1]} channels, but the prompt was encoded at {conditioning.fps} fps and the model "
+                    f"makes {transformer.config.sound_dim} channels; use the same fps in Cosmos3 Sound Latent and "
+                    "Cosmos3 Text Encode, and the sound VAE of this checkpoint"
+                )
         out = P.sample(transformer, conditioning, samples, schedule, latent_format=model.settings.latent_format,
-                       guidance=guidance, seed=seed, condition_frames=frames, callback=on_step)
+                       guidance=guidance, seed=seed, condition_frames=frames, callback=on_step, sound=sound)
         result = {k: v for k, v in latent.items() if k != "noise_mask"}
+        if sound is not None:
+            out, sound_out = out
+            result["cosmos3_sound"] = sound_out.to(comfy.intermediate_device())
         result["samples"] = out.to(comfy.intermediate_device())
         result["cosmos3_fps"] = conditioning.fps
         return (result,)
@@ -547,6 +647,38 @@ class Cosmos3VAEDecode:
         return (images, float(latent.get("cosmos3_fps", 24.0)))
 
 
+class Cosmos3SoundDecode:
+    DESCRIPTION = ("Decodes the sound a Cosmos3 Sampler made with the video (a latent from Cosmos3 Sound Latent) to "
+                   "an AUDIO waveform, for ComfyUI's Create Video (with its audio input) and Save Audio.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("AUDIO",)
+    RETURN_NAMES = ("audio",)
+    OUTPUT_TOOLTIPS = ("Stereo waveform [B, 2, samples] in [-1, 1] at the sound tokenizer's sample rate.",)
+    FUNCTION = "decode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "sound_vae": ("COSMOS3_SOUND_VAE", {"tooltip": "From Cosmos3 Sound VAE Loader."}),
+                "latent": ("LATENT", {"tooltip": "From Cosmos3 Sampler, run on a latent with sound."}),
+            }
+        }
+
+    def decode(self, sound_vae, latent):
+        sound = latent.get("cosmos3_sound")
+        if sound is None:
+            raise ValueError("Cosmos3SoundDecode (latent): this latent carries no sound; add Cosmos3 Sound Latent "
+                             "before the sampler")
+        model = sound_vae.load()
+        comfy.check_interrupt()
+        try:
+            waveform = P.decode_sound(model, sound)
+        except NonFiniteError as e:
+            raise _node_error("Cosmos3SoundDecode", "latent", e) from e
+        return ({"waveform": waveform.to(comfy.intermediate_device()), "sample_rate": model.sample_rate},)
+
+
 class Cosmos3VAEEncode:
     DESCRIPTION = ("Encodes frames (an IMAGE batch, as one video) to raw Wan2.2 latents, as ComfyUI's VAE Encode does "
                    "with wan2.2_vae.safetensors; sizes are centre-cropped to multiples of 16.")
@@ -582,6 +714,7 @@ class Cosmos3VAEEncode:
 NODE_CLASS_MAPPINGS = {
     "Cosmos3ModelLoader": Cosmos3ModelLoader,
     "Cosmos3VAELoader": Cosmos3VAELoader,
+    "Cosmos3SoundVAELoader": Cosmos3SoundVAELoader,
     "Cosmos3TextEncode": Cosmos3TextEncode,
     "Cosmos3EmptyLatent": Cosmos3EmptyLatent,
     "Cosmos3ImageToVideoLatent": Cosmos3ImageToVideoLatent,
@@ -589,6 +722,8 @@ NODE_CLASS_MAPPINGS = {
     "Cosmos3Sampler": Cosmos3Sampler,
     "Cosmos3VAEDecode": Cosmos3VAEDecode,
     "Cosmos3VAEEncode": Cosmos3VAEEncode,
+    "Cosmos3SoundLatent": Cosmos3SoundLatent,
+    "Cosmos3SoundDecode": Cosmos3SoundDecode,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "Cosmos3ModelLoader": "Cosmos3 Model Loader",
@@ -600,4 +735,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "Cosmos3Sampler": "Cosmos3 Sampler",
     "Cosmos3VAEDecode": "Cosmos3 VAE Decode",
     "Cosmos3VAEEncode": "Cosmos3 VAE Encode",
+    "Cosmos3SoundVAELoader": "Cosmos3 Sound VAE Loader",
+    "Cosmos3SoundLatent": "Cosmos3 Sound Latent",
+    "Cosmos3SoundDecode": "Cosmos3 Sound Decode",
 }
