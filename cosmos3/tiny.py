@@ -51,6 +51,20 @@ TINY_VAE_CONFIG = {
     "latents_std": [1.0] * 48,
 }
 
+# The sound-capable demo (``sound=True``): the transformer's sound heads and a decoder-only ``sound_tokenizer/``
+# (Oobleck, tiny widths). 8 kHz so that the waveform muxes into an MP4's AAC track; strides 8 x 8 x 5 = 320 samples
+# per latent frame, so 25 latent frames a second as the released tokenizer (48 kHz / 1920).
+TINY_SOUND_TRANSFORMER = {"sound_gen": True, "sound_dim": 8, "sound_latent_fps": 25.0}
+TINY_SOUND_TOKENIZER_CONFIG = {
+    "_class_name": "Cosmos3AVAEAudioTokenizer",
+    "sampling_rate": 8000,
+    "vocoder_input_dim": 8,
+    "dec_dim": 4,
+    "dec_c_mults": [1, 2, 2],
+    "dec_strides": [8, 8, 5],
+    "dec_out_channels": 2,
+}
+
 SCHEDULER_CONFIG = {
     "_class_name": "UniPCMultistepScheduler",
     "num_train_timesteps": 1000,
@@ -108,22 +122,28 @@ def _save(state: dict[str, torch.Tensor], config: dict, folder: Path) -> None:
     save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "diffusion_pytorch_model.safetensors"))
 
 
-def write_tiny_checkpoint(folder: str | Path, seed: int = 0) -> Path:
-    """Write a complete, tiny, random Cosmos3 checkpoint (diffusers layout) into ``folder``."""
+def write_tiny_checkpoint(folder: str | Path, seed: int = 0, sound: bool = False) -> Path:
+    """Write a complete, tiny, random Cosmos3 checkpoint (diffusers layout) into ``folder``; ``sound``: a
+    sound-capable one (the transformer's sound heads and ``sound_tokenizer/``)."""
+    from .sound import Cosmos3SoundDecoder
     from .transformer import Cosmos3Transformer
     from .vae import WanVAE
 
     folder = Path(folder)
     write_tokenizer(folder / "text_tokenizer")
-    transformer = Cosmos3Transformer(TINY_TRANSFORMER_CONFIG)
+    config = {**TINY_TRANSFORMER_CONFIG, **(TINY_SOUND_TRANSFORMER if sound else {})}
+    transformer = Cosmos3Transformer(config)
     state = _random_state(transformer, seed)
     d = TINY_TRANSFORMER_CONFIG["hidden_size"]
     g = torch.Generator().manual_seed(seed + 1)
     # The keys generation never reads still belong to the on-disk format.
     state["norm.weight"] = torch.ones(d)
     state["lm_head.weight"] = torch.randn(TINY_TRANSFORMER_CONFIG["vocab_size"], d, generator=g) * d**-0.5
-    _save(state, TINY_TRANSFORMER_CONFIG, folder / "transformer")
+    _save(state, config, folder / "transformer")
     _save(_random_state(WanVAE(TINY_VAE_CONFIG), seed + 2), TINY_VAE_CONFIG, folder / "vae")
+    if sound:  # the decoder half only: generation never encodes sound
+        decoder = Cosmos3SoundDecoder(TINY_SOUND_TOKENIZER_CONFIG)
+        _save(_random_state(decoder, seed + 3), TINY_SOUND_TOKENIZER_CONFIG, folder / "sound_tokenizer")
     (folder / "scheduler").mkdir(parents=True, exist_ok=True)
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG, indent=2))
     model_index = {
@@ -136,15 +156,16 @@ def write_tiny_checkpoint(folder: str | Path, seed: int = 0) -> Path:
         "vae": ["diffusers", "AutoencoderKLWan"],
         "text_tokenizer": ["transformers", "PreTrainedTokenizerFast"],
         "scheduler": ["diffusers", "UniPCMultistepScheduler"],
-        "sound_tokenizer": [None, None],
+        "sound_tokenizer": ["diffusers", "Cosmos3AVAEAudioTokenizer"] if sound else [None, None],
         "safety_checker": [None, None],
     }
     (folder / "model_index.json").write_text(json.dumps(model_index, indent=2))
     return folder
 
 
-def default_checkpoint(cache_dir: str | Path | None = None) -> Path:
-    """The embedded default checkpoint, written once into a cache folder and reused afterwards.
+def default_checkpoint(cache_dir: str | Path | None = None, sound: bool = False) -> Path:
+    """The embedded default checkpoint (``sound``: its sound-capable twin), written once into a cache folder and
+    reused afterwards.
 
     The folder is ``$COMFYUI_COSMOS3_LTX2_CACHE`` or ``~/.cache/comfyui_cosmos3_ltx2``; a finished
     checkpoint is marked by a ``.complete`` file so an interrupted write is redone.
@@ -152,8 +173,8 @@ def default_checkpoint(cache_dir: str | Path | None = None) -> Path:
     import os
 
     base = Path(cache_dir or os.environ.get("COMFYUI_COSMOS3_LTX2_CACHE") or Path.home() / ".cache" / "comfyui_cosmos3_ltx2")
-    folder = base / "cosmos3-tiny-random"
+    folder = base / ("cosmos3-tiny-random-sound" if sound else "cosmos3-tiny-random")
     if not (folder / ".complete").is_file():
-        write_tiny_checkpoint(folder)
+        write_tiny_checkpoint(folder, sound=sound)
         (folder / ".complete").write_text("tiny random Cosmos3 checkpoint: frames are noise\n")
     return folder

@@ -28,6 +28,7 @@ SAMPLERS = list(O.SAMPLERS)
 FROM_CHECKPOINT = "(from the checkpoint folder)"
 MODEL_FOLDER = "cosmos3"  # models/cosmos3: diffusers-format Cosmos3 checkpoint folders
 EMBEDDED_CHECKPOINT = "cosmos3-tiny-random (embedded demo: noise)"
+EMBEDDED_SOUND_CHECKPOINT = "cosmos3-tiny-random-sound (embedded demo: noise and noise sound)"
 
 comfy.register_model_folder(MODEL_FOLDER)
 
@@ -43,10 +44,10 @@ def wan22_latent_format():
 def resolve_model_path(kind: str, name: str):
     """Like :func:`.comfy.resolve_model_path`; the embedded demo checkpoint resolves to its cache folder
     (written on first use; nothing is downloaded)."""
-    if name == EMBEDDED_CHECKPOINT:
+    if name in (EMBEDDED_CHECKPOINT, EMBEDDED_SOUND_CHECKPOINT):
         from ..cosmos3.tiny import default_checkpoint
 
-        return default_checkpoint()
+        return default_checkpoint(sound=name == EMBEDDED_SOUND_CHECKPOINT)
     return comfy.resolve_model_path(kind, name)
 
 
@@ -124,16 +125,22 @@ def _verdict(check, **values):
 
 
 def _checkpoint_choices() -> list[str]:
-    return [EMBEDDED_CHECKPOINT] + comfy.checkpoint_folders(MODEL_FOLDER) + comfy.safetensors_files("diffusion_models")
+    return ([EMBEDDED_CHECKPOINT, EMBEDDED_SOUND_CHECKPOINT] + comfy.checkpoint_folders(MODEL_FOLDER)
+            + comfy.safetensors_files("diffusion_models"))
 
 
 def _resolve_checkpoint(name: str):
-    kind = "diffusion_models" if name.endswith(".safetensors") and not name.startswith(EMBEDDED_CHECKPOINT) else MODEL_FOLDER
+    kind = "diffusion_models" if name.endswith(".safetensors") else MODEL_FOLDER
     return resolve_model_path(kind, name)
 
 
+def _sound_choices() -> list[str]:
+    return [EMBEDDED_SOUND_CHECKPOINT] + comfy.checkpoint_folders(MODEL_FOLDER, "sound_tokenizer")
+
+
 def _vae_choices() -> list[str]:
-    return [EMBEDDED_CHECKPOINT] + comfy.checkpoint_folders(MODEL_FOLDER) + comfy.safetensors_files("vae")
+    return ([EMBEDDED_CHECKPOINT, EMBEDDED_SOUND_CHECKPOINT] + comfy.checkpoint_folders(MODEL_FOLDER)
+            + comfy.safetensors_files("vae"))
 
 
 class Cosmos3ModelLoader:
@@ -198,7 +205,7 @@ class Cosmos3SoundVAELoader:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "checkpoint": (comfy.checkpoint_folders(MODEL_FOLDER, "sound_tokenizer"), {
+                "checkpoint": (_sound_choices(), {
                     "tooltip": "A sound-capable Cosmos3 folder in models/cosmos3 (one with sound_tokenizer/)."}),
                 "dtype": (["fp32", "bf16", "fp16"], {"default": "fp32", "tooltip": "Decoder compute precision."}),
                 "device": (["default", "cpu"], {"default": "default", "tooltip": "default: ComfyUI's compute device."}),
@@ -207,7 +214,7 @@ class Cosmos3SoundVAELoader:
 
     @classmethod
     def VALIDATE_INPUTS(cls, checkpoint=None):
-        return comfy.check_choice("checkpoint", checkpoint, comfy.checkpoint_folders(MODEL_FOLDER, "sound_tokenizer"))
+        return comfy.check_choice("checkpoint", checkpoint, _sound_choices())
 
     def load(self, checkpoint, dtype="fp32", device="default"):
         path = resolve_model_path(MODEL_FOLDER, checkpoint)

@@ -22,6 +22,7 @@ HERE = Path(__file__).resolve().parent
 EDITOR_DIR = HERE.parent / "example_workflows"
 API_DIR = HERE / "api"
 DEMO = "cosmos3-tiny-random (embedded demo: noise)"
+SOUND_DEMO = "cosmos3-tiny-random-sound (embedded demo: noise and noise sound)"
 FROM_CHECKPOINT = "(from the checkpoint folder)"
 PROMPT = ("A robot arm in a bright workshop picks up a red wooden block and places it on top of a blue one. "
           "The camera slowly pushes in; soft daylight from a window.")
@@ -90,6 +91,32 @@ def i2v():
     _set_prompt(nodes, "The robot arm from the first frame lifts the block and sets it down gently; "
                        "the camera stays still.")
     _node(nodes, 8)["widgets"]["filename_prefix"] = "video/cosmos3_i2v"
+    return nodes
+
+
+def sound():
+    """Text-to-video with a sound track generated jointly (sound-capable checkpoints): Sound Latent adds the sound
+    latents to the video latent, the sampler denoises both, Sound Decode gives the AUDIO for Create Video."""
+    nodes = t2v()
+    _node(nodes, 1)["widgets"]["checkpoint"] = SOUND_DEMO
+    _node(nodes, 2)["widgets"]["vae"] = SOUND_DEMO
+    nodes.insert(2, dict(id=12, cls="Cosmos3SoundVAELoader", widgets=dict(checkpoint=SOUND_DEMO, dtype="fp32",
+                                                                           device="default"),
+                         outputs=[("sound_vae", "COSMOS3_SOUND_VAE")]))
+    nodes.insert(nodes.index(_node(nodes, 3)) + 1, dict(
+        id=13, cls="Cosmos3SoundLatent", links=dict(latent=(3, 0, "LATENT"), sound_vae=(12, 0, "COSMOS3_SOUND_VAE")),
+        widgets=dict(fps=24.0), outputs=[("LATENT", "LATENT")]))
+    _node(nodes, 4)["links"]["latent"] = (13, 0, "LATENT")
+    _node(nodes, 5)["links"]["latent"] = (13, 0, "LATENT")
+    nodes.insert(nodes.index(_node(nodes, 6)) + 1, dict(
+        id=14, cls="Cosmos3SoundDecode", links=dict(sound_vae=(12, 0, "COSMOS3_SOUND_VAE"), latent=(5, 0, "LATENT")),
+        widgets={}, outputs=[("audio", "AUDIO")]))
+    create = _node(nodes, 7)
+    create["links"]["audio"] = (14, 0, "AUDIO")
+    create["sockets"] = []
+    _set_prompt(nodes, "A blacksmith hammers a glowing horseshoe on an anvil; sparks fly, the camera holds still. "
+                       "Ringing hammer blows, a crackling forge.")
+    _node(nodes, 8)["widgets"]["filename_prefix"] = "video/cosmos3_sound"
     return nodes
 
 
@@ -286,7 +313,7 @@ def _placed(name: str, make):
     return lambda: [dict(n, at=PLACES[name][n["id"]]) for n in make()]
 
 
-GRAPHS = {"cosmos3_t2v": t2v, "cosmos3_i2v": i2v, "cosmos3_t2i": t2i,
+GRAPHS = {"cosmos3_t2v": t2v, "cosmos3_i2v": i2v, "cosmos3_t2i": t2i, "cosmos3_sound": sound,
           **{name: _placed(name, make) for name, make in (("ltx2_t2v", ltx2_t2v), ("ltx2_i2v", ltx2_i2v),
                                                           ("ltx2_hq", ltx2_hq), ("ltx2_distilled", ltx2_distilled))},
           "ltx2_native": _placed("ltx2_native", ltx2_native)}
