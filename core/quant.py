@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -45,15 +46,15 @@ from torch import nn
 
 __all__ = [
     "FP8_MAX",
-    "QuantLinear",
-    "QuantFormatError",
     "LayerQuant",
+    "QuantFormatError",
+    "QuantLinear",
     "QuantPlan",
-    "recognise",
-    "quantize_fp8",
     "dequantize",
-    "to_quant_linear",
     "fp8_matmul_supported",
+    "quantize_fp8",
+    "recognise",
+    "to_quant_linear",
 ]
 
 FP8_MAX = float(torch.finfo(torch.float8_e4m3fn).max)  # 448
@@ -132,7 +133,7 @@ def recognise(entries: Mapping[str, tuple[str, tuple[int, ...]]], read: Callable
     full_precision_file = False
     if marker is not None:
         plan.drop.add(marker)
-        dt, shape = entries[marker]
+        _dt, shape = entries[marker]
         full_precision_file = math.prod(shape) == 2  # per convert_old_quants: 2 elements = full-precision matmul
 
     pieces: dict[str, dict[str, str]] = {}
@@ -268,7 +269,7 @@ class QuantLinear(nn.Linear):
     """
 
     fp8_matmul = True
-    _mm_ok: dict = {}
+    _mm_ok: ClassVar[dict] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = self.bias if self.bias is None or self.bias.dtype == x.dtype else self.bias.to(x.dtype)

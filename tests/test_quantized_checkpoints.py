@@ -18,14 +18,13 @@ import math
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
-
 from comfyui_cosmos3_ltx2.core import quant
 from comfyui_cosmos3_ltx2.core.checkpoint import CheckpointError
 from comfyui_cosmos3_ltx2.cosmos3 import loader as c3
 from comfyui_cosmos3_ltx2.cosmos3.tiny import write_tiny_checkpoint
 from comfyui_cosmos3_ltx2.ltx2 import loader as l2
 from comfyui_cosmos3_ltx2.ltx2.tiny import write_demo
+from safetensors.torch import load_file, save_file
 
 LAYER_TOL = 0.05
 MODEL_TOL = 0.10
@@ -167,7 +166,7 @@ def test_cosmos3_bf16_stored_as_fp8_and_generate(cosmos_dir):
     assert q.transformer.time_embedder.linear_1.weight.dtype == torch.float32
     w_ref = ref.transformer.layers[1].self_attn.add_k_proj.weight
     assert rel(lin.dequantized_weight(), w_ref) < LAYER_TOL
-    kw = dict(width=32, height=32, num_frames=1, steps=2, seed=3, guidance=2.0)
+    kw = {"width": 32, "height": 32, "num_frames": 1, "steps": 2, "seed": 3, "guidance": 2.0}
     a = generate(ref, "a red ball", **kw)
     b = generate(q, "a red ball", **kw)
     assert 0 < rel(b, a) < MODEL_TOL
@@ -254,3 +253,13 @@ def test_fp4_weight_is_refused(tmp_path):
 
     with pytest.raises(CheckpointError, match=r"quantized weights \('0.weight_scale_2': an NVFP4"):
         load_into(lin, f)
+
+
+def test_lora_onto_fp8_weights_is_refused(ltx_file):
+    """Merging a LoRA into scaled fp8 codes would silently ignore the scale: a clear error instead."""
+    from comfyui_cosmos3_ltx2.core.lora import LoraError
+
+    demo_lora = ltx_file.parent / "ltx-2.3-tiny-distilled-lora.safetensors"
+    q = l2.load_ltx2_checkpoint(ltx_file, dtype="fp32", components=("transformer",), weight_dtype="fp8_e4m3fn")
+    with pytest.raises(LoraError, match="scaled fp8 codes"):
+        l2.load_distilled_lora(q.transformer, demo_lora)
