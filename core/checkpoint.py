@@ -31,6 +31,8 @@ from typing import Callable, Iterable, Mapping, Sequence, Union
 import torch
 from safetensors import SafetensorError, safe_open
 
+from . import quant
+
 __all__ = [
     "CheckpointError",
     "refuse_pickle",
@@ -363,6 +365,8 @@ def load_into(
     strip_prefix: str | None = None,
     strict: bool = True,
     ignore: Sequence[str] = (),
+    quant_layers: Sequence[str] | None = None,
+    store_fp8: Sequence[str] = (),
 ) -> None:
     """Load safetensors weights into ``module`` (which may live on ``meta``), in place.
 
@@ -378,6 +382,13 @@ def load_into(
     parameter it replaces, or keeps the file's dtype when that parameter is on ``meta``. Parameters
     come out with ``requires_grad=False``. Afterwards every submodule that defines
     ``reset_non_persistent_buffers(device)`` has it called, and nothing may be left on ``meta``.
+
+    Quantized checkpoints (``core.quant``: ComfyUI's scaled fp8 files, old and new, and ModelOpt fp8 exports) load:
+    an ``nn.Linear`` whose weight the file holds as fp8 codes with a scale becomes a ``QuantLinear`` keeping codes and
+    scale (when its name starts with a ``quant_layers`` prefix; ``None``: any Linear); any other quantized tensor is
+    dequantized at load to its load dtype. Layouts that cannot be loaded (fp4, mxfp8, int8, ...) are refused with
+    one clear error. ``store_fp8``: prefixes of module names whose Linear layers are stored as fp8 (e4m3, one scale per
+    weight) at load from a high-precision file, one layer at a time; their biases stay as they are.
     """
     device = torch.device(device)
     dtype = _as_dtype(dtype)
@@ -399,6 +410,7 @@ def load_into(
 
     # 2. Plan: target name -> (file, key in file, shape).
     plan: dict[str, tuple[Path, str, tuple[int, ...]]] = {}
+    file_dtypes: dict[str, str] = {}
     for f, header in headers.items():
         for key, entry in header.items():
             name = _target_name(key, strip_prefix, key_map, ignore)
@@ -411,18 +423,17 @@ def load_into(
                     f"'{name}'; drop one of them with `ignore` or `key_map`."
                 )
             plan[name] = (f, key, tuple(int(s) for s in entry["shape"]))
+            file_dtypes[name] = str(entry["dtype"])
+
+    # 2b. Quantized layers: fp8 codes + scales become QuantLinear layers (or are dequantized at load).
+    owners = dict(module.named_modules(remove_duplicate=False))
+    dequant_at_load, store_at_load = _plan_quantized(module, owners, plan, file_dtypes, headers, what,
+                                                     quant_layers, tuple(store_fp8))
 
     # 3. Compare with the module.
     targets = module.state_dict(keep_vars=True)  # parameters and persistent buffers
-    missing = [n for n in targets if n not in plan]
+    missing = [n for n in targets if n not in plan and n not in store_at_load]
     unexpected = [n for n in plan if n not in targets]
-    quantized = next((plan[n][1] for n in unexpected if is_quantization_key(plan[n][1])), None)
-    if quantized is not None:
-        raise CheckpointError(
-            f"{what}: holds quantized weights ('{quantized}': a scaled fp8 / fp4 format such as ComfyUI's or "
-            "ModelOpt's), which this version does not load yet. Use the bf16 or fp16 file of this model (plain "
-            "float8 files without scales do load)."
-        )
     if strict and (missing or unexpected):
         raise CheckpointError(_mismatch_message(what, module, missing, unexpected))
     for name, (f, key, shape) in plan.items():
@@ -447,6 +458,27 @@ def load_into(
                     key = plan[name][1]
                     tensor = sf.get_tensor(key)
                     old = targets[name]
+                    owner_name, _, leaf = name.rpartition(".")
+                    owner = owners[owner_name]
+                    if isinstance(owner, quant.QuantLinear) and leaf in ("weight", "weight_scale", "input_scale"):
+                        if leaf == "weight" and name in store_at_load:  # high precision in the file: quantize here
+                            codes, scale = quant.quantize_fp8(tensor.to(device))
+                            _install(owners, name, codes, old)
+                            _install(owners, owner_name + ".weight_scale", scale, targets[owner_name + ".weight_scale"])
+                            del codes, scale
+                        elif leaf == "weight":  # fp8 codes as stored (older files keep them as uint8)
+                            tensor = tensor.view(old.dtype) if tensor.dtype == torch.uint8 else tensor.to(old.dtype)
+                            _install(owners, name, tensor.to(device), old)
+                        else:
+                            _install(owners, name, tensor.to(device=device, dtype=torch.float32), old)
+                        del tensor
+                        continue
+                    if name in dequant_at_load:
+                        sfile, skey, storage = dequant_at_load[name]
+                        with safe_open(str(sfile), framework="pt", device="cpu") as sf2:
+                            scale = sf2.get_tensor(skey)
+                        tensor = tensor.view(storage) if tensor.dtype == torch.uint8 else tensor
+                        tensor = quant.dequantize(tensor.to(device), scale.to(device), torch.float32)
                     tensor = tensor.to(device=device, dtype=_dtype_for(name, tensor, old, dtype, keep_dtype))
                     _install(owners, name, tensor, old)
                     del tensor
@@ -466,6 +498,71 @@ def load_into(
             "initialisation; non-persistent buffers must be rebuilt by a "
             "`reset_non_persistent_buffers(device)` method on their module."
         )
+
+
+# Linear layers whose class may be swapped for QuantLinear (a subclass with its own forward keeps its weights wide).
+_PLAIN_LINEAR = (torch.nn.Linear, quant.QuantLinear)
+
+
+def _plan_quantized(module, owners, plan, file_dtypes, headers, what, quant_layers, store_fp8):
+    """Find the quantized layers of ``plan`` (core.quant), turn their Linear owners into QuantLinear layers and
+    rename their scales in ``plan`` to the QuantLinear names; mark Linear layers under ``store_fp8`` for
+    quantization at load. Returns (dequant_at_load: weight name -> (file, scale key, fp8 dtype),
+    store_at_load: the derived ``weight_scale`` names and the weights to quantize)."""
+    entries = {n: (file_dtypes[n], shape) for n, (_, _, shape) in plan.items()}
+
+    def read(name: str) -> torch.Tensor:
+        f, key, _ = plan[name]
+        with safe_open(str(f), framework="pt", device="cpu") as sf:
+            return sf.get_tensor(key)
+
+    metadata: dict[str, str] = {}
+    if any(is_quantization_key(plan[n][1]) or file_dtypes[n] in ("F8_E4M3", "F8_E5M2") for n in plan):
+        for f in dict.fromkeys(f for f, _, _ in plan.values()):
+            metadata.update(_read_header(f)[0])
+    if "_quantization_metadata" in metadata:  # ComfyUI's per-file layer table names file keys: rename its layers
+        try:
+            layers = json.loads(metadata["_quantization_metadata"])["layers"]
+            by_file_layer = {plan[n][1][: -len(".weight")]: n[: -len(".weight")] for n in plan if n.endswith(".weight")}
+            metadata["_quantization_metadata"] = json.dumps(
+                {"layers": {by_file_layer[k]: v for k, v in layers.items() if k in by_file_layer}})
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise CheckpointError(f"{what}: its _quantization_metadata is not valid JSON; re-download it.") from None
+    try:
+        qplan = quant.recognise(entries, read, metadata)
+    except quant.QuantFormatError as e:
+        key = plan[e.key][1] if e.key in plan else e.key
+        raise CheckpointError(
+            f"{what}: holds quantized weights ('{key}': {e.reason}), which this version does not load. Use the "
+            "bf16, fp16 or fp8 (scaled float8_e4m3fn / float8_e5m2) file of this model."
+        ) from None
+    for name in qplan.drop:
+        plan.pop(name, None)
+    dequant_at_load: dict[str, tuple[Path, str, torch.dtype]] = {}
+    for layer, lq in qplan.layers.items():
+        owner = owners.get(layer)
+        wshape = plan[lq.weight][2]
+        as_linear = (type(owner) in _PLAIN_LINEAR and (quant_layers is None or layer.startswith(tuple(quant_layers)))
+                     and tuple(wshape) == (owner.out_features, owner.in_features))
+        if as_linear:
+            quant.to_quant_linear(owner, lq.storage, lq.scale_shape,
+                                  lq.input_scale_shape if lq.input_scale else None, lq.fp8_matmul)
+            plan[f"{layer}.weight_scale"] = plan.pop(lq.weight_scale)
+            if lq.input_scale:
+                plan[f"{layer}.input_scale"] = plan.pop(lq.input_scale)
+        else:
+            f, key, _ = plan.pop(lq.weight_scale)
+            dequant_at_load[lq.weight] = (f, key, lq.storage)
+            if lq.input_scale:
+                plan.pop(lq.input_scale)
+    store_at_load: set[str] = set()
+    if store_fp8:
+        for name, sub in owners.items():
+            if (name.startswith(store_fp8) and type(sub) is torch.nn.Linear
+                    and f"{name}.weight" in plan and name not in qplan.layers):
+                quant.to_quant_linear(sub, torch.float8_e4m3fn)
+                store_at_load.update((f"{name}.weight", f"{name}.weight_scale"))
+    return dequant_at_load, store_at_load
 
 
 # Tensors that only quantized checkpoints carry: ComfyUI's per-layer format (comfy_quant + scales), its older

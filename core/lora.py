@@ -159,6 +159,12 @@ def _pairs(state: Mapping[str, torch.Tensor], module: torch.nn.Module, key_prefi
             raise LoraError(f"{what}: {type(module).__name__}.{name} is on the meta device; load the model first.")
         if not w.is_floating_point():
             raise LoraError(f"{what}: {type(module).__name__}.{name} is {w.dtype}, not a floating weight.")
+        owner = module.get_submodule(name.rpartition(".")[0]) if "." in name else module
+        if hasattr(owner, "weight_scale"):  # a scaled-fp8 layer (core.quant): its codes are not the weight
+            raise LoraError(
+                f"{what}: {type(module).__name__}.{name} holds scaled fp8 codes (a quantized checkpoint, or "
+                "weight_dtype fp8_e4m3fn), which a LoRA cannot be merged into yet; load the bf16 checkpoint with the "
+                "default weight dtype to use this LoRA.")
         ok = (a.ndim >= 2 and b.ndim >= 2 and b.shape[0] == w.shape[0] and b.shape[1] == a.shape[0]
               and all(s == 1 for s in b.shape[2:])
               and a[0].numel() * b.shape[0] == w.numel())

@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 
 from ..core.checkpoint import CheckpointError, list_keys, load_into, read_config, refuse_pickle, resolve_weight_files
-from ..core.weight_storage import store_linear_weights
 from .config import Cosmos3Config
 from .latent_format import WAN22_LATENTS_MEAN, WAN22_LATENTS_STD, Wan22LatentFormat, WanLatentFormat
 from .prompt import load_tokenizer
@@ -70,21 +69,33 @@ WAN_LATENT_STATS = {
 }
 
 
-def load_transformer(path: str | Path, *, device="cpu", dtype="bf16", config: dict | None = None) -> Cosmos3Transformer:
+# The Linear layers that may hold fp8 weights (from a quantized file, or stored so at load): those of the
+# transformer blocks. The embeddings, the latent projections, the time embedder and the norms stay wide.
+QUANT_LAYERS = ("layers.",)
+WEIGHT_DTYPES = ("default", "fp8_e4m3fn")
+
+
+def _weight_dtype(weight_dtype: str) -> str:
+    if weight_dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"weight_dtype={weight_dtype!r} is not one of {list(WEIGHT_DTYPES)}")
+    return weight_dtype
+
+
+def load_transformer(path: str | Path, *, device="cpu", dtype="bf16", config: dict | None = None,
+                     weight_dtype: str = "default") -> Cosmos3Transformer:
     """The GEN/UND transformer from a ``transformer/`` folder (single or sharded) or one safetensors file.
 
     ``config`` stands in for a single file that carries no config (e.g. the ``transformer/config.json`` of
-    the matching checkpoint folder).
+    the matching checkpoint folder). Quantized files load (``core.quant``: ComfyUI's scaled fp8 files and the
+    Cosmos3 FP8 release, whose fp8 block weights stay fp8 and are dequantized per layer in each call).
+    ``weight_dtype="fp8_e4m3fn"`` stores the Linear weights of the transformer blocks of a high-precision file in
+    fp8 (one scale per weight) at load; ``dtype`` is then the compute dtype.
     """
     path = Path(path)
     device, dtype = _device_dtype(device, dtype)
+    fp8 = _weight_dtype(weight_dtype) == "fp8_e4m3fn"
     cfg_dict = dict(config) if config is not None else read_config(path)
     _check_class(cfg_dict, TRANSFORMER_CLASSES, "transformer", path)
-    if "quantization_config" in cfg_dict:
-        raise CheckpointError(
-            f"{path}: this is a quantized (FP8 ModelOpt) Cosmos3 export, which this version does not load yet; "
-            "use the bf16 checkpoint"
-        )
     try:
         cfg = Cosmos3Config.from_dict(cfg_dict)
     except (TypeError, ValueError) as e:
@@ -93,7 +104,8 @@ def load_transformer(path: str | Path, *, device="cpu", dtype="bf16", config: di
     with torch.device("meta"):
         model = Cosmos3Transformer(cfg)
     load_into(model, files, device=device, dtype=dtype, keep_dtype=("time_embedder.",),
-              key_map=FP8_KEY_ALIASES, ignore=model.unused_checkpoint_keys)
+              key_map=FP8_KEY_ALIASES, ignore=model.unused_checkpoint_keys,
+              quant_layers=QUANT_LAYERS, store_fp8=QUANT_LAYERS if fp8 else ())
     return model.eval().requires_grad_(False)
 
 
@@ -241,14 +253,15 @@ def _has_own_config(path: Path) -> bool:
 
 
 def load_model(checkpoint: str | Path, *, tokenizer: str | Path | None = None, device="cpu",
-               dtype="bf16") -> Cosmos3Checkpoint:
+               dtype="bf16", weight_dtype: str = "default") -> Cosmos3Checkpoint:
     """The transformer, tokenizer and settings of a Cosmos3 checkpoint (no VAE).
 
     ``checkpoint`` is a diffusers-format folder, or a lone transformer (a ``.safetensors`` file or a
     ``transformer/`` folder); a lone transformer needs ``tokenizer``, a Cosmos3 folder that supplies the
     tokenizer, the settings, and the transformer's config when the file carries none. ``tokenizer`` given with
-    a folder replaces only the folder's tokenizer. ``dtype`` ``"fp8_e4m3fn"`` stores the linear weights of the
-    layers in 8 bits and computes in bf16.
+    a folder replaces only the folder's tokenizer. ``weight_dtype="fp8_e4m3fn"`` stores the Linear weights of the
+    transformer blocks in fp8 with a per-weight scale (see :func:`load_transformer`); ``dtype="fp8_e4m3fn"`` is
+    short for that with bf16 compute.
     """
     path = Path(checkpoint)
     refuse_pickle(path)
@@ -269,10 +282,10 @@ def load_model(checkpoint: str | Path, *, tokenizer: str | Path | None = None, d
         folder_config = tok_root / "transformer" / "config.json"
         if not _has_own_config(transformer_path) and folder_config.is_file():
             config = json.loads(folder_config.read_text())
-    fp8 = dtype == "fp8_e4m3fn"
-    transformer = load_transformer(transformer_path, device=device, dtype="bf16" if fp8 else dtype, config=config)
-    if fp8:
-        store_linear_weights(transformer.layers)
+    if dtype == "fp8_e4m3fn":
+        dtype, weight_dtype = "bf16", "fp8_e4m3fn"
+    transformer = load_transformer(transformer_path, device=device, dtype=dtype, config=config,
+                                   weight_dtype=weight_dtype)
     tok = load_tokenizer(tok_root / "text_tokenizer")
     if len(tok) > transformer.config.vocab_size:
         raise CheckpointError(
@@ -293,7 +306,8 @@ def folder_has_sound(root: str | Path) -> bool:
 
 
 def load_checkpoint(root: str | Path, *, device="cpu", dtype="bf16", vae_dtype=None,
-                    vae: str | Path | None = None, sound: bool = True) -> Cosmos3Checkpoint:
+                    vae: str | Path | None = None, sound: bool = True,
+                    weight_dtype: str = "default") -> Cosmos3Checkpoint:
     """Every component of a diffusers-format Cosmos3 folder (transformer, VAE, tokenizer, settings, and the sound
     tokenizer's decoder when the checkpoint generates sound, unless ``sound=False``).
 
@@ -302,7 +316,7 @@ def load_checkpoint(root: str | Path, *, device="cpu", dtype="bf16", vae_dtype=N
     """
     root = Path(root)
     read_model_index(root)
-    ckpt = load_model(root, device=device, dtype=dtype)
+    ckpt = load_model(root, device=device, dtype=dtype, weight_dtype=weight_dtype)
     vae_path = root / "vae" if vae is None else Path(vae)
     decoder_dtype = vae_dtype or ("bf16" if dtype == "fp8_e4m3fn" else dtype)
     ckpt.vae = load_vae(vae_path, device=device, dtype=decoder_dtype)

@@ -236,7 +236,8 @@ def _metadata_config(file: Path) -> dict:
 
 def load_ltx2_checkpoint(path, *, device="cpu", dtype="bf16", components: Sequence[str] = COMPONENTS,
                          text_hidden_size: int | None = None,
-                         text_num_hidden_states: int | None = None) -> LTX2Checkpoint:
+                         text_num_hidden_states: int | None = None,
+                         weight_dtype: str = "default") -> LTX2Checkpoint:
     """Load an LTX-2.0 / LTX-2.3 checkpoint: an official single ``.safetensors`` file or a diffusers folder.
 
     ``components``: any of ``"transformer"``, ``"connectors"``, ``"video_vae"``, ``"audio_vae"``,
@@ -245,27 +246,48 @@ def load_ltx2_checkpoint(path, *, device="cpu", dtype="bf16", components: Sequen
     ``text_hidden_size`` / ``text_num_hidden_states``: Gemma's width and number of hidden states, needed only
     for an official LTX-2.3 file with a text encoder other than Gemma-3-12B (3840, 49); the 2.0 layout and
     diffusers folders carry them.
+
+    Quantized files load (``core.quant``: ComfyUI's scaled fp8 files, e.g. ``ltx-2.3-22b-dev-fp8.safetensors``): the
+    fp8 Linear weights of the transformer blocks stay fp8 and are dequantized per layer in each call (or multiplied
+    in fp8 where the GPU can); quantized tensors elsewhere are dequantized at load. ``weight_dtype="fp8_e4m3fn"``
+    stores the transformer blocks' Linear weights of a high-precision file in fp8 (one scale per weight) at load.
     """
     comps = tuple(components)
     unknown = [c for c in comps if c not in COMPONENTS]
     if unknown:
         raise CheckpointError(f"unknown LTX-2 component(s) {unknown}; choose from {list(COMPONENTS)}.")
     dt = dtype_from_name(dtype)
+    if weight_dtype not in WEIGHT_DTYPES:
+        raise CheckpointError(f"weight_dtype={weight_dtype!r} is not one of {list(WEIGHT_DTYPES)}.")
+    quant = _quant_options(weight_dtype)
     p = Path(path).expanduser()
     if not p.exists():
         raise CheckpointError(f"{p}: no such file or folder. Check the path of the LTX-2 checkpoint.")
     if p.is_dir():
-        return _load_diffusers(p, comps, device, dt)
+        return _load_diffusers(p, comps, device, dt, quant)
     if p.name == "model_index.json":
-        return _load_diffusers(p.parent, comps, device, dt)
+        return _load_diffusers(p.parent, comps, device, dt, quant)
     if p.suffix != ".safetensors":
         raise CheckpointError(
             f"{p}: not a .safetensors file; point the loader at the LTX-2 single-file checkpoint or at a "
             "diffusers folder with model_index.json.")
-    return _load_single_file(p, comps, device, dt, text_hidden_size, text_num_hidden_states)
+    return _load_single_file(p, comps, device, dt, text_hidden_size, text_num_hidden_states, quant)
 
 
-def _load(module_name: str, file: Path, module: torch.nn.Module, **kw) -> torch.nn.Module:
+# The Linear layers that may hold fp8 weights: those of the transformer blocks (the embeddings, AdaLN and time
+# embedders, projections, norms and the other components stay wide; quantized tensors there are dequantized at load).
+QUANT_LAYERS = ("transformer_blocks.",)
+WEIGHT_DTYPES = ("default", "fp8_e4m3fn")
+
+
+def _quant_options(weight_dtype: str) -> dict:
+    """load_into options per component: fp8 Linear layers only in the transformer's blocks."""
+    fp8 = QUANT_LAYERS if weight_dtype == "fp8_e4m3fn" else ()
+    return {"transformer": {"quant_layers": QUANT_LAYERS, "store_fp8": fp8}}
+
+
+def _load(module_name: str, file: Path, module: torch.nn.Module, quant: dict | None = None, **kw) -> torch.nn.Module:
+    kw.update((quant or {}).get(module_name, {"quant_layers": ()}))
     try:
         load_into(module, file, **kw)
     except CheckpointError as e:
@@ -310,7 +332,7 @@ def _video_vae_config(file: Path, cfg: dict, keys) -> dict:
 
 
 def _load_single_file(file: Path, comps, device, dtype, text_hidden: int | None,
-                      text_states: int | None) -> LTX2Checkpoint:
+                      text_states: int | None, quant: dict | None = None) -> LTX2Checkpoint:
     keys = list_keys([file])
     metadata = safetensors_metadata(file)
     version = _official_version(file, keys, metadata)
@@ -356,7 +378,7 @@ def _load_single_file(file: Path, comps, device, dtype, text_hidden: int | None,
                 module = _voc.build_vocoder(mcfg)
             kmap = _voc.official_to_module_key
         out.configs[c] = mcfg
-        setattr(out, c, _load(c, file, module, key_map=kmap, **common))
+        setattr(out, c, _load(c, file, module, quant, key_map=kmap, **common))
     return out
 
 
@@ -374,7 +396,7 @@ def _build_from_folder(component: str, sub: Path) -> torch.nn.Module:
         return _voc.build_vocoder(cfg)
 
 
-def _load_diffusers(folder: Path, comps, device, dtype) -> LTX2Checkpoint:
+def _load_diffusers(folder: Path, comps, device, dtype, quant: dict | None = None) -> LTX2Checkpoint:
     index = _read_index(folder)
     version = _diffusers_version(folder, index)
     for c in comps:
@@ -388,7 +410,7 @@ def _load_diffusers(folder: Path, comps, device, dtype) -> LTX2Checkpoint:
         sub = folder / _SUBFOLDERS[c]
         module = _build_from_folder(c, sub)
         out.config[c] = out.configs[c] = dict(read_config(sub))
-        setattr(out, c, _load(c, sub, module, device=device, dtype=dtype))
+        setattr(out, c, _load(c, sub, module, quant, device=device, dtype=dtype))
     return out
 
 

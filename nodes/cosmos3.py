@@ -159,7 +159,9 @@ class Cosmos3ModelLoader:
                     "tooltip": "A diffusers-format Cosmos3 folder from models/cosmos3, or a transformer .safetensors "
                                "file from models/diffusion_models. The embedded demo is a tiny random model: noise."}),
                 "weight_dtype": (WEIGHT_DTYPES, {"default": "bf16", "tooltip":
-                                 "Weight precision. fp8_e4m3fn stores the linear weights in 8 bits and computes in bf16."}),
+                                 "Weight precision. fp8_e4m3fn stores the transformer blocks' linear weights in 8 bits "
+                                 "(one scale per weight) and computes in bf16. Scaled fp8 files (ComfyUI's, the Cosmos3 "
+                                 "FP8 release) load as fp8 with any choice."}),
                 "device": (["default", "cpu"], {"default": "default",
                            "tooltip": "default: ComfyUI's compute device (the GPU when there is one)."}),
             },

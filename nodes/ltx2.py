@@ -186,7 +186,10 @@ class LTX2CheckpointLoader:
             "checkpoint": (_checkpoint_choices(), {"tooltip":
                            "An official single file from models/checkpoints or models/diffusion_models, or a diffusers "
                            "folder from models/ltx2. The embedded demo is a tiny random model: its output is noise."}),
-            "weight_dtype": (DTYPES, {"default": "bf16", "tooltip": "Weight and compute precision."}),
+            "weight_dtype": (DTYPES + ["fp8_e4m3fn"], {"default": "bf16", "tooltip":
+                             "Weight and compute precision. fp8_e4m3fn stores the transformer blocks' linear weights in "
+                             "8 bits (one scale per weight) and computes in bf16. Scaled fp8 files load as fp8 with "
+                             "any choice."}),
             "device": (["default", "cpu"], {"default": "default",
                        "tooltip": "default: ComfyUI's compute device (the GPU when there is one)."}),
         }, "optional": {"offload_blocks": comfy.OFFLOAD_BLOCKS_INPUT}}
@@ -202,8 +205,10 @@ class LTX2CheckpointLoader:
         try:
             path = _resolve(checkpoint, (MODEL_FOLDER, "checkpoints", "diffusion_models"), "checkpoint")
             dev = comfy.compute_device(device)
+            fp8 = weight_dtype == "fp8_e4m3fn"
             ck = load_ltx2_checkpoint(path, device=comfy.offload_device() if comfy.in_comfyui() or offload_blocks
-                                      else dev, dtype=weight_dtype)
+                                      else dev, dtype="bf16" if fp8 else weight_dtype,
+                                      weight_dtype="fp8_e4m3fn" if fp8 else "default")
         except (ValueError, OSError) as e:  # CheckpointError included
             raise _node_error("LTX2CheckpointLoader", "checkpoint", e) from e
         codecs = nn.ModuleDict({"video_vae": ck.video_vae, "audio_vae": ck.audio_vae, "vocoder": ck.vocoder})

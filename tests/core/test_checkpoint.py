@@ -336,12 +336,13 @@ def test_missing_and_unexpected_keys(tmp_path):
 
 @pytest.mark.parametrize("extra", [
     {"blocks.0.attn.weight_scale": torch.ones(()), "blocks.0.attn.comfy_quant": torch.tensor([123], dtype=torch.uint8)},
-    {"scaled_fp8": torch.zeros(0, dtype=torch.float8_e4m3fn), "blocks.0.attn.scale_weight": torch.ones(())},
+    {"blocks.0.attn.weight_scale": torch.ones(()), "blocks.0.attn.weight_scale_2": torch.ones(())},
     {"blocks.0.mlp.0.weight_quantizer._scale": torch.ones(1, 1)},
 ])
 def test_quantized_files_are_named_as_such(tmp_path, extra):
-    """Scaled fp8 / fp4 files (ComfyUI's per-layer and older formats, ModelOpt) get one clear error, even when
-    not strict: loading their float8 weights without the scales would silently give wrong numbers."""
+    """Quantized layouts that do not load (a bad comfy_quant entry, NVFP4's second scale, a scale on a weight that is
+    not float8) get one clear error, even when not strict: loading their weights without the scales would silently
+    give wrong numbers. (The scaled fp8 formats that do load: tests/test_quantized_checkpoints.py.)"""
     sd = contiguous_sd(make_source())
     sd["blocks.0.attn.weight"] = sd["blocks.0.attn.weight"].to(torch.float8_e4m3fn)
     f = tmp_path / "q.safetensors"
