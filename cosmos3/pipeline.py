@@ -586,6 +586,15 @@ class Cosmos3Video(NamedTuple):
 
 
 # ---------------------------------------------------------------------------------------------- one call
+def _release(device) -> None:
+    """Free what was just dropped (CUDA keeps freed blocks cached otherwise)."""
+    import gc
+
+    gc.collect()
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -712,6 +721,10 @@ def generate(
     x = sample(ckpt.transformer, conditioning, latents, schedule, latent_format=ckpt.settings.latent_format,
                guidance=guidance, seed=seed, condition_frames=condition_frames, callback=callback,
                sound=sound_latents)
+    if not loaded:  # this call loaded the checkpoint: the transformer leaves the device before the decoders run
+        del conditioning
+        ckpt.transformer = None
+        _release(x[0].device if isinstance(x, tuple) else x.device)
     if not with_sound:
         return decode(ckpt.vae, x)[0]
     x, sound_out = x

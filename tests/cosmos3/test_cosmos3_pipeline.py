@@ -152,3 +152,37 @@ def test_distilled_checkpoint_uses_its_sigmas_and_renoises(tmp_path):
     out = P.denoise(ckpt.transformer, cond, x, schedule, guidance=1.0, condition_frames=frames, generator=gen)
     assert torch.equal(out[:, :, 0], lat[:, :, 0])
     shutil.rmtree(folder)
+
+
+def test_generate_frees_the_transformer_before_decoding(monkeypatch):
+    """Given a folder, generate owns the checkpoint: the transformer is gone before the VAE decodes (so the two are
+    never on the device together during the decode); a checkpoint the caller loaded is left as it is."""
+    import gc
+    import weakref
+
+    from comfyui_cosmos3_ltx2.cosmos3 import pipeline
+    from comfyui_cosmos3_ltx2.cosmos3.loader import load_checkpoint
+    from comfyui_cosmos3_ltx2.cosmos3.tiny import default_checkpoint
+
+    real_decode, real_load, seen = pipeline.decode, load_checkpoint, {}
+
+    def load(*a, **kw):
+        ck = real_load(*a, **kw)
+        seen["transformer"] = weakref.ref(ck.transformer)
+        return ck
+
+    def decode(*a, **kw):
+        gc.collect()
+        seen["alive at decode"] = seen["transformer"]() is not None
+        return real_decode(*a, **kw)
+
+    import comfyui_cosmos3_ltx2.cosmos3.loader as loader_module
+
+    monkeypatch.setattr(loader_module, "load_checkpoint", load)
+    monkeypatch.setattr(pipeline, "decode", decode)
+    kw = dict(width=64, height=32, num_frames=5, steps=2, seed=1, device="cpu", dtype="fp32")
+    frames = pipeline.generate(default_checkpoint(), "a robot", **kw)
+    assert seen["alive at decode"] is False and frames.shape == (5, 32, 64, 3)
+    mine = real_load(default_checkpoint(), device="cpu", dtype="fp32")
+    pipeline.generate(mine, "a robot", **kw)
+    assert mine.transformer is not None
