@@ -158,7 +158,8 @@ def cmd_ltx_generate(args) -> int:
         keyframes=keyframes, upsampler=args.upsampler, distilled_lora=args.lora,
         lora_strengths=tuple(args.lora_strengths), sde_noise=args.sde_noise, device=args.device,
         resident_blocks=args.resident_blocks,
-        dtype=args.dtype, callback=progress, **guidance)
+        dtype="bf16" if args.dtype == "fp8_e4m3fn" else args.dtype,
+        weight_dtype="fp8_e4m3fn" if args.dtype == "fp8_e4m3fn" else "default", callback=progress, **guidance)
     print()
     write_frames(frames, out, args.fps, (waveform, rate))
     print(f"[ltx2] {frames.shape[0]} frames {frames.shape[2]}x{frames.shape[1]} + {waveform.shape[-1] / rate:.2f}s "
@@ -253,7 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resident-blocks", type=int, default=None, metavar="N",
                    help="keep N transformer blocks on the device and stream the rest from host memory (for a model "
                         "larger than the GPU; same output)")
-    g.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], help="default: bf16 on GPU, fp32 on CPU")
+    g.add_argument("--dtype", choices=["bf16", "fp16", "fp32", "fp8_e4m3fn"],
+                   help="default: bf16 on GPU, fp32 on CPU; fp8_e4m3fn: the layers' weights stored as scaled fp8, "
+                        "bf16 compute")
     g.add_argument("--output", help="output file: .webp/.gif (or .mp4 with PyAV) for clips, .png for images")
     g.set_defaults(func=cmd_generate)
     x = sub.add_parser("ltx-generate", parents=[common], help="LTX-2 / LTX-2.3 video with sound (one-stage or HQ two-stage)")
@@ -285,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--resident-blocks", type=int, default=None, metavar="N",
                    help="keep N transformer blocks on the device and stream the rest from host memory (for a model "
                         "larger than the GPU; same output)")
-    x.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
+    x.add_argument("--dtype", choices=["bf16", "fp16", "fp32", "fp8_e4m3fn"], default="bf16",
+                   help="fp8_e4m3fn: the transformer blocks' weights stored as scaled fp8, bf16 compute")
     x.add_argument("--output", default="ltx2.mp4", help=".mp4 (needs PyAV), or .webp/.gif plus a .wav beside it")
     x.set_defaults(func=cmd_ltx_generate)
     r = sub.add_parser("run", parents=[common], help="run an API-format workflow headless (in-process, or on a ComfyUI server)")

@@ -142,6 +142,7 @@ def generate(
     dtype: str = "bf16",
     callback: Callable[[dict], None] | None = None,
     resident_blocks: int | None = None,
+    weight_dtype: str = "default",
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Generate a clip with its sound track; returns (frames [T, H, W, 3] float32 in [0, 1], waveform
     [channels, samples] float32, sample rate).
@@ -171,6 +172,8 @@ def generate(
         decode_chunk: latent frames per VAE decode chunk (exact streaming; None = one pass).
         decode_tile, decode_tile_overlap: spatial VAE tiles in pixels (long side; official 512 / 64) blended
             over their overlap, for large frames on small GPUs (None = no spatial tiles).
+        weight_dtype: ``"fp8_e4m3fn"`` stores the transformer blocks' linear weights as scaled fp8 when loading a
+            bf16 file (:mod:`..core.quant`; compute stays in ``dtype``); ``"default"`` keeps the file's.
         resident_blocks: keep only that many transformer blocks on the device and stream the others from host
             memory (:mod:`..core.offload`; the same result, for a transformer larger than the GPU); None keeps all.
         callback: called once per sampling step with the sampler's dict (HQ adds ``"stage"``: "stage1" /
@@ -212,7 +215,7 @@ def generate(
     if own_checkpoint:
         # with block offload everything loads to host memory first; all but the streamed blocks then move
         checkpoint = load_ltx2_checkpoint(checkpoint, device="cpu" if resident_blocks is not None else device,
-                                          dtype=dtype, **text_dims)
+                                          dtype=dtype, weight_dtype=weight_dtype, **text_dims)
         if resident_blocks is not None:
             for part in (checkpoint.connectors, checkpoint.video_vae, checkpoint.audio_vae, checkpoint.vocoder):
                 if part is not None:
