@@ -159,12 +159,6 @@ def _pairs(state: Mapping[str, torch.Tensor], module: torch.nn.Module, key_prefi
             raise LoraError(f"{what}: {type(module).__name__}.{name} is on the meta device; load the model first.")
         if not w.is_floating_point():
             raise LoraError(f"{what}: {type(module).__name__}.{name} is {w.dtype}, not a floating weight.")
-        owner = module.get_submodule(name.rpartition(".")[0]) if "." in name else module
-        if hasattr(owner, "weight_scale"):  # a scaled-fp8 layer (core.quant): its codes are not the weight
-            raise LoraError(
-                f"{what}: {type(module).__name__}.{name} holds scaled fp8 codes (a quantized checkpoint, or "
-                "weight_dtype fp8_e4m3fn), which a LoRA cannot be merged into yet; load the bf16 checkpoint with the "
-                "default weight dtype to use this LoRA.")
         ok = (a.ndim >= 2 and b.ndim >= 2 and b.shape[0] == w.shape[0] and b.shape[1] == a.shape[0]
               and all(s == 1 for s in b.shape[2:])
               and a[0].numel() * b.shape[0] == w.numel())
@@ -199,9 +193,23 @@ class LoraHandle:
         d = b.flatten(1).to(w.device, torch.float32) @ a.flatten(1).to(w.device, torch.float32)
         return d.mul_(strength).view(w.shape)
 
+    def _quant_owner(self, name: str):
+        """The scaled-fp8 layer (core.quant.QuantLinear) holding weight ``name``, or None."""
+        owner = self.module.get_submodule(name.rpartition(".")[0]) if "." in name else self.module
+        return owner if name.endswith("weight") and hasattr(owner, "weight_scale") else None
+
     def _merge_one(self, name: str, strength: float) -> None:
         w = self.module.get_parameter(name)
         self._fix[name] = None
+        quant = self._quant_owner(name)
+        if quant is not None:  # fp8 codes would round the update away: the LoRA runs beside them instead
+            terms = quant.__dict__.setdefault("lora_terms", {})
+            if strength == 0:
+                terms.pop(id(self), None)
+            else:
+                a, b = self._factors[name]
+                terms[id(self)] = (a.flatten(1), b.flatten(1), float(strength))
+            return
         if strength == 0:
             return
         d = self._delta(name, w, strength)
@@ -221,6 +229,10 @@ class LoraHandle:
     def _unmerge_one(self, name: str) -> None:
         w = self.module.get_parameter(name)
         fix = self._fix.pop(name, None)
+        quant = self._quant_owner(name)
+        if quant is not None:
+            quant.__dict__.get("lora_terms", {}).pop(id(self), None)
+            return
         if self.strength == 0:
             return
         if isinstance(fix, torch.Tensor):

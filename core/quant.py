@@ -265,7 +265,9 @@ class QuantLinear(nn.Linear):
 
     Made from an ``nn.Linear`` by :func:`to_quant_linear` (in place, so the model's code and names do not change).
     ``fp8_matmul`` (class default True) lets a per-tensor e4m3 layer use ``torch._scaled_mm`` where the GPU has fp8
-    matrix multiplies; set it False on an instance (or the class) to always dequantize.
+    matrix multiplies; set it False on an instance (or the class) to always dequantize. ``lora_terms`` (set by
+    :mod:`.lora`): LoRAs applied beside the codes, ``{key: (A [r, in], B [out, r], strength)}``, since merging into
+    fp8 codes would round the update away.
     """
 
     fp8_matmul = True
@@ -274,8 +276,13 @@ class QuantLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = self.bias if self.bias is None or self.bias.dtype == x.dtype else self.bias.to(x.dtype)
         if self._can_fp8_mm(x):
-            return self._fp8_mm(x, bias)
-        return F.linear(x, dequantize(self.weight, self.weight_scale, x.dtype), bias)
+            out = self._fp8_mm(x, bias)
+        else:
+            out = F.linear(x, dequantize(self.weight, self.weight_scale, x.dtype), bias)
+        for a, b, strength in getattr(self, "lora_terms", {}).values():
+            # a LoRA on fp8 codes stays beside them (core.lora): + strength * B (A x), in the activations' dtype
+            out = out + strength * F.linear(F.linear(x, a.to(x.device, x.dtype)), b.to(x.device, x.dtype))
+        return out
 
     def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return dequantize(self.weight, self.weight_scale, dtype)

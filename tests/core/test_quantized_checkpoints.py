@@ -256,14 +256,39 @@ def test_fp4_weight_is_refused(tmp_path):
         load_into(lin, f)
 
 
-def test_lora_onto_fp8_weights_is_refused(ltx_file):
-    """Merging a LoRA into scaled fp8 codes would silently ignore the scale: a clear error instead."""
-    from comfyui_cosmos3_ltx2.core.lora import LoraError
+def test_lora_beside_fp8_weights(ltx_file):
+    """A LoRA on scaled fp8 codes runs beside them (merging into the codes would round the update away): each fp8
+    layer computes dequant(W) x + s B (A x); strength changes and removal act on that term alone, so removal
+    gives back the LoRA-free output bit for bit, and the result tracks the same LoRA merged into the wide weights."""
+    from comfyui_cosmos3_ltx2.core.quant import QuantLinear
 
     demo_lora = ltx_file.parent / "ltx-2.3-tiny-distilled-lora.safetensors"
     q = l2.load_ltx2_checkpoint(ltx_file, dtype="fp32", components=("transformer",), weight_dtype="fp8_e4m3fn")
-    with pytest.raises(LoraError, match="scaled fp8 codes"):
-        l2.load_distilled_lora(q.transformer, demo_lora)
+    wide = l2.load_ltx2_checkpoint(ltx_file, dtype="fp32", components=("transformer",))
+    with torch.no_grad():
+        plain = _ltx_forward(q.transformer)
+        handle = l2.load_distilled_lora(q.transformer, demo_lora, strength=0.5)
+        layers = [m for m in q.transformer.modules() if isinstance(m, QuantLinear) and m.__dict__.get("lora_terms")]
+        assert layers and all(m.weight.dtype == torch.float8_e4m3fn for m in layers)  # the codes are untouched
+        # one layer: exactly the formula
+        m = layers[0]
+        (a_, b_, s_), = m.lora_terms.values()
+        x = torch.randn(3, m.in_features, generator=torch.Generator().manual_seed(0))
+        want = torch.nn.functional.linear(x, m.dequantized_weight() + s_ * (b_.float() @ a_.float()), m.bias)
+        assert torch.allclose(m(x), want, rtol=1e-5, atol=1e-5) and s_ == 0.5
+        with_lora = _ltx_forward(q.transformer)
+        l2.load_distilled_lora(wide.transformer, demo_lora, strength=0.5)
+        merged = _ltx_forward(wide.transformer)
+        for got, ref, base in zip(with_lora, merged, plain):
+            assert not torch.equal(got, base)
+            assert rel(got, ref) < 0.1  # fp8 rounding of the base weights only
+        handle.set_strength(0.0)
+        assert all(torch.equal(u, v) for u, v in zip(_ltx_forward(q.transformer), plain))
+        handle.set_strength(0.5)
+        assert all(torch.equal(u, v) for u, v in zip(_ltx_forward(q.transformer), with_lora))
+        handle.remove()
+        assert all(torch.equal(u, v) for u, v in zip(_ltx_forward(q.transformer), plain))
+        assert not any(m.__dict__.get("lora_terms") for m in layers)
 
 
 def test_ltx2_generate_with_fp8_weights():
