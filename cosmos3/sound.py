@@ -213,7 +213,8 @@ def _key_map(key: str) -> str | None:
         ".parametrizations.weight.original1", ".weight_v")
 
 
-def load_sound_decoder(path: str | Path, *, device="cpu", dtype=torch.float32) -> Cosmos3SoundDecoder:
+def load_sound_decoder(path: str | Path, *, device="cpu", dtype: torch.dtype | str = torch.float32
+                       ) -> Cosmos3SoundDecoder:
     """The decoder of a ``sound_tokenizer/`` folder (or the checkpoint folder holding one)."""
     path = Path(path)
     if path.is_dir() and (path / "sound_tokenizer").is_dir():

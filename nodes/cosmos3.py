@@ -221,10 +221,8 @@ class Cosmos3SoundVAELoader:
     def load(self, checkpoint, dtype="fp32", device="default"):
         path = resolve_model_path(MODEL_FOLDER, checkpoint)
         dev = comfy.compute_device(device)
-        names = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
         try:
-            model = load_sound_decoder(path, device=comfy.offload_device() if comfy.in_comfyui() else dev,
-                                       dtype=names[dtype])
+            model = load_sound_decoder(path, device=comfy.offload_device() if comfy.in_comfyui() else dev, dtype=dtype)
         except (ValueError, OSError) as e:  # CheckpointError included; a folder without sound_tokenizer/
             raise _node_error("Cosmos3SoundVAELoader", "checkpoint", e) from e
         return (Cosmos3SoundVAE(model, dev, comfy.manage(model, dev)),)

@@ -3,11 +3,8 @@ device under ``device_check.OneDevice``, which fails any op that mixes devices a
 device value (see its docstring). A pass means a CUDA run keeps every tensor on the GPU from the loaded
 weights to the decoded frames and never waits on a device value, in the sampling loops and around them.
 
-What runs on the host by design stays there: tokenisation, Gemma's own forward (transformers, given here as
-a CPU stand-in that hands meta hidden states over), picture preparation and the starting noise (drawn on the
-CPU for seed parity, then moved). Left out: the LoRA merge, which reads the weights back on purpose to keep
-its strength changes bit-exact (a few syncs per stage change, outside the loops), and res2s's SDE noise,
-whose generator lives on the device (meta has none; the noise is replaced by meta tensors of its shape).
+What runs on the host by design stays there: tokenisation, picture preparation and the starting noise (drawn on
+the CPU for seed parity, then moved).
 """
 
 import pytest

@@ -19,11 +19,9 @@ from PIL import Image
 
 from comfyui_cosmos3_ltx2 import headless
 from comfyui_cosmos3_ltx2.__main__ import main
-from comfyui_cosmos3_ltx2.core import checkpoint as core_checkpoint
 from comfyui_cosmos3_ltx2.core.checks import OptionError
 from comfyui_cosmos3_ltx2.core.videos import frames_of
 from comfyui_cosmos3_ltx2.cosmos3 import generate
-from comfyui_cosmos3_ltx2.cosmos3 import loader as cosmos3_loader
 from comfyui_cosmos3_ltx2.cosmos3 import pipeline as P
 from comfyui_cosmos3_ltx2.cosmos3.loader import load_checkpoint
 from comfyui_cosmos3_ltx2.cosmos3.tiny import write_tiny_checkpoint
@@ -56,21 +54,6 @@ def ref(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return write_tiny_checkpoint(tmp_path_factory.mktemp("cosmos3_v2v_tiny") / "ckpt")
-
-
-@pytest.fixture
-def no_loading(monkeypatch):
-    """Any attempt to load a model fails the test: the checks must come first."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a model was loaded before the input was checked")
-
-    for name in ("load_checkpoint", "load_model", "load_vae", "load_transformer"):
-        monkeypatch.setattr(cosmos3_loader, name, refuse)
-    monkeypatch.setattr(cosmos3_nodes, "load_model", refuse)
-    monkeypatch.setattr(cosmos3_nodes, "load_vae", refuse)
-    monkeypatch.setattr(core_checkpoint, "load_into", refuse)
-    return refuse
 
 
 # ---------------------------------------------------------------------------------------------- diffusers parity

@@ -38,21 +38,6 @@ def tiny(tmp_path_factory):
     return write_tiny_checkpoint(tmp_path_factory.mktemp("bad") / "ckpt")
 
 
-@pytest.fixture
-def no_loading(monkeypatch):
-    """Any attempt to load a model fails the test: the checks must come first."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a model was loaded before the input was checked")
-
-    for name in ("load_checkpoint", "load_model", "load_vae", "load_transformer"):
-        monkeypatch.setattr(cosmos3_loader, name, refuse)
-    monkeypatch.setattr(cosmos3_nodes, "load_model", refuse)
-    monkeypatch.setattr(cosmos3_nodes, "load_vae", refuse)
-    monkeypatch.setattr(core_checkpoint, "load_into", refuse)
-    return refuse
-
-
 # One table of bad options, said the Python API's way: (field, keyword arguments, what the message must say).
 BAD = [
     ("width", dict(width=0), "width=0: must be at least 16"),
