@@ -4,8 +4,9 @@
 
 * one guided denoising call (two transformer passes: conditional and negative prompt) with every block resident,
   then with only ``--resident`` blocks on the device and the rest streamed from host memory (core.offload), then
-  with the linear weights stored in fp8 when ``core.quant`` is there: time and peak memory, as x resident;
-* a tiled video VAE decode on 1 process and shared by 2 (torch.distributed, gloo on the CPU): time, as x 1 process.
+  with the blocks' linear weights stored as scaled fp8 (core.quant): time and peak memory, as x resident;
+* video VAE decodes on 1 process and on 2 (torch.distributed, gloo on the CPU): LTX-2's tiled decode (tiles shared)
+  and untiled decode (rows split), and a Wan2.2-layout decode as Cosmos3 runs it (rows split): time, as x 1 process.
 
 On the CPU the offload copies are host to host, so its time ratio is the bookkeeping's cost and its memory ratio
 says nothing (the "device" is the host); on a GPU the peak memory is what offload saves. Not a test: it prints.
@@ -79,6 +80,23 @@ def measure(run, device, repeats: int) -> tuple[float, int | None]:
     return med(times), peak
 
 
+def _wan_vae():
+    """A Wan2.2-layout VAE (48 latent channels, 2x2 pixel patches) of modest width with random weights."""
+    from comfyui_cosmos3_ltx2.cosmos3.vae import WanVAE
+
+    torch.manual_seed(0)
+    return WanVAE(dict(base_dim=32, decoder_base_dim=32, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
+                       is_residual=True, in_channels=12, out_channels=12, patch_size=2, scale_factor_spatial=16,
+                       latents_mean=[0.0] * 48, latents_std=[1.0] * 48)).eval()
+
+
+DECODES = {  # name -> (VAE builder, latent shape, decode keywords)
+    "tiled LTX-2 video decode (demo VAE)": ("ltx", (5, 12, 16), dict(spatial_tile=128, spatial_overlap=32)),
+    "untiled LTX-2 video decode (demo VAE, rows split)": ("ltx", (5, 12, 16), {}),
+    "Cosmos3 Wan2.2 VAE decode (width 32, rows split)": ("wan", (3, 8, 12), {}),
+}
+
+
 def _decode_rank(rank, world, port, out):
     import torch.distributed as dist
 
@@ -88,19 +106,26 @@ def _decode_rank(rank, world, port, out):
     torch.set_num_threads(1)
     if world > 1:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    vae = load_ltx2_checkpoint(default_demo().checkpoint, components=("video_vae",), dtype="fp32").video_vae
-    z = torch.randn(1, vae.latent_channels, 5, 12, 16, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        vae.decode(z, spatial_tile=128, spatial_overlap=32)
-        t0 = time.perf_counter()
-        vae.decode(z, spatial_tile=128, spatial_overlap=32)
-        if rank == 0:
-            Path(out).write_text(str(time.perf_counter() - t0))
+    vaes = {"ltx": load_ltx2_checkpoint(default_demo().checkpoint, components=("video_vae",), dtype="fp32").video_vae,
+            "wan": _wan_vae()}
+    times = {}
+    for name, (kind, shape, kw) in DECODES.items():
+        vae = vaes[kind]
+        channels = vae.latent_channels if kind == "ltx" else vae.z_dim
+        z = torch.randn(1, channels, *shape, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            vae.decode(z, **kw)
+            t0 = time.perf_counter()
+            vae.decode(z, **kw)
+            times[name] = time.perf_counter() - t0
+    if rank == 0:
+        Path(out).write_text(json.dumps(times))
     if world > 1:
         dist.destroy_process_group()
 
 
 def decode_times(tmp: Path) -> dict:
+    """{decode name: {1: seconds on one process, 2: on two}} (rank 0's wall time)."""
     import torch.multiprocessing as mp
 
     out = {}
@@ -110,8 +135,22 @@ def decode_times(tmp: Path) -> dict:
             port = s.getsockname()[1]
         path = tmp / f"decode{world}"
         mp.spawn(_decode_rank, args=(world, port, str(path)), nprocs=world, join=True)
-        out[world] = float(path.read_text())
+        for name, t in json.loads(path.read_text()).items():
+            out.setdefault(name, {})[world] = t
     return out
+
+
+def store_fp8(model) -> None:
+    """The blocks' linear weights as per-tensor scaled fp8 codes (core.quant), as ``--dtype fp8_e4m3fn`` stores
+    them at load; norms, embeddings and biases stay as they are."""
+    from comfyui_cosmos3_ltx2.core import quant
+
+    for sub in model.transformer_blocks.modules():
+        if type(sub) is torch.nn.Linear:
+            codes, scale = quant.quantize_fp8(sub.weight.detach())
+            quant.to_quant_linear(sub, torch.float8_e4m3fn)
+            sub.weight = torch.nn.Parameter(codes, requires_grad=False)
+            sub.weight_scale = scale
 
 
 def main() -> None:
@@ -135,16 +174,11 @@ def main() -> None:
     enable_block_offload(model, model.transformer_blocks, device, a.resident)
     res[f"offload ({a.resident} of {a.layers} resident)"] = measure(step_inputs(model, device, dtype), device, a.repeats)
     del model
-    try:
-        from comfyui_cosmos3_ltx2.core import quant  # (the fp8 storage, when this checkout has it)
-    except ImportError:
-        quant = None
-    if quant is not None and hasattr(quant, "quantize_model"):
-        model = build(cfg, device, dtype)
-        quant.quantize_model(model)
-        model.to(device)
-        res["fp8 weights"] = measure(step_inputs(model, device, dtype), device, a.repeats)
-        del model
+    model = build(cfg, device, dtype)
+    store_fp8(model)
+    model.to(device)
+    res["fp8 weights"] = measure(step_inputs(model, device, dtype), device, a.repeats)
+    del model
 
     base_t, base_m = res["resident"]
     print(f"LTX-2.3-shaped transformer: {a.layers} blocks, width {a.width}, {a.dtype} on {device}; one guided call "
@@ -156,8 +190,9 @@ def main() -> None:
     tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_scale_{os.getpid()}"
     tmp.mkdir(exist_ok=True)
     dec = decode_times(tmp)
-    print(f"tiled LTX-2 video decode (demo VAE): 1 process {dec[1]:.3f} s, 2 processes (gloo) {dec[2]:.3f} s "
-          f"= {dec[2] / dec[1]:.2f}x")
+    print("video VAE decode, 1 process vs 2 (torch.distributed, gloo on the CPU, one thread each):")
+    for name, t in dec.items():
+        print(f"  {name:<52} 1 process {t[1]:.3f} s, 2 processes {t[2]:.3f} s = {t[2] / t[1]:.2f}x")
     if a.json:
         Path(a.json).write_text(json.dumps({"steps": res, "decode": dec}, indent=1))
 

@@ -3,14 +3,16 @@
 ``torchrun --nproc-per-node N -m comfyui_cosmos3_ltx2 run WORKFLOW.json`` starts N ranks; :func:`init_from_env`
 joins them (NCCL with a GPU per rank, gloo on the CPU). Every rank runs the whole graph with the same seed, so the
 ranks agree on every tensor; the work that is split is reduced so that all ranks hold the full result again:
-both transformers' video tokens (:class:`SequenceShard`, sequence parallel) and the tiles of a tiled LTX-2 video
-decode. Progress, previews and output files come from rank 0 only
+both transformers' video tokens (:class:`SequenceShard`, sequence parallel), the rows of a video VAE decode
+(:class:`RowShard`, both VAEs) and the tiles of a tiled LTX-2 video decode. Progress, previews and output files come from rank 0 only
 (:func:`is_main`). A rank that fails exits non-zero, and torchrun then stops the others.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
@@ -135,3 +137,92 @@ class SequenceShard:
         """:meth:`attend` for ``q``, ``k``, ``v`` laid out [B, t, heads * d] (the same head count for all three)."""
         split = lambda x: x.unflatten(-1, (heads, -1))  # noqa: E731
         return self.attend(split(q), split(k), split(v), attend).flatten(2)
+
+
+class RowShard:
+    """The rows of an image split over the ranks in contiguous bands, top to bottom (the first ``rows % world``
+    ranks hold one row more), for convolutional decoders: each rank runs the decoder on its band; before every
+    convolution taller than one row the band borrows its neighbours' edge rows (:meth:`halo`), the image's own
+    top and bottom padded as the convolution pads them, so each rank computes exactly its band of the whole
+    image's result; frame-wide attention reads every band's keys (:meth:`gather`). Operations that turn one row
+    into ``f`` rows (nearest upsampling, depth-to-space, pixel patches) keep the bands aligned, so the bands of
+    later, taller feature maps are the latent bands times ``f``. This is the lossless height-split decode of
+    scale.md §1 (SGLang's LTX-2 decoder); the edge rows are exchanged with one ``all_gather`` of two rows per
+    rank rather than point-to-point, which costs more only at rank counts far above a node's."""
+
+    PADDINGS = ("zeros", "reflect", "replicate")
+
+    def __init__(self, rows: int, world: int | None = None, rank_: int | None = None):
+        self.world = world_size() if world is None else world
+        self.rank = rank() if rank_ is None else rank_
+        self.rows = rows
+        self.counts = [rows // self.world + (r < rows % self.world) for r in range(self.world)]
+        self.lo = sum(self.counts[: self.rank])
+
+    @classmethod
+    def for_decode(cls, rows: int, padding: str = "zeros") -> RowShard | None:
+        """A split of ``rows`` latent rows over this run's ranks, or None when there is one rank, or too few rows
+        for every band to hold one (two for reflect padding, which mirrors the row below the edge)."""
+        world = world_size()
+        if world <= 1 or padding not in cls.PADDINGS or rows < world * (2 if padding == "reflect" else 1):
+            return None
+        return cls(rows, world)
+
+    def split(self, x: torch.Tensor, dim: int = -2) -> torch.Tensor:
+        """This rank's band of the whole ``x`` (rows along ``dim``)."""
+        return x.narrow(dim, self.lo, self.counts[self.rank])
+
+    def halo(self, x: torch.Tensor, rows: int = 1, padding: str = "zeros") -> torch.Tensor:
+        """This rank's band ``x`` [..., h, W] with ``rows`` more rows above and below: the neighbouring bands' rows
+        inside the image, the image border's ``padding`` (zeros, reflect, replicate) at its top and bottom."""
+        if padding not in self.PADDINGS:
+            raise ValueError(f"RowShard: unsupported padding {padding!r}")
+        edges = torch.cat([x[..., :rows, :], x[..., -rows:, :]], dim=-2).contiguous()
+        parts = [torch.empty_like(edges) for _ in range(self.world)]
+        dist.all_gather(parts, edges)
+        if self.rank > 0:
+            top = parts[self.rank - 1][..., rows:, :]
+        elif padding == "zeros":
+            top = torch.zeros_like(x[..., :rows, :])
+        elif padding == "reflect":
+            top = x[..., 1 : rows + 1, :].flip(-2)
+        else:
+            top = x[..., :1, :].expand(*x.shape[:-2], rows, x.shape[-1])
+        if self.rank < self.world - 1:
+            bottom = parts[self.rank + 1][..., :rows, :]
+        elif padding == "zeros":
+            bottom = torch.zeros_like(x[..., -rows:, :])
+        elif padding == "reflect":
+            bottom = x[..., -rows - 1 : -1, :].flip(-2)
+        else:
+            bottom = x[..., -1:, :].expand(*x.shape[:-2], rows, x.shape[-1])
+        return torch.cat([top, x, bottom], dim=-2)
+
+    def gather(self, x: torch.Tensor, dim: int = -2) -> torch.Tensor:
+        """The whole image from every rank's band ``x`` (rows along ``dim``; a band may be ``f`` times its latent
+        rows, the same ``f`` on every rank)."""
+        dim = dim % x.ndim
+        f = x.shape[dim] // self.counts[self.rank]
+        tallest = f * max(self.counts)
+        if x.shape[dim] < tallest:  # all_gather wants one shape: pad the shorter bands, cut the pad after
+            pad = list(x.shape)
+            pad[dim] = tallest - x.shape[dim]
+            x = torch.cat([x, x.new_zeros(pad)], dim=dim)
+        x = x.contiguous()
+        parts = [torch.empty_like(x) for _ in range(self.world)]
+        dist.all_gather(parts, x)
+        return torch.cat([p.narrow(dim, 0, f * n) for p, n in zip(parts, self.counts)], dim=dim)
+
+
+@contextmanager
+def rows_split(module: torch.nn.Module, shard: RowShard | None) -> Iterator[None]:
+    """Within the block, every submodule of ``module`` that has a ``rows`` attribute (the layers that mix
+    neighbouring rows) works on ``shard``'s band; nothing changes when ``shard`` is None."""
+    layers = [] if shard is None else [m for m in module.modules() if hasattr(m, "rows")]
+    for layer in layers:
+        layer.rows = shard
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.rows = None

@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..core.distributed import RowShard, rows_split
 from ..core.pixel_patches import patchify, unpatchify
 from .latent_format import WanLatentFormat
 
@@ -65,20 +66,28 @@ class CausalConv3d(nn.Conv3d):
     the convolution itself.
     """
 
+    rows: RowShard | None = None  # set while a distributed decode splits the rows (core.distributed.rows_split)
+
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding)
         self.context = 2 * self.padding[0]
         self.padding = (0, self.padding[1], self.padding[2])
 
+    def _conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        padding = self.padding
+        if self.rows is not None and padding[1]:  # a band of the rows: the neighbours' rows instead of zeros
+            x, padding = self.rows.halo(x, padding[1]), (padding[0], 0, padding[2])
+        return F.conv3d(x, weight, self.bias, self.stride, padding)
+
     def forward(self, x: torch.Tensor, cache: Cache | None = None) -> torch.Tensor:
         if self.context == 0:
-            return super().forward(x)
+            return self._conv(x, self.weight)
         prev = None if cache is None else cache.get(self)
         if prev is None and x.shape[2] == 1:
             # One frame after zeros (a clip's first chunk): only the last time tap sees data.
             if cache is not None:
                 cache[self] = x.clone()
-            return F.conv3d(x, self.weight[:, :, -1:], self.bias, self.stride, self.padding)
+            return self._conv(x, self.weight[:, :, -1:])
         parts = [x] if prev is None else [prev, x]
         missing = self.context - (0 if prev is None else prev.shape[2])
         if missing > 0:
@@ -87,7 +96,19 @@ class CausalConv3d(nn.Conv3d):
         x = torch.cat(parts, 2)
         if cache is not None:
             cache[self] = x[:, :, -self.context:].clone()
-        return super().forward(x)
+        return self._conv(x, self.weight)
+
+
+class RowConv2d(nn.Conv2d):
+    """A per-frame Conv2d that, while the rows are split over ranks, pads its band with the neighbours' rows."""
+
+    rows: RowShard | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.rows is None or not self.padding[0]:
+            return super().forward(x)
+        x = self.rows.halo(x, self.padding[0])
+        return F.conv2d(x, self.weight, self.bias, self.stride, (0, self.padding[1]))
 
 
 class RMSNorm(nn.Module):
@@ -128,7 +149,11 @@ class ResidualBlock(nn.Module):
 
 
 class AttentionBlock(nn.Module):
-    """Single-head self-attention over the pixels of each frame (no mixing across time)."""
+    """Single-head self-attention over the pixels of each frame (no mixing across time).
+
+    While the rows are split over ranks, each rank's pixels attend to the keys and values of every band."""
+
+    rows: RowShard | None = None
 
     def __init__(self, dim: int):
         super().__init__()
@@ -139,7 +164,12 @@ class AttentionBlock(nn.Module):
     def forward(self, x, cache=None, first=False):
         b, c, t, h, w = x.shape
         y = self.to_qkv(self.norm(x.transpose(1, 2).reshape(b * t, c, h, w)))
-        q, k, v = y.view(b * t, 1, 3 * c, h * w).transpose(-1, -2).contiguous().chunk(3, dim=-1)
+        if self.rows is None:
+            q, k, v = y.view(b * t, 1, 3 * c, h * w).transpose(-1, -2).contiguous().chunk(3, dim=-1)
+        else:
+            kv = self.rows.gather(y[:, c:])  # [B*T, 2C, H_all, W]
+            q = y[:, :c].reshape(b * t, 1, c, h * w).transpose(-1, -2)
+            k, v = kv.reshape(b * t, 1, 2 * c, -1).transpose(-1, -2).chunk(2, dim=-1)
         y = F.scaled_dot_product_attention(q, k, v)  # [B*T, 1, H*W, C]
         y = self.proj(y.squeeze(1).transpose(1, 2).reshape(b * t, c, h, w))
         return x + y.view(b, t, c, h, w).transpose(1, 2)
@@ -159,7 +189,7 @@ class Resample(nn.Module):
         if mode.startswith("upsample"):
             out_dim = dim // 2 if upsample_out_dim is None else upsample_out_dim
             self.resample = nn.Sequential(
-                nn.Upsample(scale_factor=(2.0, 2.0), mode="nearest-exact"), nn.Conv2d(dim, out_dim, 3, padding=1)
+                nn.Upsample(scale_factor=(2.0, 2.0), mode="nearest-exact"), RowConv2d(dim, out_dim, 3, padding=1)
             )
         else:
             self.resample = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(dim, dim, 3, stride=(2, 2)))
@@ -387,17 +417,23 @@ class WanVAE(nn.Module):
         """Decode latents [B, z_dim, T, h, w] (not normalised) one latent frame at a time.
 
         Yields pixel chunks [B, 3, t, H, W] clamped to [-1, 1]: t = 1 for latent frame 0, then 4.
-        Only the causal cache (two frames per convolution) is carried between chunks.
+        Only the causal cache (two frames per convolution) is carried between chunks. In a distributed run
+        (torchrun) every rank decodes a band of the rows and every chunk is gathered whole on every rank.
         """
         if z.ndim != 5 or z.shape[1] != self.z_dim:
             raise ValueError(f"WanVAE.decode: expected latents [B, {self.z_dim}, T, h, w], got {list(z.shape)}")
         cache = Cache()
+        shard = RowShard.for_decode(z.shape[3])  # under torchrun each rank decodes a band of rows
+        if shard is not None:
+            z = shard.split(z)
         for i in range(z.shape[2]):
             x = self.post_quant_conv(z[:, :, i : i + 1].to(device=self.device, dtype=self.dtype))
-            x = self.decoder(x, cache, first=i == 0)
+            with rows_split(self.decoder, shard):
+                x = self.decoder(x, cache, first=i == 0)
             if self.patch_size > 1:
                 x = unpatchify(x, self.patch_size)
-            yield x.clamp_(-1.0, 1.0)
+            x = x.clamp_(-1.0, 1.0)
+            yield x if shard is None else shard.gather(x)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, callback: Callable[[int, int], None] | None = None,

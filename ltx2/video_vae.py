@@ -29,7 +29,9 @@ the longer image axis is ``spatial_tile / 32`` cells, along the shorter axis tha
 ratio (rounded), as ltx-core does. Each tile may itself be streamed through time, so the two combine;
 the time axis is never tiled (ltx-core's blended temporal tiles are not reproduced: streaming is
 exact). Peak memory is then the output plus one tile's, or one tile-chunk's, activations. In a distributed run
-(``torchrun``, :mod:`..core.distributed`) the ranks decode the tiles round-robin and sum their shares.
+(``torchrun``, :mod:`..core.distributed`) the ranks decode the tiles round-robin and sum their shares; an untiled
+decode is split into bands of rows instead (``RowShard``: each convolution borrows its neighbours' edge rows,
+so the bands give the one-process decode).
 
 LTX-2.0 and LTX-2.3 differ only in their config (2.3: four up blocks with per-block upsample types and
 factors, optional residual upsamplers, zero padding); both are built from ``vae/config.json``.
@@ -162,10 +164,22 @@ class CausalConv3d(nn.Module):
     With a ``Stream`` the input arrives in chunks; see the module docstring.
     """
 
+    rows: distributed.RowShard | None = None  # set while a distributed decode splits the rows
+
     def __init__(self, in_channels: int, out_channels: int, stride=(1, 1, 1), padding_mode: str = "zeros"):
         super().__init__()
         self.conv = nn.Conv3d(in_channels, out_channels, 3, stride=stride, padding=(0, 1, 1),
                               padding_mode=padding_mode)
+
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        if self.rows is None:
+            return self.conv(x)
+        # A band of the rows: the neighbours' rows above and below, the image border padded as the conv pads it.
+        conv, mode = self.conv, self.conv.padding_mode
+        x = self.rows.halo(x, 1, mode)
+        if mode == "zeros":
+            return F.conv3d(x, conv.weight, conv.bias, conv.stride, (0, 0, 1))
+        return F.conv3d(F.pad(x, (1, 1, 0, 0, 0, 0), mode=mode), conv.weight, conv.bias, conv.stride)
 
     def forward(self, x: torch.Tensor, causal: bool, stream: Stream | None = None) -> torch.Tensor:
         front, back = (2, 0) if causal else (1, 1)
@@ -173,7 +187,7 @@ class CausalConv3d(nn.Module):
             parts = [x[:, :, :1].expand(-1, -1, front, -1, -1), x]
             if back:
                 parts.append(x[:, :, -1:])
-            return self.conv(torch.cat(parts, 2))
+            return self._conv(torch.cat(parts, 2))
         # Streaming (stride 1 only): prepend the carried context, or the edge padding on the first chunk.
         prev = stream.cache.get(self)
         if prev is None:
@@ -186,7 +200,7 @@ class CausalConv3d(nn.Module):
             seen = torch.cat([seen, seen[:, :, -1:]], 2)
         if seen.shape[2] < 3:
             return _no_frames(x, self.conv.out_channels)
-        return self.conv(seen)
+        return self._conv(seen)
 
 
 class TimestepEmbedder(nn.Module):
@@ -554,21 +568,33 @@ class LTX2VideoVAE(_DecoderDtypeDevice, nn.Module):
             return None
         return [(r, c) for r in rows for c in cols]
 
-    def _decode_pieces(self, z: torch.Tensor, t: torch.Tensor | None, temporal_chunk: int | None):
-        """Decode z in one pass or streamed ``temporal_chunk`` latent frames at a time.
+    def _decode_rows(self, z: torch.Tensor, t: torch.Tensor | None, stream: Stream | None,
+                     shard: distributed.RowShard | None) -> torch.Tensor:
+        """The decoder on z (whole, or this rank's band of rows gathered whole afterwards when ``shard``)."""
+        z = z.to(device=self.device, dtype=self.dtype)
+        if shard is None:
+            return self.decoder(z, t, stream)
+        with distributed.rows_split(self.decoder, shard):
+            x = self.decoder(shard.split(z), t, stream)
+        return shard.gather(x)
+
+    def _decode_pieces(self, z: torch.Tensor, t: torch.Tensor | None, temporal_chunk: int | None,
+                       shard: distributed.RowShard | None = None):
+        """Decode z in one pass or streamed ``temporal_chunk`` latent frames at a time; with ``shard`` (a
+        distributed untiled decode) each rank decodes a band of rows and every piece is gathered whole.
 
         Yields (first output frame, decoded frames, latent frames done so far) after every pass.
         """
         total = z.shape[2]
         if not temporal_chunk or temporal_chunk >= total:
-            yield 0, self.decoder(z.to(device=self.device, dtype=self.dtype), t), total
+            yield 0, self._decode_rows(z, t, None, shard), total
             return
         stream, done = Stream(), 0
         frames = 1 + self.temporal_compression_ratio * (total - 1)
         for start in range(0, total, temporal_chunk):
             stop = min(start + temporal_chunk, total)
             stream.final = stop == total
-            chunk = self.decoder(z[:, :, start:stop].to(device=self.device, dtype=self.dtype), t, stream)
+            chunk = self._decode_rows(z[:, :, start:stop], t, stream, shard)
             yield done, chunk, stop
             done += chunk.shape[2]
         if done != frames:  # a bookkeeping error, never expected
@@ -605,7 +631,9 @@ class LTX2VideoVAE(_DecoderDtypeDevice, nn.Module):
             t = t.to(self.device)
         if tiles is None:
             out = None
-            for first, chunk, done in self._decode_pieces(z, t, temporal_chunk):
+            # Under torchrun the ranks split the rows (the tiled decode splits tiles instead).
+            shard = distributed.RowShard.for_decode(z.shape[3], self.config["decoder_spatial_padding_mode"])
+            for first, chunk, done in self._decode_pieces(z, t, temporal_chunk, shard):
                 if done == total and first == 0:  # every frame in this piece (one pass)
                     out = chunk if dtype is None else chunk.to(dtype)
                 else:
