@@ -210,6 +210,16 @@ def cmd_fit_preview(args) -> int:
     return 0
 
 
+def _resident(text: str):
+    """--resident-blocks: a block count, or auto."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of blocks or auto, got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m comfyui_cosmos3_ltx2", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -251,9 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--shift", type=float, help="flow shift (default: the checkpoint's scheduler config)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
-    g.add_argument("--resident-blocks", type=int, default=None, metavar="N",
+    g.add_argument("--resident-blocks", type=_resident, default=None, metavar="N",
                    help="keep N transformer blocks on the device and stream the rest from host memory (for a model "
-                        "larger than the GPU; same output)")
+                        "larger than the GPU; same output); auto: as many as the GPU's free memory holds")
     g.add_argument("--dtype", choices=["bf16", "fp16", "fp32", "fp8_e4m3fn"],
                    help="default: bf16 on GPU, fp32 on CPU; fp8_e4m3fn: the layers' weights stored as scaled fp8, "
                         "bf16 compute")
@@ -285,9 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--stg-block", type=int, help="block of the STG pass in the one-stage preset (default 28); -1: no STG")
     x.add_argument("--sde-noise", choices=["seeded", "reference"], default="seeded")
     x.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
-    x.add_argument("--resident-blocks", type=int, default=None, metavar="N",
+    x.add_argument("--resident-blocks", type=_resident, default=None, metavar="N",
                    help="keep N transformer blocks on the device and stream the rest from host memory (for a model "
-                        "larger than the GPU; same output)")
+                        "larger than the GPU; same output); auto: as many as the GPU's free memory holds")
     x.add_argument("--dtype", choices=["bf16", "fp16", "fp32", "fp8_e4m3fn"], default="bf16",
                    help="fp8_e4m3fn: the transformer blocks' weights stored as scaled fp8, bf16 compute")
     x.add_argument("--output", default="ltx2.mp4", help=".mp4 (needs PyAV), or .webp/.gif plus a .wav beside it")

@@ -11,12 +11,18 @@ The copies are exact, so an offloaded run equals the resident run bit for bit. A
 device copies at any time (the one running and the one being fetched): the device holds the resident blocks plus
 two, whatever the model's depth; when the model's forward returns, none. The weights' host tensors stay the blocks' own between calls, so anything that
 changes weights in place between runs (LoRA merges) changes what is streamed.
+
+How many blocks to keep can also be derived from the device's free memory (:func:`resident_for_memory`): the part
+of the model outside the blocks, room for activations and the two streamed copies come first, then as many blocks
+as fit.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
+
+from .checks import OptionError, integer
 
 
 def _tensors(module: nn.Module):
@@ -123,6 +129,83 @@ class BlockOffload:
             for t, host in self.host[i]:
                 t.data = host.to(self.device)
         self.host.clear()
+
+
+# The share of the device's free memory left to activations when the resident block count is derived from it.
+# Activations grow with the request (frames x resolution), so this is a rule of thumb, not a bound; set the count
+# by hand for long or large requests.
+ACTIVATION_RESERVE = 0.25
+AUTO = -1  # the loaders' "as many as fit" setting
+
+
+def tensor_bytes(*modules: nn.Module) -> int:
+    """Bytes of the parameters and buffers of ``modules`` (a tensor shared between them counted once)."""
+    seen, total = set(), 0
+    for module in modules:
+        for t in _tensors(module):
+            if id(t) not in seen:
+                seen.add(id(t))
+                total += t.numel() * t.element_size()
+    return total
+
+
+def free_device_memory(device) -> int | None:
+    """Free bytes on a CUDA device (what the driver reports); None for the host, which has nothing to stream."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.mem_get_info(device)[0]
+    return None
+
+
+def resident_for_memory(blocks: nn.ModuleList, device, *, outside_bytes: int = 0, free_bytes: int | None = None,
+                        reserve: float = ACTIVATION_RESERVE) -> int:
+    """How many of ``blocks`` (from the first) can stay on ``device``: of its free memory (``free_bytes``, else what
+    :func:`free_device_memory` reports), ``reserve`` is left to activations and ``outside_bytes`` (the model's
+    tensors outside the blocks, which are always resident) are taken first; if every block then fits, all stay;
+    otherwise room for the two streamed copies (the running block and the prefetched one) is set aside and the rest
+    is filled block by block. Without ``free_bytes`` the host is never short: every block stays on a CPU device."""
+    free = free_device_memory(device) if free_bytes is None else int(free_bytes)
+    if free is None:
+        return len(blocks)
+    sizes = [tensor_bytes(b) for b in blocks]
+    budget = int(free * (1.0 - reserve)) - int(outside_bytes)
+    if sum(sizes) <= budget:
+        return len(blocks)
+    budget -= 2 * max(sizes, default=0)
+    count = 0
+    while count < len(sizes) and sizes[count] <= budget:
+        budget -= sizes[count]
+        count += 1
+    return count
+
+
+def streamed_blocks(choice: int, model: nn.Module, blocks: nn.ModuleList, device, *, always_resident=(),
+                    free_bytes: int | None = None) -> int:
+    """The loader nodes' ``offload_blocks``: ``choice`` blocks to stream (0: none), or with :data:`AUTO` as many as
+    the device's free memory requires (:func:`resident_for_memory`; ``model`` minus ``blocks``, plus the modules in
+    ``always_resident``, counts as always on the device). Returns how many blocks to stream."""
+    choice = int(choice)
+    if choice != AUTO:
+        return max(0, min(choice, len(blocks)))
+    outside = tensor_bytes(model, *always_resident) - tensor_bytes(*blocks)
+    return len(blocks) - resident_for_memory(blocks, device, outside_bytes=outside, free_bytes=free_bytes)
+
+
+def check_resident(value) -> int | str | None:
+    """``generate``'s ``resident_blocks``: None (no offload), a block count (at least 0) or ``"auto"``."""
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, str):
+        raise OptionError("resident_blocks", value, 'must be a whole number or "auto"')
+    return integer("resident_blocks", value, low=0)
+
+
+def resident_for_model(value: int | str, model: nn.Module, blocks: nn.ModuleList, device) -> int:
+    """A checked ``resident_blocks`` as a count: ``"auto"`` -> :func:`resident_for_memory` with the model's tensors
+    outside ``blocks`` counted as resident (call it once everything else that shares the device is there)."""
+    if value != "auto":
+        return value
+    return resident_for_memory(blocks, device, outside_bytes=tensor_bytes(model) - tensor_bytes(*blocks))
 
 
 def enable_block_offload(model: nn.Module, blocks: nn.ModuleList, device, resident: int) -> BlockOffload:

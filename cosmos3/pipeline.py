@@ -28,7 +28,7 @@ from typing import Callable, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from ..core.offload import enable_block_offload
+from ..core.offload import check_resident, enable_block_offload, resident_for_model
 from ..core.noise import noise_generator, seeded_noise  # noise_generator: also the nodes' entry point
 from ..core.sampling import (
     flow_euler_schedule,
@@ -37,7 +37,7 @@ from ..core.sampling import (
     sample_unipc,
     unipc_flow_schedule,
 )
-from ..core.checks import OptionError, integer, require_finite
+from ..core.checks import OptionError, require_finite
 from ..core.images import to_rgb01, to_rgb255
 from ..core.videos import frames_of
 from .options import (
@@ -626,7 +626,7 @@ def generate(
     dtype: str | torch.dtype | None = None,
     callback: Callable[[dict], None] | None = None,
     vae=None,
-    resident_blocks: int | None = None,
+    resident_blocks: int | str | None = None,
     sound: bool | None = None,
 ):
     """Text-to-video, image-to-video (``image`` given), video-to-video (``video`` given) or text-to-image
@@ -654,7 +654,8 @@ def generate(
     (:func:`preprocess_video`, :func:`video_latents`).
 
     ``resident_blocks``: keep only that many transformer layers on the device and stream the others from host
-    memory (:mod:`..core.offload`; the same frames, for a model larger than the GPU); None keeps all of them.
+    memory (:mod:`..core.offload`; the same frames, for a model larger than the GPU); None keeps all of them;
+    ``"auto"``: as many as the device's free memory holds once the VAEs are there (a quarter left to activations).
 
     Every option (:mod:`.options`), the image and the checkpoint's recipe are checked before any weight is loaded;
     a wrong one raises :class:`~..core.checks.OptionError` naming the field. Frames that decode to NaN or
@@ -666,8 +667,7 @@ def generate(
     check_request(prompt=prompt, negative_prompt=negative_prompt, width=width, height=height, num_frames=num_frames,
                   fps=fps, steps=steps, guidance=guidance, shift=shift, seed=seed, sampler=sampler, image=image,
                   video=video, video_keep=video_keep, video_latent_frames=video_latent_frames)
-    if resident_blocks is not None:
-        integer("resident_blocks", resident_blocks, low=0)
+    resident_blocks = check_resident(resident_blocks)
     pixels = clip = None
     if video is not None:
         clip = preprocess_video(video, height, width, keep=video_keep, latent_frames=video_latent_frames)
@@ -700,7 +700,9 @@ def generate(
     ckpt = checkpoint
     if resident_blocks is not None and getattr(ckpt.transformer, "block_offload", None) is None:
         target = torch.device(device) if device is not None else default_device()
-        enable_block_offload(ckpt.transformer, ckpt.transformer.layers, target, resident_blocks)
+        layers = ckpt.transformer.layers
+        enable_block_offload(ckpt.transformer, layers, target,
+                             resident_for_model(resident_blocks, ckpt.transformer, layers, target))
     options = PromptOptions(
         use_system_prompt=ckpt.settings.default_use_system_prompt if use_system_prompt is None else bool(use_system_prompt),
         add_duration_template=add_duration_template,

@@ -24,9 +24,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..core.checks import integer
 from ..core.lora import LoraHandle
-from ..core.offload import enable_block_offload
+from ..core.offload import check_resident, enable_block_offload, resident_for_model
 from ..core.noise import seeded_noise
 from ..core.sampling.ltx_schedule import DISTILLED_SIGMAS, ltx2_sigmas
 from .conditioning import picture_latents, prepare_pictures
@@ -141,7 +140,7 @@ def generate(
     device=None,
     dtype: str = "bf16",
     callback: Callable[[dict], None] | None = None,
-    resident_blocks: int | None = None,
+    resident_blocks: int | str | None = None,
     weight_dtype: str = "default",
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Generate a clip with its sound track; returns (frames [T, H, W, 3] float32 in [0, 1], waveform
@@ -175,7 +174,8 @@ def generate(
         weight_dtype: ``"fp8_e4m3fn"`` stores the transformer blocks' linear weights as scaled fp8 when loading a
             bf16 file (:mod:`..core.quant`; compute stays in ``dtype``); ``"default"`` keeps the file's.
         resident_blocks: keep only that many transformer blocks on the device and stream the others from host
-            memory (:mod:`..core.offload`; the same result, for a transformer larger than the GPU); None keeps all.
+            memory (:mod:`..core.offload`; the same result, for a transformer larger than the GPU); None keeps all;
+            ``"auto"``: as many as the device's free memory holds once the VAEs and connectors are there.
         callback: called once per sampling step with the sampler's dict (HQ adds ``"stage"``: "stage1" /
             "stage2"); an exception it raises stops the run.
     """
@@ -186,8 +186,7 @@ def generate(
     check_request(pipeline=pipeline, width=width, height=height, num_frames=num_frames, fps=fps, steps=steps,
                   seed=seed, upsampler=upsampler, sde_noise=sde_noise, image=image, image_strength=image_strength,
                   lora_strengths=lora_strengths, video_guidance=video_guidance, audio_guidance=audio_guidance)
-    if resident_blocks is not None:
-        integer("resident_blocks", resident_blocks, low=0)
+    resident_blocks = check_resident(resident_blocks)
     distilled = pipeline == "distilled"
     two_stage = pipeline != "one-stage"
     if steps is None:
@@ -222,7 +221,9 @@ def generate(
                     part.to(device)
     ck = checkpoint
     if resident_blocks is not None and getattr(ck.transformer, "block_offload", None) is None:
-        enable_block_offload(ck.transformer, ck.transformer.transformer_blocks, device, resident_blocks)
+        blocks = ck.transformer.transformer_blocks
+        enable_block_offload(ck.transformer, blocks, device,
+                             resident_for_model(resident_blocks, ck.transformer, blocks, device))
     tr, vae, audio_vae = ck.transformer, ck.video_vae, ck.audio_vae
     shape = latent_shape(num_frames, height, width, fps, video_channels=tr.config["in_channels"],
                          audio_channels=audio_vae.latent_channels,

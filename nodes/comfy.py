@@ -115,10 +115,19 @@ def compute_device(choice: str = "default") -> torch.device:
 
 
 # The model loaders' block-offload input (the same for both models).
-OFFLOAD_BLOCKS_INPUT = ("INT", {"default": 0, "min": 0, "max": 1000, "tooltip":
+OFFLOAD_BLOCKS_INPUT = ("INT", {"default": 0, "min": -1, "max": 1000, "tooltip":
                         "Transformer blocks kept in system memory and streamed to the GPU one at a time as they run "
                         "(the next one copied while the current one computes): for a model larger than the GPU. 0 = "
-                        "all on the GPU. The output is the same; each streamed block costs a transfer per step."})
+                        "all on the GPU; -1 = as many as the GPU's free memory requires when the model loads (a "
+                        "quarter of it is left to activations). The output is the same; each streamed block costs a "
+                        "transfer per step."})
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Free bytes on ``device`` as ComfyUI counts them (its cache included); None outside ComfyUI or for the CPU."""
+    if mm is None or torch.device(device).type == "cpu":
+        return None
+    return int(mm.get_free_memory(device))
 
 
 def offload_device() -> torch.device:

@@ -12,7 +12,7 @@ import torch
 
 from ..core.attention import set_backend as set_attention_backend
 from ..core.checks import NonFiniteError, OptionError
-from ..core.offload import enable_block_offload
+from ..core.offload import enable_block_offload, streamed_blocks
 from ..cosmos3 import options as O
 from ..cosmos3 import pipeline as P
 from ..cosmos3.latent_format import Wan22LatentFormat
@@ -189,9 +189,10 @@ class Cosmos3ModelLoader:
             raise _node_error("Cosmos3ModelLoader", "checkpoint / tokenizer", e) from e
         patcher = comfy.manage(ckpt.transformer, dev, wan22_latent_format())
         layers = ckpt.transformer.layers
-        if offload_blocks:
-            enable_block_offload(ckpt.transformer, layers, dev, max(0, len(layers) - int(offload_blocks)))
-        return (Cosmos3Model(ckpt, dev, patcher, streamed=bool(offload_blocks)),)
+        streamed = streamed_blocks(offload_blocks, ckpt.transformer, layers, dev, free_bytes=comfy.free_memory(dev))
+        if streamed:
+            enable_block_offload(ckpt.transformer, layers, dev, len(layers) - streamed)
+        return (Cosmos3Model(ckpt, dev, patcher, streamed=bool(streamed)),)
 
 
 class Cosmos3SoundVAELoader:

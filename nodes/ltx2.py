@@ -25,7 +25,7 @@ from torch import nn
 
 from ..core.attention import set_backend as set_attention_backend
 from ..core.checks import NonFiniteError, OptionError, integer, number, require_finite
-from ..core.offload import enable_block_offload
+from ..core.offload import enable_block_offload, streamed_blocks
 from ..core.sampling.ltx_schedule import DISTILLED_SIGMAS, ltx2_sigmas
 from ..ltx2 import options as O
 from ..ltx2.conditioning import picture_latents, prepare_pictures
@@ -214,11 +214,12 @@ class LTX2CheckpointLoader:
         codecs = nn.ModuleDict({"video_vae": ck.video_vae, "audio_vae": ck.audio_vae, "vocoder": ck.vocoder})
         vae = LTX2VAE(ck.video_vae, ck.audio_vae, ck.vocoder, dev, comfy.manage(codecs, dev))
         core = nn.ModuleDict({"transformer": ck.transformer, "connectors": ck.connectors})
-        if offload_blocks:
-            blocks = ck.transformer.transformer_blocks
-            enable_block_offload(core, blocks, dev, max(0, len(blocks) - int(offload_blocks)))
+        blocks = ck.transformer.transformer_blocks
+        streamed = streamed_blocks(offload_blocks, core, blocks, dev, free_bytes=comfy.free_memory(dev))
+        if streamed:
+            enable_block_offload(core, blocks, dev, len(blocks) - streamed)
         model = LTX2Model(ck.transformer, ck.connectors, dev, comfy.manage(core, dev, _preview_format(vae, path)),
-                          streamed=bool(offload_blocks))
+                          streamed=bool(streamed))
         return (model, vae)
 
 
