@@ -19,6 +19,8 @@ as fit.
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torch.nn as nn
 
@@ -57,6 +59,8 @@ class BlockOffload:
         self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self.ready: dict[int, object] = {}  # block -> event (CUDA) or True: its device copy is issued
         self.on_device: set[int] = set()
+        self.device_tensors: list[torch.Tensor] = []  # what stays on the device (set by enable_block_offload)
+        self.parked = False
         self.peak_on_device = 0  # the most streamed blocks holding device copies at once (a test reads it)
         self.copies = 0
         self._hooks = []
@@ -120,8 +124,28 @@ class BlockOffload:
         for i in list(self.on_device):
             self._release(i)
 
+    def park(self) -> None:
+        """Take what this offload keeps on the device (the resident blocks and the model outside the blocks) to host
+        memory, so that another model (a text encoder, a VAE) has the device to itself; :meth:`unpark` brings it
+        back. Copies are exact."""
+        if self.parked or not self.device_tensors:
+            return
+        for t in self.device_tensors:
+            t.data = t.data.to("cpu")
+        self.parked = True
+
+    def unpark(self) -> None:
+        """Undo :meth:`park` (nothing to do when not parked)."""
+        if not self.parked:
+            return
+        for t in self.device_tensors:
+            t.data = t.data.to(self.device)
+        self.parked = False
+
     def remove(self) -> None:
         """Stop streaming: every block back on the compute device."""
+        self.unpark()
+        _LIVE.discard(self)
         for h in self._hooks:
             h.remove()
         self._hooks.clear()
@@ -208,6 +232,17 @@ def resident_for_model(value: int | str, model: nn.Module, blocks: nn.ModuleList
     return resident_for_memory(blocks, device, outside_bytes=tensor_bytes(model) - tensor_bytes(*blocks))
 
 
+_LIVE: weakref.WeakSet = weakref.WeakSet()  # every BlockOffload of a model still alive
+
+
+def park_streamed(keep: BlockOffload | None = None) -> None:
+    """:meth:`BlockOffload.park` every offloaded model still alive but ``keep``: before another model takes the
+    device (ComfyUI frees its own models for that, but it cannot move a model whose blocks stream)."""
+    for state in list(_LIVE):
+        if state is not keep:
+            state.park()
+
+
 def enable_block_offload(model: nn.Module, blocks: nn.ModuleList, device, resident: int) -> BlockOffload:
     """Put ``model`` on ``device`` except ``blocks[resident:]``, which stream from host memory (see the module).
     Returns the :class:`BlockOffload`; ``model.block_offload`` holds it too."""
@@ -219,6 +254,9 @@ def enable_block_offload(model: nn.Module, blocks: nn.ModuleList, device, reside
         for t in list(module.parameters(recurse=False)) + list(module.buffers(recurse=False)):
             t.data = t.data.to(device)
     state = BlockOffload(blocks, device, resident)
+    state.device_tensors = [t for m in model.modules() if id(m) not in inside
+                            for t in list(m.parameters(recurse=False)) + list(m.buffers(recurse=False))]
+    _LIVE.add(state)
     state._hooks.append(model.register_forward_hook(lambda module, args, output: state.flush()))
     model.block_offload = state
     return state

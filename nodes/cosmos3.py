@@ -12,7 +12,7 @@ import torch
 
 from ..core.attention import set_backend as set_attention_backend
 from ..core.checks import NonFiniteError, OptionError
-from ..core.offload import enable_block_offload, streamed_blocks
+from ..core.offload import enable_block_offload, park_streamed, streamed_blocks
 from ..cosmos3 import options as O
 from ..cosmos3 import pipeline as P
 from ..cosmos3.latent_format import Wan22LatentFormat
@@ -58,7 +58,11 @@ class Cosmos3Model:
     checkpoint: Cosmos3Checkpoint
     device: torch.device
     patcher: object = None  # ComfyUI's ModelPatcher around the transformer (None outside ComfyUI)
-    streamed: bool = False  # block offload: the loader placed it (resident layers on the device, the rest streamed)
+    offload: object = None  # block offload (core.offload.BlockOffload): the loader placed it, blocks stream
+
+    @property
+    def streamed(self) -> bool:
+        return self.offload is not None
 
     @property
     def transformer(self):
@@ -69,7 +73,10 @@ class Cosmos3Model:
         return self.checkpoint.settings
 
     def load(self):
-        if not self.streamed:  # (a streamed model stays where the loader put it: ComfyUI must not move it whole)
+        park_streamed(keep=self.offload)
+        if self.offload is not None:  # (ComfyUI must not move a streamed model whole: back where the loader put it)
+            self.offload.unpark()
+        else:
             comfy.load_to_device(self.patcher, self.transformer, self.device)
         return self.transformer
 
@@ -81,6 +88,7 @@ class Cosmos3VAE:
     patcher: object = None
 
     def load(self):
+        park_streamed()  # a streamed transformer leaves the device to it (ComfyUI cannot move one)
         comfy.load_to_device(self.patcher, self.vae, self.device)
         return self.vae
 
@@ -94,6 +102,7 @@ class Cosmos3SoundVAE:
     patcher: object = None
 
     def load(self):
+        park_streamed()  # a streamed transformer leaves the device to it (ComfyUI cannot move one)
         comfy.load_to_device(self.patcher, self.decoder, self.device)
         return self.decoder
 
@@ -190,9 +199,8 @@ class Cosmos3ModelLoader:
         patcher = comfy.manage(ckpt.transformer, dev, wan22_latent_format())
         layers = ckpt.transformer.layers
         streamed = streamed_blocks(offload_blocks, ckpt.transformer, layers, dev, free_bytes=comfy.free_memory(dev))
-        if streamed:
-            enable_block_offload(ckpt.transformer, layers, dev, len(layers) - streamed)
-        return (Cosmos3Model(ckpt, dev, patcher, streamed=bool(streamed)),)
+        state = enable_block_offload(ckpt.transformer, layers, dev, len(layers) - streamed) if streamed else None
+        return (Cosmos3Model(ckpt, dev, patcher, offload=state),)
 
 
 class Cosmos3SoundVAELoader:

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..core.attention import set_backend as set_attention_backend
 from ..core.checks import NonFiniteError, OptionError, integer, number, require_finite
-from ..core.offload import enable_block_offload, streamed_blocks
+from ..core.offload import enable_block_offload, park_streamed, streamed_blocks
 from ..core.sampling.ltx_schedule import DISTILLED_SIGMAS, ltx2_sigmas
 from ..ltx2 import options as O
 from ..ltx2.conditioning import picture_latents, prepare_pictures
@@ -59,10 +59,17 @@ class LTX2Model:
     device: torch.device
     patcher: object = None
     loras: tuple = ()
-    streamed: bool = False  # block offload: the loader placed it (resident blocks on the device, the rest streamed)
+    offload: object = None  # block offload (core.offload.BlockOffload): the loader placed it, blocks stream
+
+    @property
+    def streamed(self) -> bool:
+        return self.offload is not None
 
     def load(self):
-        if not self.streamed:  # (a streamed model stays where the loader put it: ComfyUI must not move it whole)
+        park_streamed(keep=self.offload)
+        if self.offload is not None:  # (ComfyUI must not move a streamed model whole: back where the loader put it)
+            self.offload.unpark()
+        else:
             comfy.load_to_device(self.patcher, self.transformer, self.device)
         return self.transformer
 
@@ -78,6 +85,7 @@ class LTX2VAE:
     patcher: object = None
 
     def load(self):
+        park_streamed()  # a streamed transformer leaves the device to it (ComfyUI cannot move one)
         comfy.load_to_device(self.patcher, self.video_vae, self.device)
         for m in (self.audio_vae, self.vocoder):  # (one patcher holds all three)
             if self.patcher is None and next(m.parameters()).device != self.device:
@@ -98,7 +106,7 @@ class LTX2Upsampler:
     device: torch.device
     patcher: object = None
 
-    def load(self):
+    def load(self):  # (a streamed transformer stays: the upsampler is small and runs between two stages)
         comfy.load_to_device(self.patcher, self.module, self.device)
         return self.module
 
@@ -216,10 +224,9 @@ class LTX2CheckpointLoader:
         core = nn.ModuleDict({"transformer": ck.transformer, "connectors": ck.connectors})
         blocks = ck.transformer.transformer_blocks
         streamed = streamed_blocks(offload_blocks, core, blocks, dev, free_bytes=comfy.free_memory(dev))
-        if streamed:
-            enable_block_offload(core, blocks, dev, len(blocks) - streamed)
+        state = enable_block_offload(core, blocks, dev, len(blocks) - streamed) if streamed else None
         model = LTX2Model(ck.transformer, ck.connectors, dev, comfy.manage(core, dev, _preview_format(vae, path)),
-                          streamed=bool(streamed))
+                          offload=state)
         return (model, vae)
 
 
@@ -371,6 +378,7 @@ class LTX2TextEncode:
 
     def encode(self, text_encoder, model, prompt, negative_prompt):
         enc = text_encoder.encoder
+        park_streamed()  # a streamed transformer leaves the device to Gemma (ComfyUI cannot move one)
         comfy.load_to_device(text_encoder.patcher, enc.model, text_encoder.device)
         try:
             states = gemma_states(enc, prompt, negative_prompt)

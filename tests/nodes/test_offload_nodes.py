@@ -1,5 +1,7 @@
-"""The loader nodes' offload_blocks = -1: the count of streamed blocks comes from the free memory ComfyUI reports
-(patched here: no GPU), and the video equals the all-resident one."""
+"""Block offload in the nodes. offload_blocks = -1: the count of streamed blocks comes from the free memory ComfyUI
+reports (patched here: no GPU), and the transformer computes as the all-resident one. A streamed transformer, which
+ComfyUI cannot move, leaves the device (parks in host memory) when a VAE or a text encoder loads, and comes back
+when a sampler loads it."""
 
 import torch
 
@@ -21,7 +23,7 @@ def test_ltx2_loader_streams_what_free_memory_requires(monkeypatch):
     monkeypatch.setattr(glue, "free_memory", lambda device: free)
     states, real = [], ltx2_nodes.enable_block_offload
     monkeypatch.setattr(ltx2_nodes, "enable_block_offload", lambda *a: states.append(real(*a)) or states[-1])
-    streamed_model, _ = loader.load(ltx2_nodes.EMBEDDED, weight_dtype="fp32", device="cpu", offload_blocks=-1)
+    streamed_model, vae = loader.load(ltx2_nodes.EMBEDDED, weight_dtype="fp32", device="cpu", offload_blocks=-1)
     (state,) = states
     assert streamed_model.streamed and state.resident == len(blocks) - 3 and len(state.streamed) == 3
 
@@ -34,4 +36,31 @@ def test_ltx2_loader_streams_what_free_memory_requires(monkeypatch):
     with torch.no_grad():
         want = model.transformer(x, ax, ctx, actx, 0.5, **kw)
         got = streamed_model.transformer(x, ax, ctx, actx, 0.5, **kw)
-    assert all(torch.equal(a, b) for a, b in zip(got, want))
+        assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+        # A VAE load parks the streamed transformer; the sampler's load brings it back, computing the same.
+        vae.load()
+        assert state.parked and len(state.device_tensors) > 0
+        assert streamed_model.load() is streamed_model.transformer and not state.parked
+        again = streamed_model.transformer(x, ax, ctx, actx, 0.5, **kw)
+        assert all(torch.equal(a, b) for a, b in zip(again, want))
+
+
+def test_park_streamed_spares_the_one_kept():
+    def streamed_stack():
+        model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4), torch.nn.Linear(4, 4))
+        return model, offload.enable_block_offload(model, model, "cpu", 1)
+
+    (a, sa), (b, sb) = streamed_stack(), streamed_stack()
+    x = torch.randn(2, 4)
+    want = b(x)
+    offload.park_streamed(keep=sa)
+    assert sb.parked and not sa.parked
+    sb.unpark()
+    assert torch.equal(b(x), want)
+    sb.park()
+    sb.remove()  # stopping the offload brings everything back first
+    assert not sb.parked and torch.equal(b(x), want)
+    offload.park_streamed()
+    assert sa.parked and not sb.parked  # a removed offload is no longer parked
+    sa.remove()
