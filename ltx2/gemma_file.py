@@ -167,19 +167,19 @@ def _check_quantisation(file: Path, keys, prefix: str, metadata: dict) -> bool:
     """Check the text tensors' dtypes and quantization layout from the header (the small ``comfy_quant`` JSON
     tensors are read); True when the file holds fp8 tensors. Scaled fp8 (core.quant) passes; nvfp4 / mxfp8 / int8
     and other non-float weights are refused with one error naming the file."""
+    markers = (quant.MARKER, prefix + quant.MARKER)
     text = {k: (dt, shape) for k, (_, shape, dt) in keys.items()
-            if (k.startswith(prefix) and k[len(prefix):].startswith(_MODULE_HEADS)) or k in (quant.MARKER, prefix + quant.MARKER)}
+            if (k.startswith(prefix) and k[len(prefix):].startswith(_MODULE_HEADS)) or k in markers}
 
-    def read(name: str) -> torch.Tensor:
-        from safetensors import safe_open
-
-        with safe_open(str(file), framework="pt", device="cpu") as sf:
-            return sf.get_tensor(name)
+    from safetensors import SafetensorError, safe_open
 
     try:
-        plan = quant.recognise(text, read, metadata)
+        with safe_open(str(file), framework="pt", device="cpu") as sf:  # read: the small comfy_quant JSON tensors
+            plan = quant.recognise(text, sf.get_tensor, metadata)
     except quant.QuantFormatError as e:
         raise _refuse_layout(file, e.key, e.reason) from None
+    except SafetensorError as e:
+        raise CheckpointError(f"{file}: is truncated or not a safetensors file ({e}). Re-download it.") from None
     codes = {lq.weight for lq in plan.layers.values()}
     for k, (dt, _) in text.items():
         ok = (dt in _FLOAT_DTYPES or dt in _FP8_DTYPES or (dt == "U8" and (k in codes or k.endswith(".comfy_quant"))))

@@ -272,14 +272,14 @@ def test_errors(setup, tmp_path):
     w = _text_weights(model, "model.")
     f8 = {k: (v.to(torch.float8_e4m3fn) if k.endswith("proj.weight") else v) for k, v in w.items()}
     save_file(f8, str(tmp_path / "f8.safetensors"), metadata={"config": json.dumps(model.config.text_config.to_dict())})
-    enc = text_encoding.load_gemma_text_encoder(tmp_path / "f8.safetensors", tokenizer=setup["root"] / "tokenizer.model",
-                                                **kw)
+    enc = text_encoding.load_gemma_text_encoder(tmp_path / "f8.safetensors",
+                                                tokenizer=setup["root"] / "tokenizer.model", **kw)
     q = enc.model.layers[0].self_attn.q_proj
     assert type(q) is torch.nn.Linear and torch.equal(q.weight, f8["model.layers.0.self_attn.q_proj.weight"].float())
     _comfy_file(tmp_path / "scaled.safetensors", model, setup["proto"],
                 extra={"scaled_fp8": torch.zeros(0, dtype=torch.float8_e4m3fn),
                        "model.layers.0.self_attn.q_proj.scale_weight": torch.ones(1)})
-    with pytest.raises(CheckpointError, match=r"scaled\.safetensors: a quantized Gemma-3 file .*F32 weight with a scale"):
+    with pytest.raises(CheckpointError, match=r"scaled\.safetensors: a quantized Gemma-3 .*F32 weight with a scale"):
         text_encoding.load_gemma_text_encoder(tmp_path / "scaled.safetensors", **kw)
     _comfy_file(tmp_path / "nvfp4.safetensors", model, setup["proto"],
                 extra={"model.layers.0.self_attn.q_proj.weight_scale_2": torch.ones(()),
