@@ -557,7 +557,8 @@ def load_gemma_single_file(path, *, device="cpu", dtype: torch.dtype | None = to
     """(``transformers.Gemma3TextModel``, tokenizer) from one Gemma-3 ``.safetensors`` file (see the module
     docstring). Everything checkable from the header is checked before any tensor is read.
 
-    ``dtype``: the compute dtype of the norms, embeddings and activations (None: the file's; bf16 for an fp8 file).
+    ``dtype``: the compute dtype of the norms, embeddings and activations (None: the file's
+    embedding dtype, bf16 when that is fp8).
     Scaled fp8 Linear weights stay fp8 whatever ``dtype`` is; ``store_fp8=True`` also stores the decoder layers'
     Linear weights of a high-precision file as fp8 (one scale per weight)."""
     import transformers
