@@ -23,8 +23,14 @@ The tokenizer is the file's ``spiece_model`` read with the ``sentencepiece`` pac
 folder loader uses: BOS first, no EOS, special-token strings kept whole), or one given with ``tokenizer=``
 (a Hugging Face tokenizer folder, ``tokenizer.json`` or ``tokenizer.model``), or one found beside the file.
 
-fp8 / quantised files (ComfyUI's ``*_fp8_scaled`` variants with ``scale_weight`` / ``comfy_quant``
-tensors, or float8 weights) are refused for now.
+Scaled fp8 files load (ComfyUI's ``gemma_3_12B_it_fp8_scaled.safetensors``: per-layer ``comfy_quant`` +
+``weight_scale`` tensors, or the layer table in the ``_quantization_metadata`` header, or the older ``scaled_fp8`` /
+``scale_weight`` form; see :mod:`core.quant`): the decoder layers' Linear weights (``q/k/v/o_proj``,
+``gate/up/down_proj``) stay fp8 codes in :class:`core.quant.QuantLinear` layers (dequantized per call, or multiplied in
+fp8 where the GPU can); any other quantized tensor (e.g. an fp8 ``embed_tokens``) and unscaled float8 weights are
+widened at load, and norms and embeddings compute in the high-precision dtype (bf16 unless asked otherwise, never a
+float8 type). ``store_fp8=True`` stores the decoder layers' Linear weights of a high-precision file as fp8 (one scale
+per weight) at load. Other quantized layouts (nvfp4, mxfp8, int8) are refused with one error naming the file.
 """
 
 from __future__ import annotations
@@ -36,9 +42,9 @@ from typing import Any, Sequence
 
 import torch
 
+from ..core import quant
 from ..core.checkpoint import (
     CheckpointError,
-    is_quantization_key,
     list_keys,
     load_into,
     metadata_config,
@@ -47,6 +53,8 @@ from ..core.checkpoint import (
 
 __all__ = [
     "GEMMA3_12B_DEFAULTS",
+    "QUANT_LAYERS",
+    "WEIGHT_DTYPES",
     "SentencePieceGemmaTokenizer",
     "find_text_prefix",
     "gemma_text_config",
@@ -113,9 +121,13 @@ def text_key_map(prefix: str):
     """File key -> ``Gemma3TextModel`` parameter name (None for the vision tower, projector, tokenizer...)."""
 
     def key_map(key: str) -> str | None:
+        if key == quant.MARKER:
+            return key
         if not key.startswith(prefix):
             return None
         name = key[len(prefix):]
+        if name == quant.MARKER:  # the older scaled-fp8 files' marker: read by load_into, then dropped
+            return name
         return name if name.startswith(_MODULE_HEADS) else None
 
     return key_map
@@ -138,21 +150,43 @@ def _not_gemma(file: Path, keys) -> CheckpointError:
         "ComfyUI's gemma_3_12B_it.safetensors or the Hugging Face gemma-3-12b-it folder.")
 
 
-def _check_not_quantised(file: Path, keys, prefix: str, metadata: dict) -> None:
-    quant = [k for k in keys if is_quantization_key(k)]
-    f8 = [k for k, (_, _, dt) in keys.items() if dt.startswith("F8") and k.startswith(prefix)]
-    if quant or f8 or "_quantization_metadata" in metadata:
-        what = (f"{len(f8)} float8 tensors (e.g. '{f8[0]}')" if f8 else
-                f"quantisation tensors (e.g. '{quant[0]}')" if quant else "'_quantization_metadata' in its header")
-        raise CheckpointError(
-            f"{file}: this is an fp8 / quantised Gemma-3 file ({what}), e.g. ComfyUI's *_fp8_scaled variant; "
-            "it is not supported yet. Use the bf16 gemma_3_12B_it.safetensors (or the Hugging Face folder).")
-    odd = [(k, dt) for k, (_, _, dt) in keys.items()
-           if k.startswith(prefix) and k[len(prefix):].startswith(_MODULE_HEADS) and dt not in _FLOAT_DTYPES]
-    if odd:
-        raise CheckpointError(
-            f"{file}: tensor '{odd[0][0]}' is stored as {odd[0][1]}; only fp32 / fp16 / bf16 Gemma-3 weights are "
-            "read (quantised files are not supported).")
+_FP8_DTYPES = {"F8_E4M3", "F8_E5M2"}
+# The Linear layers that may hold fp8 codes: those of the decoder layers (Gemma3TextModel names).
+QUANT_LAYERS = ("layers.",)
+WEIGHT_DTYPES = ("default", "fp8_e4m3fn")
+
+
+def _refuse_layout(file: Path, key: str, reason: str) -> CheckpointError:
+    return CheckpointError(
+        f"{file}: a quantized Gemma-3 file in a layout this version does not load ('{key}': {reason}). Use the bf16 "
+        "gemma_3_12B_it.safetensors or ComfyUI's scaled fp8 gemma_3_12B_it_fp8_scaled.safetensors (or the Hugging "
+        "Face folder).")
+
+
+def _check_quantisation(file: Path, keys, prefix: str, metadata: dict) -> bool:
+    """Check the text tensors' dtypes and quantization layout from the header (the small ``comfy_quant`` JSON
+    tensors are read); True when the file holds fp8 tensors. Scaled fp8 (core.quant) passes; nvfp4 / mxfp8 / int8
+    and other non-float weights are refused with one error naming the file."""
+    markers = (quant.MARKER, prefix + quant.MARKER)
+    text = {k: (dt, shape) for k, (_, shape, dt) in keys.items()
+            if (k.startswith(prefix) and k[len(prefix):].startswith(_MODULE_HEADS)) or k in markers}
+
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(file), framework="pt", device="cpu") as sf:  # read: the small comfy_quant JSON tensors
+            plan = quant.recognise(text, sf.get_tensor, metadata)
+    except quant.QuantFormatError as e:
+        raise _refuse_layout(file, e.key, e.reason) from None
+    except SafetensorError as e:
+        raise CheckpointError(f"{file}: is truncated or not a safetensors file ({e}). Re-download it.") from None
+    codes = {lq.weight for lq in plan.layers.values()}
+    for k, (dt, _) in text.items():
+        ok = (dt in _FLOAT_DTYPES or dt in _FP8_DTYPES or (dt == "U8" and (k in codes or k.endswith(".comfy_quant"))))
+        if not ok:
+            what = {"F4": "4-bit (fp4)", "I8": "int8", "U8": "uint8"}.get(dt, dt)
+            raise _refuse_layout(file, k, f"a {what} tensor without a scaled fp8 layout")
+    return any(dt in _FP8_DTYPES or k in codes for k, (dt, _) in text.items() if not k.endswith(quant.MARKER))
 
 
 def _meta_text_config(file: Path, metadata: dict) -> dict | None:
@@ -518,35 +552,47 @@ def _rebuild_buffers(model: torch.nn.Module, config) -> None:
                 "transformers version; load the Hugging Face folder instead.")
 
 
-def load_gemma_single_file(path, *, device="cpu", dtype: torch.dtype | None = torch.bfloat16, tokenizer=None):
+def load_gemma_single_file(path, *, device="cpu", dtype: torch.dtype | None = torch.bfloat16, tokenizer=None,
+                           store_fp8: bool = False):
     """(``transformers.Gemma3TextModel``, tokenizer) from one Gemma-3 ``.safetensors`` file (see the module
-    docstring). Everything checkable from the header is checked before any tensor is read."""
+    docstring). Everything checkable from the header is checked before any tensor is read.
+
+    ``dtype``: the compute dtype of the norms, embeddings and activations (None: the file's
+    embedding dtype, bf16 when that is fp8).
+    Scaled fp8 Linear weights stay fp8 whatever ``dtype`` is; ``store_fp8=True`` also stores the decoder layers'
+    Linear weights of a high-precision file as fp8 (one scale per weight)."""
     import transformers
 
     file = Path(path).expanduser()
     if not file.is_file():
         raise CheckpointError(f"{file}: no such file. Check the path of the Gemma-3 text encoder.")
+    if dtype is not None and (not dtype.is_floating_point or dtype.itemsize < 2):
+        raise CheckpointError(f"dtype={dtype}: Gemma-3 computes in bf16, fp16 or fp32; fp8 storage of its linear "
+                              "weights is weight_dtype='fp8_e4m3fn' (store_fp8=True).")
     keys = list_keys([file])
     metadata = safetensors_metadata(file)
     prefix = find_text_prefix(keys)
     if prefix is None:
         raise _not_gemma(file, keys)
-    _check_not_quantised(file, keys, prefix, metadata)
+    has_fp8 = _check_quantisation(file, keys, prefix, metadata)
     config = gemma_text_config(file, keys, metadata)
     tok = _file_tokenizer(file, keys, tokenizer)
     _check_tokenizer(file, tok, int(config.vocab_size))
 
+    # The high-precision dtype the model is built (and, for an fp8 file, loaded) in: never a float8 type.
     build_dtype = dtype if dtype is not None else {"F32": torch.float32, "F16": torch.float16}.get(
         keys[prefix + "embed_tokens.weight"][2], torch.bfloat16)
+    load_dtype = build_dtype if (dtype is None and has_fp8) else dtype  # an fp8 file's other tensors are widened
     with _default_dtype(build_dtype), torch.device("meta"):
         model = transformers.Gemma3TextModel(config)
     with _default_dtype(build_dtype):
         _rebuild_buffers(model, config)
 
     try:
-        load_into(model, file, device=device, dtype=dtype, key_map=text_key_map(prefix))
+        load_into(model, file, device=device, dtype=load_dtype, key_map=text_key_map(prefix),
+                  quant_layers=QUANT_LAYERS, store_fp8=QUANT_LAYERS if store_fp8 else ())
     except CheckpointError as e:
         raise CheckpointError(f"Gemma-3 text encoder from {file}: {e}") from None
-    model = model.to(device).eval()  # the rebuilt buffers; the weights are already there
+    model = model.to(device).eval()  # the rebuilt buffers; the weights are already there (fp8 codes stay fp8)
     model.requires_grad_(False)
     return model, tok

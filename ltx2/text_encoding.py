@@ -88,7 +88,7 @@ class GemmaTextEncoder:
 
 
 def load_gemma_text_encoder(path, *, device="cpu", dtype="bf16", max_length: int = 1024,
-                            tokenizer=None) -> GemmaTextEncoder:
+                            tokenizer=None, weight_dtype: str = "default") -> GemmaTextEncoder:
     """Gemma-3 (the LTX-2 / LTX-2.3 text encoder) from a Hugging Face folder or from one ``.safetensors`` file.
 
     * Folder (config.json, safetensors weights, tokenizer files), read with ``local_files_only=True``: a full
@@ -98,20 +98,32 @@ def load_gemma_text_encoder(path, *, device="cpu", dtype="bf16", max_length: int
       ``model.`` (or ``model.language_model.`` / ``language_model.model.`` as transformers saves them; vision
       tensors are ignored) and the SentencePiece tokenizer in its ``spiece_model`` tensor (needs the
       ``sentencepiece`` package). The config is the file's ``config`` metadata or, without one, read from the
-      tensor shapes with Gemma-3-12B's other settings. fp8 / quantised files are refused. See
-      :mod:`.gemma_file`.
+      tensor shapes with Gemma-3-12B's other settings. See :mod:`.gemma_file`.
+    * Scaled fp8 single files (ComfyUI's ``gemma_3_12B_it_fp8_scaled.safetensors``, new ``comfy_quant`` or older
+      ``scaled_fp8`` form) load with the decoder layers' Linear weights kept as fp8 codes (``core.quant.QuantLinear``)
+      whatever ``weight_dtype`` is; norms and embeddings compute in ``dtype``. nvfp4 / int8 files are refused.
+
+    ``dtype``: compute precision ("bf16", "fp16", "fp32"). ``weight_dtype``: ``"default"`` keeps the file's weights;
+    ``"fp8_e4m3fn"`` stores the decoder layers' Linear weights of a high-precision single file as scaled fp8 (one
+    scale per weight) at load (embeddings, norms and the vision tower are untouched). A Hugging Face folder loads
+    through transformers, so ``weight_dtype="fp8_e4m3fn"`` is refused there.
 
     ``tokenizer``: a Hugging Face tokenizer folder, ``tokenizer.json`` or ``tokenizer.model`` (or a tokenizer
     object) to use instead of the one in the folder / file; a single file without ``spiece_model`` otherwise
     uses a tokenizer found beside it. Either way the prompt is stripped, BOS prepended (no EOS), truncated to
     ``max_length`` and left-padded with the pad id.
     """
+    from .gemma_file import WEIGHT_DTYPES
+
     p = Path(path).expanduser()
     dt = dtype_from_name(dtype)
+    if weight_dtype not in WEIGHT_DTYPES:
+        raise CheckpointError(f"weight_dtype={weight_dtype!r} is not one of {list(WEIGHT_DTYPES)}.")
     if p.is_file() and p.suffix == ".safetensors":
         from .gemma_file import load_gemma_single_file
 
-        model, tok = load_gemma_single_file(p, device=device, dtype=dt, tokenizer=tokenizer)
+        model, tok = load_gemma_single_file(p, device=device, dtype=dt, tokenizer=tokenizer,
+                                            store_fp8=weight_dtype == "fp8_e4m3fn")
         return GemmaTextEncoder(model, tok, max_length=max_length)
     if not p.exists():
         raise CheckpointError(
@@ -123,6 +135,11 @@ def load_gemma_text_encoder(path, *, device="cpu", dtype="bf16", max_length: int
             "single .safetensors file (e.g. ComfyUI's gemma_3_12B_it.safetensors).")
     if not (p / "config.json").is_file():
         raise CheckpointError(f"{p}: no config.json; this is not a Hugging Face Gemma-3 folder.")
+    if weight_dtype != "default":
+        raise CheckpointError(
+            f"{p}: weight_dtype={weight_dtype!r} applies to a single Gemma-3 .safetensors file only (a Hugging Face "
+            "folder loads through transformers in its own dtype); use weight_dtype='default' here, or ComfyUI's "
+            "gemma_3_12B_it.safetensors / gemma_3_12B_it_fp8_scaled.safetensors.")
     import transformers
 
     config = transformers.AutoConfig.from_pretrained(str(p), local_files_only=True)

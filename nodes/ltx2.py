@@ -246,7 +246,10 @@ class LTX2TextEncoderLoader:
             "text_encoder": (_text_encoder_choices(), {"tooltip":
                              "gemma_3_12B_it.safetensors (its tokenizer inside, needs sentencepiece) or a Gemma-3 "
                              "folder, from models/text_encoders."}),
-            "dtype": (DTYPES, {"default": "bf16", "tooltip": "Gemma's precision."}),
+            "dtype": (DTYPES + ["fp8_e4m3fn"], {"default": "bf16", "tooltip":
+                      "Gemma's precision. fp8_e4m3fn stores the decoder layers' linear weights of a single bf16 file "
+                      "in 8 bits (one scale per weight) and computes in bf16. Scaled fp8 files (e.g. "
+                      "gemma_3_12B_it_fp8_scaled.safetensors) load as fp8 with any choice."}),
             "device": (["default", "cpu"], {"default": "default", "tooltip": "default: ComfyUI's compute device."}),
         }}
 
@@ -260,8 +263,10 @@ class LTX2TextEncoderLoader:
         try:
             path = _resolve(text_encoder, ("text_encoders",), "text_encoder")
             dev = comfy.compute_device(device)
+            fp8 = dtype == "fp8_e4m3fn"
             enc = load_gemma_text_encoder(path, device=comfy.offload_device() if comfy.in_comfyui() else dev,
-                                          dtype=dtype)
+                                          dtype="bf16" if fp8 else dtype,
+                                          weight_dtype="fp8_e4m3fn" if fp8 else "default")
         except (ValueError, OSError, ImportError) as e:
             raise _node_error("LTX2TextEncoderLoader", "text_encoder", e) from e
         return (LTX2TextEncoder(enc, dev, comfy.manage(enc.model, dev)),)

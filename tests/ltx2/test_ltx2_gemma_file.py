@@ -267,17 +267,25 @@ def test_errors(setup, tmp_path):
     _comfy_file(lonely / "gemma.safetensors", model, None)
     with pytest.raises(CheckpointError, match="no tokenizer.*spiece_model.*tokenizer="):
         text_encoding.load_gemma_text_encoder(lonely / "gemma.safetensors", **kw)
-    # fp8: float8 weights, and ComfyUI's scaled-fp8 marker tensors.
+    # fp8 (tests/ltx2/test_ltx2_gemma_fp8.py has the scaled fp8 files): unscaled float8 weights are widened at
+    # load; a scale on a weight that is not fp8 codes, and an nvfp4 layer, are refused.
     w = _text_weights(model, "model.")
     f8 = {k: (v.to(torch.float8_e4m3fn) if k.endswith("proj.weight") else v) for k, v in w.items()}
-    save_file(f8, str(tmp_path / "f8.safetensors"))
-    with pytest.raises(CheckpointError, match=r"f8\.safetensors: this is an fp8.*float8 tensors.*not supported"):
-        text_encoding.load_gemma_text_encoder(tmp_path / "f8.safetensors", **kw)
+    save_file(f8, str(tmp_path / "f8.safetensors"), metadata={"config": json.dumps(model.config.text_config.to_dict())})
+    enc = text_encoding.load_gemma_text_encoder(tmp_path / "f8.safetensors",
+                                                tokenizer=setup["root"] / "tokenizer.model", **kw)
+    q = enc.model.layers[0].self_attn.q_proj
+    assert type(q) is torch.nn.Linear and torch.equal(q.weight, f8["model.layers.0.self_attn.q_proj.weight"].float())
     _comfy_file(tmp_path / "scaled.safetensors", model, setup["proto"],
                 extra={"scaled_fp8": torch.zeros(0, dtype=torch.float8_e4m3fn),
                        "model.layers.0.self_attn.q_proj.scale_weight": torch.ones(1)})
-    with pytest.raises(CheckpointError, match=r"scaled\.safetensors: this is an fp8"):
+    with pytest.raises(CheckpointError, match=r"scaled\.safetensors: a quantized Gemma-3 .*F32 weight with a scale"):
         text_encoding.load_gemma_text_encoder(tmp_path / "scaled.safetensors", **kw)
+    _comfy_file(tmp_path / "nvfp4.safetensors", model, setup["proto"],
+                extra={"model.layers.0.self_attn.q_proj.weight_scale_2": torch.ones(()),
+                       "model.layers.0.self_attn.q_proj.weight_scale": torch.ones(1)})
+    with pytest.raises(CheckpointError, match=r"nvfp4\.safetensors: a quantized Gemma-3 file .*NVFP4.*bf16.*fp8"):
+        text_encoding.load_gemma_text_encoder(tmp_path / "nvfp4.safetensors", **kw)
     # Missing tensors: a layer's weight, and a whole middle layer.
     _comfy_file(tmp_path / "incomplete.safetensors", model, setup["proto"])
     sd = load_file(str(tmp_path / "incomplete.safetensors"))
