@@ -2,6 +2,7 @@
 ``helpers.ltx2_checkpoint_ref``, once per module and version)."""
 
 import pytest
+import torch
 
 from helpers.ltx2_checkpoint_ref import VERSIONS, build_gemma_folder, build_hq_checkpoint, build_tiny_checkpoint
 
@@ -23,3 +24,12 @@ def gemma_folder(tmp_path_factory):
 def hq_ckpt(tiny, tmp_path_factory):
     """(official single file, diffusers folder) of a well-conditioned tiny LTX-2.3 for the HQ runs."""
     return build_hq_checkpoint(tiny, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny models (syncing threads costs more than it gains on a busy machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

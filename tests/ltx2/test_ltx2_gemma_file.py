@@ -9,7 +9,6 @@ states and masks to the folder loader.
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 from pathlib import Path
@@ -21,7 +20,10 @@ from safetensors.torch import load_file, save_file
 spm = pytest.importorskip("sentencepiece")
 
 from comfyui_cosmos3_ltx2.core.checkpoint import CheckpointError  # noqa: E402
-from comfyui_cosmos3_ltx2.ltx2 import gemma_file, loader, text_encoding  # noqa: E402
+from comfyui_cosmos3_ltx2.ltx2 import gemma_file, text_encoding  # noqa: E402
+from helpers.sentencepiece_model import train_spm  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 MAX_LEN = 48
 PROMPTS = ["  a cat walks on the beach at sunset  ", "the quick brown fox\tjumps", "Ünïcödé 123 ☃",
@@ -31,15 +33,9 @@ _CORPUS = ["a cat walks on the beach at sunset, waves roll in", "the quick brown
 
 
 def _train_spm() -> bytes:
-    buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(_CORPUS), model_writer=buf, model_type="bpe", vocab_size=360, byte_fallback=True,
-        pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>",
-        unk_piece="<unk>", add_dummy_prefix=False, remove_extra_whitespaces=False,
-        normalization_rule_name="identity", split_digits=True, allow_whitespace_only_pieces=True,
-        user_defined_symbols=["<start_of_turn>", "<end_of_turn>"], control_symbols=["<mask>"],
-        character_coverage=1.0, minloglevel=2)
-    return buf.getvalue()
+    return train_spm(_CORPUS, 360, remove_extra_whitespaces=False, split_digits=True,
+                     allow_whitespace_only_pieces=True, user_defined_symbols=["<start_of_turn>", "<end_of_turn>"],
+                     control_symbols=["<mask>"])
 
 
 def _hf_tokenizer(proto: bytes):
@@ -110,15 +106,6 @@ def _comfy_file(path: Path, model, proto: bytes | None, *, config: dict | None =
     tensors.update(extra or {})
     save_file(tensors, str(path), metadata={"config": json.dumps(config)} if config is not None else None)
     return path
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # The models are tiny: one thread avoids the cost of syncing threads on a busy machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

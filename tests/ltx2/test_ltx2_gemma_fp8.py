@@ -10,7 +10,6 @@ states (to float rounding), and stay within the fp8 error of the full-precision 
 
 from __future__ import annotations
 
-import io
 import json
 
 import pytest
@@ -23,6 +22,9 @@ from comfyui_cosmos3_ltx2.core import quant  # noqa: E402
 from comfyui_cosmos3_ltx2.core.checkpoint import CheckpointError  # noqa: E402
 from comfyui_cosmos3_ltx2.ltx2 import gemma_file, text_encoding  # noqa: E402
 from helpers.measures import rel  # noqa: E402
+from helpers.sentencepiece_model import train_spm  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 MAX_LEN = 24
 PROMPTS = ["a cat walks on the beach at sunset", "the quick brown fox jumps over the lazy dog"]
@@ -32,13 +34,7 @@ LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 
 
 def _train_spm() -> bytes:
-    buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(_CORPUS), model_writer=buf, model_type="bpe", vocab_size=300, byte_fallback=True,
-        pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>",
-        unk_piece="<unk>", add_dummy_prefix=False, normalization_rule_name="identity", character_coverage=1.0,
-        minloglevel=2)
-    return buf.getvalue()
+    return train_spm(_CORPUS, 300)
 
 
 def _gemma3_text():
@@ -147,14 +143,6 @@ def _near_full(got: torch.Tensor, full: torch.Tensor, embedding: float) -> None:
         err = _rms_rel(got[i], full[i])
         assert 0.5 * want <= err <= 1.5 * want, (i, err)
     assert rel(got, full) < 0.2
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
