@@ -130,6 +130,19 @@ def free_memory(device: torch.device) -> int | None:
     return int(mm.get_free_memory(device))
 
 
+def load_for_node(node: str, inputs: str, device: str, load, *, on_host: bool = False):
+    """A loader node's body: ``(compute device, load(where))``. ``where`` is the compute device, or ComfyUI's offload
+    device inside ComfyUI (its model management moves the model when a node needs it) or when ``on_host`` (block
+    offload places the model itself). A file or folder that does not load becomes one error naming the node and the
+    inputs it concerns."""
+    dev = compute_device(device)
+    where = offload_device() if in_comfyui() or on_host else dev
+    try:
+        return dev, load(where)
+    except (ValueError, OSError, ImportError) as e:  # the pack's CheckpointError is a ValueError
+        raise ValueError(f"{node} ({inputs}): {e}") from e
+
+
 def offload_device() -> torch.device:
     return mm.unet_offload_device() if mm is not None else torch.device("cpu")
 

@@ -190,12 +190,9 @@ class Cosmos3ModelLoader:
         set_attention_backend(comfy.attention_backend())  # ComfyUI's --use-flash-attention / --use-sage-attention
         path = _resolve_checkpoint(checkpoint)
         tok_folder = None if tokenizer == FROM_CHECKPOINT else resolve_model_path(MODEL_FOLDER, tokenizer)
-        dev = comfy.compute_device(device)
-        load_device = comfy.offload_device() if comfy.in_comfyui() or offload_blocks else dev
-        try:
-            ckpt = load_model(path, tokenizer=tok_folder, device=load_device, dtype=weight_dtype)
-        except ValueError as e:  # CheckpointError included
-            raise _node_error("Cosmos3ModelLoader", "checkpoint / tokenizer", e) from e
+        dev, ckpt = comfy.load_for_node(
+            "Cosmos3ModelLoader", "checkpoint / tokenizer", device, on_host=bool(offload_blocks),
+            load=lambda where: load_model(path, tokenizer=tok_folder, device=where, dtype=weight_dtype))
         patcher = comfy.manage(ckpt.transformer, dev, wan22_latent_format())
         layers = ckpt.transformer.layers
         streamed = streamed_blocks(offload_blocks, ckpt.transformer, layers, dev, free_bytes=comfy.free_memory(dev))
@@ -229,11 +226,9 @@ class Cosmos3SoundVAELoader:
 
     def load(self, checkpoint, dtype="fp32", device="default"):
         path = resolve_model_path(MODEL_FOLDER, checkpoint)
-        dev = comfy.compute_device(device)
-        try:
-            model = load_sound_decoder(path, device=comfy.offload_device() if comfy.in_comfyui() else dev, dtype=dtype)
-        except (ValueError, OSError) as e:  # CheckpointError included; a folder without sound_tokenizer/
-            raise _node_error("Cosmos3SoundVAELoader", "checkpoint", e) from e
+        dev, model = comfy.load_for_node(  # (a folder without sound_tokenizer/ is an error too)
+            "Cosmos3SoundVAELoader", "checkpoint", device,
+            load=lambda where: load_sound_decoder(path, device=where, dtype=dtype))
         return (Cosmos3SoundVAE(model, dev, comfy.manage(model, dev)),)
 
 
@@ -263,8 +258,8 @@ class Cosmos3VAELoader:
     def load(self, vae, dtype="bf16", device="default"):
         kind = "vae" if vae.endswith(".safetensors") else MODEL_FOLDER
         path = resolve_model_path(kind, vae)
-        dev = comfy.compute_device(device)
-        model = load_vae(path, device=comfy.offload_device() if comfy.in_comfyui() else dev, dtype=dtype)
+        dev, model = comfy.load_for_node("Cosmos3VAELoader", "vae", device,
+                                         load=lambda where: load_vae(path, device=where, dtype=dtype))
         return (Cosmos3VAE(model, dev, comfy.manage(model, dev)),)
 
 

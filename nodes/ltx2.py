@@ -210,15 +210,15 @@ class LTX2CheckpointLoader:
         from ..ltx2.loader import load_ltx2_checkpoint
 
         set_attention_backend(comfy.attention_backend())  # ComfyUI's --use-flash-attention / --use-sage-attention
-        try:
+        fp8 = weight_dtype == "fp8_e4m3fn"
+
+        def load(where):
             path = _resolve(checkpoint, (MODEL_FOLDER, "checkpoints", "diffusion_models"), "checkpoint")
-            dev = comfy.compute_device(device)
-            fp8 = weight_dtype == "fp8_e4m3fn"
-            ck = load_ltx2_checkpoint(path, device=comfy.offload_device() if comfy.in_comfyui() or offload_blocks
-                                      else dev, dtype="bf16" if fp8 else weight_dtype,
-                                      weight_dtype="fp8_e4m3fn" if fp8 else "default")
-        except (ValueError, OSError) as e:  # CheckpointError included
-            raise _node_error("LTX2CheckpointLoader", "checkpoint", e) from e
+            return path, load_ltx2_checkpoint(path, device=where, dtype="bf16" if fp8 else weight_dtype,
+                                              weight_dtype="fp8_e4m3fn" if fp8 else "default")
+
+        dev, (path, ck) = comfy.load_for_node("LTX2CheckpointLoader", "checkpoint", device, load,
+                                              on_host=bool(offload_blocks))
         codecs = nn.ModuleDict({"video_vae": ck.video_vae, "audio_vae": ck.audio_vae, "vocoder": ck.vocoder})
         vae = LTX2VAE(ck.video_vae, ck.audio_vae, ck.vocoder, dev, comfy.manage(codecs, dev))
         core = nn.ModuleDict({"transformer": ck.transformer, "connectors": ck.connectors})
@@ -260,15 +260,12 @@ class LTX2TextEncoderLoader:
     def load(self, text_encoder, dtype="bf16", device="default"):
         from ..ltx2.text_encoding import load_gemma_text_encoder
 
-        try:
-            path = _resolve(text_encoder, ("text_encoders",), "text_encoder")
-            dev = comfy.compute_device(device)
-            fp8 = dtype == "fp8_e4m3fn"
-            enc = load_gemma_text_encoder(path, device=comfy.offload_device() if comfy.in_comfyui() else dev,
-                                          dtype="bf16" if fp8 else dtype,
-                                          weight_dtype="fp8_e4m3fn" if fp8 else "default")
-        except (ValueError, OSError, ImportError) as e:
-            raise _node_error("LTX2TextEncoderLoader", "text_encoder", e) from e
+        fp8 = dtype == "fp8_e4m3fn"
+        dev, enc = comfy.load_for_node(
+            "LTX2TextEncoderLoader", "text_encoder", device,
+            load=lambda where: load_gemma_text_encoder(_resolve(text_encoder, ("text_encoders",), "text_encoder"),
+                                                       device=where, dtype="bf16" if fp8 else dtype,
+                                                       weight_dtype="fp8_e4m3fn" if fp8 else "default"))
         return (LTX2TextEncoder(enc, dev, comfy.manage(enc.model, dev)),)
 
 
@@ -295,13 +292,10 @@ class LTX2UpsamplerLoader:
     def load(self, upsampler, dtype="bf16", device="default"):
         from ..ltx2.upsampler import load_latent_upsampler
 
-        try:
-            path = _resolve(upsampler, ("latent_upscale_models",), "upsampler")
-            dev = comfy.compute_device(device)
-            module = load_latent_upsampler(path, device=comfy.offload_device() if comfy.in_comfyui() else dev,
-                                           dtype=dtype)
-        except (ValueError, OSError) as e:
-            raise _node_error("LTX2UpsamplerLoader", "upsampler", e) from e
+        dev, module = comfy.load_for_node(
+            "LTX2UpsamplerLoader", "upsampler", device,
+            load=lambda where: load_latent_upsampler(_resolve(upsampler, ("latent_upscale_models",), "upsampler"),
+                                                     device=where, dtype=dtype))
         return (LTX2Upsampler(module, dev, comfy.manage(module, dev)),)
 
 
