@@ -1,9 +1,14 @@
-"""The repository root imports the way ComfyUI imports a custom node pack, under any folder name."""
+"""The repository root imports the way ComfyUI imports a custom node pack, under any folder name; its metadata,
+commands and lint hold."""
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -80,3 +85,13 @@ def test_commands_run_from_a_clone_that_is_not_installed(tmp_path):
     out = subprocess.run([sys.executable, str(pack), "generate", "--steps", "0"], cwd=tmp_path, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 2 and "--steps=0" in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_ruff_finds_nothing():
+    """The lint rules of pyproject.toml ([tool.ruff]: syntax errors, undefined and unused names, import and statement
+    forms) hold over the whole tree."""
+    ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
+    if not Path(ruff).is_file():
+        pytest.skip("ruff is not installed (pip install -e '.[test]')")
+    out = subprocess.run([ruff, "check", "--no-cache", str(ROOT)], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-3000:]

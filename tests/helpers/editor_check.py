@@ -17,7 +17,8 @@ from playwright.async_api import async_playwright
 
 PORT = int(sys.argv[1]) if len(sys.argv) > 1 else 8195
 PACK = Path(__file__).resolve().parents[2]
-OUT = Path(sys.argv[2] if len(sys.argv) > 2 else "editor_shots"); OUT.mkdir(exist_ok=True)
+OUT = Path(sys.argv[2] if len(sys.argv) > 2 else "editor_shots")
+OUT.mkdir(exist_ok=True)
 
 def norm(api):
     return {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in api.items()}

@@ -307,7 +307,7 @@ def test_sentencepiece_missing(setup, tmp_path, monkeypatch):
 
 def _gemma3_12b_header() -> dict:
     """list_keys()-style entries of ComfyUI's gemma_3_12B_it.safetensors (text part, some vision, tokenizer)."""
-    f, H, L, D, Q, KV, I, V = Path("gemma_3_12B_it.safetensors"), 3840, 48, 256, 16 * 256, 8 * 256, 15360, 262208
+    f, H, L, D, Q, KV, FF, V = Path("gemma_3_12B_it.safetensors"), 3840, 48, 256, 16 * 256, 8 * 256, 15360, 262208
     keys = {"model.embed_tokens.weight": (V, H), "model.norm.weight": (H,), "spiece_model": (4_689_074,),
             "vision_model.embeddings.patch_embedding.weight": (1152, 3, 14, 14),
             "multi_modal_projector.mm_input_projection_weight": (1152, H)}
@@ -316,8 +316,8 @@ def _gemma3_12b_header() -> dict:
         keys.update({p + "self_attn.q_proj.weight": (Q, H), p + "self_attn.k_proj.weight": (KV, H),
                      p + "self_attn.v_proj.weight": (KV, H), p + "self_attn.o_proj.weight": (H, Q),
                      p + "self_attn.q_norm.weight": (D,), p + "self_attn.k_norm.weight": (D,),
-                     p + "mlp.gate_proj.weight": (I, H), p + "mlp.up_proj.weight": (I, H),
-                     p + "mlp.down_proj.weight": (H, I)})
+                     p + "mlp.gate_proj.weight": (FF, H), p + "mlp.up_proj.weight": (FF, H),
+                     p + "mlp.down_proj.weight": (H, FF)})
         for n in ("input", "post_attention", "pre_feedforward", "post_feedforward"):
             keys[p + f"{n}_layernorm.weight"] = (H,)
     return {k: (f, s, "U8" if k == "spiece_model" else "BF16") for k, s in keys.items()}

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from comfyui_cosmos3_ltx2.nodes import NODE_CLASS_MAPPINGS as M
-from comfyui_cosmos3_ltx2.nodes import comfy as glue
 from comfyui_cosmos3_ltx2.nodes import cosmos3 as cosmos3_nodes
 from helpers.comfy_standin import InterruptProcessingException, comfyui_standin
 

@@ -51,7 +51,7 @@ def test_park_streamed_spares_the_one_kept():
         model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4), torch.nn.Linear(4, 4))
         return model, offload.enable_block_offload(model, model, "cpu", 1)
 
-    (a, sa), (b, sb) = streamed_stack(), streamed_stack()
+    (_, sa), (b, sb) = streamed_stack(), streamed_stack()
     x = torch.randn(2, 4)
     want = b(x)
     offload.park_streamed(keep=sa)
