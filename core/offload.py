@@ -203,15 +203,15 @@ def resident_for_memory(blocks: nn.ModuleList, device, *, outside_bytes: int = 0
     return count
 
 
-def streamed_blocks(choice: int, model: nn.Module, blocks: nn.ModuleList, device, *, always_resident=(),
+def streamed_blocks(choice: int, model: nn.Module, blocks: nn.ModuleList, device, *,
                     free_bytes: int | None = None) -> int:
     """The loader nodes' ``offload_blocks``: ``choice`` blocks to stream (0: none), or with :data:`AUTO` as many as
-    the device's free memory requires (:func:`resident_for_memory`; ``model`` minus ``blocks``, plus the modules in
-    ``always_resident``, counts as always on the device). Returns how many blocks to stream."""
+    the device's free memory requires (:func:`resident_for_memory`; ``model`` minus ``blocks`` counts as always on
+    the device). Returns how many blocks to stream."""
     choice = int(choice)
     if choice != AUTO:
         return max(0, min(choice, len(blocks)))
-    outside = tensor_bytes(model, *always_resident) - tensor_bytes(*blocks)
+    outside = tensor_bytes(model) - tensor_bytes(*blocks)
     return len(blocks) - resident_for_memory(blocks, device, outside_bytes=outside, free_bytes=free_bytes)
 
 
